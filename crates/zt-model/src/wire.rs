@@ -1,0 +1,137 @@
+//! The Confluent wire format: one magic byte `0`, the schema id as a 4-byte big-endian
+//! integer, then the Avro binary body (no container header, no fingerprint). Any Confluent
+//! deserializer, and ClickHouse's `AvroConfluent` input format, reads it given a registry
+//! that serves the catalogue's schemas by id.
+//!
+//! Decoding looks the writer schema up by id in the [`Catalogue`] and resolves it against
+//! the current version, so records written by older versions decode into today's model.
+
+use std::io::Cursor;
+
+use apache_avro::types::Value;
+
+use crate::avro::AvroRecord;
+use crate::catalogue::{Catalogue, SchemaEntry};
+use crate::dlq::DeadLetter;
+use crate::error::{Error, Result};
+use crate::event::Event;
+
+/// The magic byte that starts every framed message.
+pub const MAGIC: u8 = 0;
+/// Length of the frame header: magic byte plus 4-byte schema id.
+pub const HEADER_LEN: usize = 5;
+
+/// A top-level record with its own schema file and topic.
+pub trait TopLevel: AvroRecord {
+    /// Full name of the record's schema, e.g. `zt.Event`.
+    const FULL_NAME: &'static str;
+}
+
+impl TopLevel for Event {
+    const FULL_NAME: &'static str = "zt.Event";
+}
+
+impl TopLevel for DeadLetter {
+    const FULL_NAME: &'static str = "zt.DeadLetter";
+}
+
+/// Prepends the frame header to an Avro body.
+pub fn frame(schema_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits a framed message into schema id and Avro body.
+pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8])> {
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::Wire("message shorter than the 5-byte header"));
+    }
+    if bytes[0] != MAGIC {
+        return Err(Error::Wire("first byte is not the magic byte 0"));
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[HEADER_LEN..]))
+}
+
+/// Encodes `value` with the current version of its schema, framed.
+pub fn encode<T: TopLevel>(value: &T) -> Result<Vec<u8>> {
+    encode_with(Catalogue::builtin(), value)
+}
+
+/// [`encode`] against a given catalogue.
+pub fn encode_with<T: TopLevel>(cat: &Catalogue, value: &T) -> Result<Vec<u8>> {
+    let entry = cat.latest(T::FULL_NAME)?;
+    let body = encode_body(entry, value.to_avro(), T::FULL_NAME)?;
+    Ok(frame(entry.id, &body))
+}
+
+fn encode_body(entry: &SchemaEntry, value: Value, record: &'static str) -> Result<Vec<u8>> {
+    apache_avro::to_avro_datum(&entry.schema, value).map_err(|e| Error::Encode {
+        record,
+        source: Box::new(e),
+    })
+}
+
+/// Decodes a framed message into `T`, resolving the writer's schema version against the
+/// current one.
+pub fn decode<T: TopLevel>(bytes: &[u8]) -> Result<T> {
+    decode_with(Catalogue::builtin(), bytes)
+}
+
+/// [`decode`] against a given catalogue.
+pub fn decode_with<T: TopLevel>(cat: &Catalogue, bytes: &[u8]) -> Result<T> {
+    let (id, body) = unframe(bytes)?;
+    let writer = cat.by_id(id)?;
+    let reader = cat.latest(T::FULL_NAME)?;
+    if writer.full_name != reader.full_name {
+        return Err(Error::Wire("schema id belongs to another record type"));
+    }
+    let value = decode_value(writer, reader, body)?;
+    T::from_avro(value)
+}
+
+/// Decodes a body written with `writer` into a value shaped like `reader`.
+pub fn decode_value(writer: &SchemaEntry, reader: &SchemaEntry, body: &[u8]) -> Result<Value> {
+    let mut cursor = Cursor::new(body);
+    let reader_schema = (writer.id != reader.id).then_some(&reader.schema);
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut cursor, reader_schema)
+        .map_err(|e| Error::Avro(Box::new(e)))?;
+    if cursor.position() as usize != body.len() {
+        return Err(Error::Wire("trailing bytes after the Avro body"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_and_unframe() {
+        let f = frame(0x0102_0304, b"xy");
+        assert_eq!(f, vec![0, 1, 2, 3, 4, b'x', b'y']);
+        assert_eq!(unframe(&f).unwrap(), (0x0102_0304, &b"xy"[..]));
+        assert!(matches!(unframe(&[0, 1, 2]), Err(Error::Wire(_))));
+        assert!(matches!(unframe(&[1, 0, 0, 0, 0]), Err(Error::Wire(_))));
+    }
+
+    #[test]
+    fn unknown_id_and_garbage_are_errors_not_panics() {
+        assert!(matches!(
+            decode::<Event>(&frame(7, b"")),
+            Err(Error::UnknownSchemaId(7))
+        ));
+        let id = Catalogue::builtin().latest("zt.Event").unwrap().id;
+        for body in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x02abc"] {
+            assert!(decode::<Event>(&frame(id, body)).is_err());
+        }
+        let dlq = Catalogue::builtin().latest("zt.DeadLetter").unwrap().id;
+        assert!(matches!(
+            decode::<Event>(&frame(dlq, b"")),
+            Err(Error::Wire(_))
+        ));
+    }
+}
