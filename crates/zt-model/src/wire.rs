@@ -6,7 +6,7 @@
 //! Decoding looks the writer schema up by id in the [`Catalogue`] and resolves it against
 //! the current version, so records written by older versions decode into today's model.
 
-use std::io::Cursor;
+use std::io::Read;
 
 use apache_avro::types::Value;
 
@@ -95,14 +95,34 @@ pub fn decode_with<T: TopLevel>(cat: &Catalogue, bytes: &[u8]) -> Result<T> {
 
 /// Decodes a body written with `writer` into a value shaped like `reader`.
 pub fn decode_value(writer: &SchemaEntry, reader: &SchemaEntry, body: &[u8]) -> Result<Value> {
-    let mut cursor = Cursor::new(body);
+    let mut input = StrictReader { rest: body };
     let reader_schema = (writer.id != reader.id).then_some(&reader.schema);
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut cursor, reader_schema)
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader_schema)
         .map_err(|e| Error::Avro(Box::new(e)))?;
-    if cursor.position() as usize != body.len() {
+    if !input.rest.is_empty() {
         return Err(Error::Wire("trailing bytes after the Avro body"));
     }
     Ok(value)
+}
+
+/// A reader whose read past the end fails with `InvalidData`, not `UnexpectedEof`:
+/// apache-avro decodes an `UnexpectedEof` while reading a union index as the null branch,
+/// so a message cut after its last non-null field would decode "successfully" with the
+/// trailing optional fields null. Seen in this crate's truncation property test.
+struct StrictReader<'a> {
+    rest: &'a [u8],
+}
+
+impl Read for StrictReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "avro body ends early",
+            ));
+        }
+        self.rest.read(buf)
+    }
 }
 
 #[cfg(test)]
