@@ -96,8 +96,10 @@ def committed_versions(path: Path) -> list[tuple[str, str]]:
             "(run `git fetch --unshallow` to check compatibility with them)"
         )
     rel = path.resolve().relative_to(top.resolve()).as_posix()
-    # --diff-filter=d: a commit that deleted the file has no version of it to read.
-    shas = _git("log", "--format=%H", "--diff-filter=d", "--", rel).split()
+    # Only commits that leave a version of the file behind (not deletions). The filter
+    # names what to include: the exclusion form `--diff-filter=d` also drops the root
+    # commit (git 2.47), which silently hid the first version of every schema.
+    shas = _git("log", "--format=%H", "--diff-filter=ACMRT", "--", rel).split()
     return [(f"{rel}@{sha[:12]}", _git("show", f"{sha}:{rel}")) for sha in shas]
 
 

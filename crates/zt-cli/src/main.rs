@@ -1,0 +1,85 @@
+//! `zt`: zhongtai's one binary. Each subcommand is a component or an operator tool; see
+//! `zt --help` and README.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zt_cli::{Settings, topics_cmd};
+
+#[derive(Debug, Parser)]
+#[command(name = "zt", version, about = "zhongtai: event-streaming customer data platform for e-commerce")]
+struct Cli {
+    /// TOML configuration file, layered over the built-in defaults and under ZT__* env vars.
+    #[arg(long, short = 'c', global = true, env = "ZT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage the platform's Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (secrets redacted); exit non-zero if it is invalid.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCmd {
+    /// Create every platform topic that does not exist yet (idempotent).
+    Create,
+    /// List the broker's topics with their partition counts.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    zt_runtime::telemetry::init(&settings.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Config(ConfigCmd::Check) => {
+            print!("{}", settings.to_redacted_toml());
+            if settings.pii.uses_dev_salt() {
+                eprintln!(
+                    "warning: pii.salt is the local-development default; set ZT__PII__SALT in every real deployment"
+                );
+            }
+            eprintln!("configuration ok");
+            Ok(())
+        }
+        Command::Topics(TopicsCmd::Create) => topics_cmd::create(&settings).await,
+        Command::Topics(TopicsCmd::List) => topics_cmd::list(&settings).await,
+    }
+}
