@@ -4,8 +4,8 @@
 //! 1. the embedded defaults, a TOML document that holds every key with its default value;
 //! 2. the operator's TOML file, given with `--config FILE`;
 //! 3. environment variables `ZT__SECTION__KEY=value` (double underscores separate levels,
-//!    e.g. `ZT__KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Values are parsed as TOML scalars
-//!    would be (`true`, `42`), falling back to strings.
+//!    e.g. `ZT__KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Values stay strings until the
+//!    field's type asks for a number or a boolean, so a secret `0123` keeps its zero.
 //!
 //! Every struct is `deny_unknown_fields`, so a misspelt key in any layer, including an
 //! environment variable, is an error; the error names the full key and the reason.
@@ -76,7 +76,6 @@ pub fn load_with_env<T: DeserializeOwned>(
         Environment::with_prefix(ENV_PREFIX)
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
-            .try_parsing(true)
             .source(Some(env)),
     );
     let cfg = b.build().map_err(|e| ConfigError::Invalid {

@@ -71,7 +71,7 @@ fn defaults_then_file_then_env() {
         env(&[
             ("ZT__KAFKA__LINGER_MS", "7"),
             ("ZT__KAFKA__IDEMPOTENT", "false"),
-            ("ZT__PII__SALT", "123456"),
+            ("ZT__PII__SALT", "0123456"),
             ("UNRELATED", "x"),
         ]),
     )
@@ -79,7 +79,7 @@ fn defaults_then_file_then_env() {
     assert_eq!(s.kafka.bootstrap_servers, "file:9092", "file beats defaults");
     assert_eq!(s.kafka.linger_ms, 7, "env beats file");
     assert!(!s.kafka.idempotent);
-    assert_eq!(s.pii.salt.expose(), "123456", "numeric-looking env value kept as a string");
+    assert_eq!(s.pii.salt.expose(), "0123456", "numeric-looking env value kept verbatim");
 }
 
 #[test]
