@@ -1,0 +1,120 @@
+//! Sample inputs shared by the benchmarks: one realistic event per source.
+
+use zt_model::*;
+
+/// One realistic event of each source, in `Source::ALL` order.
+pub fn sample_events() -> Vec<Event> {
+    Source::ALL.into_iter().map(sample_event).collect()
+}
+
+/// A realistic event of `source`.
+pub fn sample_event(source: Source) -> Event {
+    let t = 1_767_225_600_000;
+    let payload = match source {
+        Source::Crm => Payload::Customer(CustomerPayload {
+            customer_id: "C100234".into(),
+            tier: Some("gold".into()),
+            previous_tier: Some("silver".into()),
+            points_balance: Some(12_800),
+            consents: vec![Consent {
+                purpose: "marketing_sms".into(),
+                granted: true,
+            }],
+            city: Some("杭州".into()),
+            ..Default::default()
+        }),
+        Source::Erp => Payload::Order(OrderPayload {
+            order_id: "SO20260101000123".into(),
+            status: "paid".into(),
+            currency: "CNY".into(),
+            subtotal_minor: 45_800,
+            discount_minor: 5_000,
+            shipping_minor: 0,
+            total_minor: 40_800,
+            payment_method: Some("alipay".into()),
+            coupon_codes: vec!["NEWYEAR50".into()],
+            lines: (1..=3)
+                .map(|n| OrderLine {
+                    line_no: n,
+                    sku: format!("SKU-{n:04}"),
+                    product_name: Some("保温杯 500ml".into()),
+                    category: Some("home".into()),
+                    quantity: n,
+                    unit_price_minor: 9_900,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        Source::Logistics => Payload::Shipment(ShipmentPayload {
+            waybill_no: "SF1234567890".into(),
+            order_id: Some("SO20260101000123".into()),
+            carrier: "sf".into(),
+            status: "delivered".into(),
+            warehouse: Some("HZ-01".into()),
+            ..Default::default()
+        }),
+        Source::Tracking => Payload::Tracking(TrackingPayload {
+            kind: "track".into(),
+            name: Some("Product Added".into()),
+            properties_json: r#"{"product_id":"P1","sku":"SKU-0001","price":99.0,"quantity":1}"#
+                .into(),
+            product_id: Some("P1".into()),
+            sku: Some("SKU-0001".into()),
+            price_minor: Some(9_900),
+            quantity: Some(1),
+            currency: Some("CNY".into()),
+            ..Default::default()
+        }),
+        Source::Service => Payload::Ticket(TicketPayload {
+            ticket_id: "T-88001".into(),
+            status: "rated".into(),
+            channel: Some("chat".into()),
+            csat_score: Some(5),
+            opened_at: Some(t - 7_200_000),
+            first_response_at: Some(t - 7_000_000),
+            ..Default::default()
+        }),
+        Source::Marketing => Payload::AdSpend(AdSpendPayload {
+            channel: "douyin".into(),
+            campaign_id: "CMP-2026-NY".into(),
+            day: 20_454,
+            spend_minor: 1_250_000,
+            currency: "CNY".into(),
+            impressions: 480_000,
+            clicks: 9_600,
+            ..Default::default()
+        }),
+    };
+    Event {
+        event_id: format!("{source}-evt-000001"),
+        event_type: source.event_types()[0].into(),
+        source,
+        source_event_id: Some("src-1".into()),
+        occurred_at: t,
+        sent_at: Some(t + 40),
+        received_at: t + 120,
+        event_time: t + 80,
+        identities: Identities {
+            crm_customer_id: Some("C100234".into()),
+            anonymous_id: Some("a3f1c9e2-7b1d-4c55-9f0e-2d7c1b8a9e44".into()),
+            phone_hash: Some("4075248519c975131c7773c606f253ed2b7a1e2d1d341a08dc6671cf91f11dab".into()),
+            ..Default::default()
+        },
+        context: Context {
+            channel: Some("douyin".into()),
+            campaign: Some("CMP-2026-NY".into()),
+            utm_source: Some("douyin".into()),
+            utm_medium: Some("cpc".into()),
+            device_type: Some("mobile".into()),
+            os: Some("iOS".into()),
+            locale: Some("zh-CN".into()),
+            experiments: vec![ExperimentAssignment {
+                experiment_id: "checkout-v2".into(),
+                variant: "treatment".into(),
+            }],
+            ..Default::default()
+        },
+        payload,
+    }
+}
