@@ -13,7 +13,9 @@ fn encode_per_source(c: &mut Criterion) {
     for ev in zt_benches::sample_events() {
         let bytes = encode(&ev).unwrap().len() as u64;
         g.throughput(Throughput::Bytes(bytes));
-        g.bench_function(ev.source.as_str(), |b| b.iter(|| encode(black_box(&ev)).unwrap()));
+        g.bench_function(ev.source.as_str(), |b| {
+            b.iter(|| encode(black_box(&ev)).unwrap())
+        });
     }
     g.finish();
 }
@@ -37,10 +39,16 @@ fn pii(c: &mut Criterion) {
     let mut g = c.benchmark_group("pii");
     g.throughput(Throughput::Elements(1));
     g.bench_function("phone", |b| {
-        b.iter(|| h.hash_phone(black_box("+86 138-1234-5678"), "phone").unwrap())
+        b.iter(|| {
+            h.hash_phone(black_box("+86 138-1234-5678"), "phone")
+                .unwrap()
+        })
     });
     g.bench_function("email", |b| {
-        b.iter(|| h.hash_email(black_box(" Li.Lei@Example.COM "), "email").unwrap())
+        b.iter(|| {
+            h.hash_email(black_box(" Li.Lei@Example.COM "), "email")
+                .unwrap()
+        })
     });
     g.finish();
 }

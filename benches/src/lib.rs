@@ -98,7 +98,9 @@ pub fn sample_event(source: Source) -> Event {
         identities: Identities {
             crm_customer_id: Some("C100234".into()),
             anonymous_id: Some("a3f1c9e2-7b1d-4c55-9f0e-2d7c1b8a9e44".into()),
-            phone_hash: Some("4075248519c975131c7773c606f253ed2b7a1e2d1d341a08dc6671cf91f11dab".into()),
+            phone_hash: Some(
+                "4075248519c975131c7773c606f253ed2b7a1e2d1d341a08dc6671cf91f11dab".into(),
+            ),
             ..Default::default()
         },
         context: Context {

@@ -23,10 +23,19 @@ fn main() {
         }
     }
     entries.sort();
-    let mut out = String::from("/// (is_history, file name, schema text), sorted.\npub(crate) static SCHEMA_FILES: &[(bool, &str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// (is_history, file name, schema text), sorted.\npub(crate) static SCHEMA_FILES: &[(bool, &str, &str)] = &[\n",
+    );
     for (history, file, abs) in entries {
-        out.push_str(&format!("    ({history}, {file:?}, include_str!({:?})),\n", abs.display().to_string()));
+        out.push_str(&format!(
+            "    ({history}, {file:?}, include_str!({:?})),\n",
+            abs.display().to_string()
+        ));
     }
     out.push_str("];\n");
-    fs::write(PathBuf::from(env::var("OUT_DIR").unwrap()).join("schema_files.rs"), out).unwrap();
+    fs::write(
+        PathBuf::from(env::var("OUT_DIR").unwrap()).join("schema_files.rs"),
+        out,
+    )
+    .unwrap();
 }

@@ -71,7 +71,10 @@ async fn insert_and_select_rowbinary() -> anyhow::Result<()> {
         .fetch_all::<OrderRow>()
         .await?;
     back.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-    assert_eq!(back, rows, "every row reads back as written, unicode included");
+    assert_eq!(
+        back, rows,
+        "every row reads back as written, unicode included"
+    );
 
     // The server's aggregate equals the one computed here.
     let (n, sum, pd): (u64, i64, u64) = ch
@@ -80,7 +83,10 @@ async fn insert_and_select_rowbinary() -> anyhow::Result<()> {
         .await?;
     assert_eq!(n, rows.len() as u64);
     assert_eq!(sum, rows.iter().map(|r| r.total_minor).sum::<i64>());
-    assert_eq!(pd, rows.iter().filter(|r| r.private_domain == 1).count() as u64);
+    assert_eq!(
+        pd,
+        rows.iter().filter(|r| r.private_domain == 1).count() as u64
+    );
 
     // Negative control: a changed row no longer equals what the server holds.
     let mut tampered = rows.clone();

@@ -142,7 +142,11 @@ async fn produce_consume_commit_and_resume() {
         let c = group_consumer(&group, &topic);
         let got = consume(&c, 60, true).await;
         for (ev, p, o) in &got {
-            assert_eq!(first[&ev.event_id], (*p, *o), "consumed where the broker acked");
+            assert_eq!(
+                first[&ev.event_id],
+                (*p, *o),
+                "consumed where the broker acked"
+            );
             let i: u32 = ev.event_id[4..].parse().unwrap();
             assert_eq!(ev, &order_event(i), "decoded event equals the produced one");
         }
@@ -161,7 +165,9 @@ async fn produce_consume_commit_and_resume() {
     want.sort();
     assert_eq!(ids, want);
     assert!(
-        tokio::time::timeout(Duration::from_secs(3), c.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_secs(3), c.recv())
+            .await
+            .is_err(),
         "nothing beyond the new records is delivered"
     );
     c.commit_consumer_state(CommitMode::Sync).unwrap();
@@ -187,7 +193,11 @@ async fn offsets_not_stored_are_not_committed() {
         let _ = c.commit_consumer_state(CommitMode::Sync);
     }
     let got = committed(&group, &topic);
-    assert_ne!(got, expected_next(&acks), "the oracle check catches missing commits");
+    assert_ne!(
+        got,
+        expected_next(&acks),
+        "the oracle check catches missing commits"
+    );
     assert!(got.values().all(|o| *o == Offset::Invalid), "{got:?}");
 
     let c = group_consumer(&group, &topic);

@@ -67,7 +67,12 @@ pub fn order_event(i: u32) -> Event {
     let t = 1_767_225_600_000 + i64::from(i) * 1_000;
     Event {
         event_id: format!("evt-{i:05}"),
-        event_type: if i % 3 == 0 { "order.paid" } else { "order.created" }.into(),
+        event_type: if i.is_multiple_of(3) {
+            "order.paid"
+        } else {
+            "order.created"
+        }
+        .into(),
         source: Source::Erp,
         source_event_id: Some(format!("erp-{i}")),
         occurred_at: t,
@@ -81,12 +86,17 @@ pub fn order_event(i: u32) -> Event {
         },
         context: Context {
             channel: Some(["tmall", "jd", "wechat_mini"][i as usize % 3].into()),
-            private_domain: i % 2 == 0,
+            private_domain: i.is_multiple_of(2),
             ..Default::default()
         },
         payload: Payload::Order(OrderPayload {
             order_id: format!("O{i}"),
-            status: if i % 3 == 0 { "paid" } else { "created" }.into(),
+            status: if i.is_multiple_of(3) {
+                "paid"
+            } else {
+                "created"
+            }
+            .into(),
             currency: "CNY".into(),
             subtotal_minor: 10_000 + i64::from(i),
             discount_minor: 500,

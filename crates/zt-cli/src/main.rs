@@ -8,10 +8,20 @@ use clap::{Parser, Subcommand};
 use zt_cli::{Settings, topics_cmd};
 
 #[derive(Debug, Parser)]
-#[command(name = "zt", version, about = "zhongtai: event-streaming customer data platform for e-commerce")]
+#[command(
+    name = "zt",
+    version,
+    about = "zhongtai: event-streaming customer data platform for e-commerce"
+)]
 struct Cli {
     /// TOML configuration file, layered over the built-in defaults and under ZT__* env vars.
-    #[arg(long, short = 'c', global = true, env = "ZT_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "ZT_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -51,7 +61,10 @@ fn main() -> ExitCode {
         }
     };
     zt_runtime::telemetry::init(&settings.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

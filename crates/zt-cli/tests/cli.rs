@@ -39,7 +39,10 @@ fn help_lists_the_subcommands_and_version_prints() {
     assert!(out.contains("create") && out.contains("list"), "{out}");
     let o = zt(&["--version"], &[]);
     assert!(o.status.success());
-    assert_eq!(text(&o).0.trim(), format!("zt {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&o).0.trim(),
+        format!("zt {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -54,26 +57,44 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("linger_ms = 25"), "env override applied: {out}");
+    assert!(
+        out.contains("linger_ms = 25"),
+        "env override applied: {out}"
+    );
     assert!(!out.contains("s3cr3t-salt-value") && !err.contains("s3cr3t-salt-value"));
     assert!(!out.contains("ch-password-value") && !err.contains("ch-password-value"));
     assert!(out.contains("<redacted>"));
-    assert!(!err.contains("warning: pii.salt"), "a real salt gives no warning");
+    assert!(
+        !err.contains("warning: pii.salt"),
+        "a real salt gives no warning"
+    );
 
     let o = zt(&["config", "check"], &[]);
     assert!(o.status.success());
-    assert!(text(&o).1.contains("warning: pii.salt"), "the dev salt is flagged");
+    assert!(
+        text(&o).1.contains("warning: pii.salt"),
+        "the dev salt is flagged"
+    );
 }
 
 #[test]
 fn bad_config_exits_non_zero_naming_the_key() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("ZT__KAFKA__PRODUCER__LINGER_MS", "soon")], "kafka.producer.linger_ms"),
-        (vec![("ZT__KAFKA__PRODUCER__COMPRESSION", "brotli")], "kafka.producer.compression"),
+        (
+            vec![("ZT__KAFKA__PRODUCER__LINGER_MS", "soon")],
+            "kafka.producer.linger_ms",
+        ),
+        (
+            vec![("ZT__KAFKA__PRODUCER__COMPRESSION", "brotli")],
+            "kafka.producer.compression",
+        ),
         (vec![("ZT__TOPICS__PARTITIONS", "0")], "topics.partitions"),
         (vec![("ZT__LOG__FORMAT", "xml")], "log.format"),
         (vec![("ZT__CLICKHOUSE__URL", "tcp://x")], "clickhouse.url"),
-        (vec![("ZT__PII__DEFAULT_COUNTRY_CODE", "086")], "pii.default_country_code"),
+        (
+            vec![("ZT__PII__DEFAULT_COUNTRY_CODE", "086")],
+            "pii.default_country_code",
+        ),
         (vec![("ZT__KAFKA__NOPE", "1")], "kafka.nope"),
     ];
     for (env, key) in cases {
@@ -85,12 +106,21 @@ fn bad_config_exits_non_zero_naming_the_key() {
 
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     writeln!(f, "[kafka.options]\n\"enable.idempotence\" = \"false\"").unwrap();
-    let o = zt(&["--config", f.path().to_str().unwrap(), "config", "check"], &[]);
+    let o = zt(
+        &["--config", f.path().to_str().unwrap(), "config", "check"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
-    assert!(err.contains("kafka.options.\"enable.idempotence\""), "{err}");
+    assert!(
+        err.contains("kafka.options.\"enable.idempotence\""),
+        "{err}"
+    );
 
-    let o = zt(&["--config", "/nonexistent/zt.toml", "config", "check"], &[]);
+    let o = zt(
+        &["--config", "/nonexistent/zt.toml", "config", "check"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("/nonexistent/zt.toml"));
 }
@@ -122,8 +152,7 @@ fn topics_create_is_idempotent_against_the_broker() {
             .unwrap()
             .as_millis()
     );
-    let bootstrap =
-        std::env::var("ZT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let bootstrap = std::env::var("ZT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let env = [
         ("ZT__TOPICS__PREFIX", prefix.as_str()),
         ("ZT__TOPICS__PARTITIONS", "2"),
@@ -133,16 +162,27 @@ fn topics_create_is_idempotent_against_the_broker() {
     let o = zt(&["topics", "create"], &env);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(out.lines().filter(|l| l.contains(" created ")).count(), 12, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" created ")).count(),
+        12,
+        "{out}"
+    );
     let o = zt(&["topics", "create"], &env);
     let (out, _) = text(&o);
-    assert_eq!(out.lines().filter(|l| l.contains(" exists ")).count(), 12, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" exists ")).count(),
+        12,
+        "{out}"
+    );
 
     let o = zt(&["topics", "list"], &env);
     let (out, _) = text(&o);
     for t in ["events.crm", "dlq", "identity.links", "profiles", "funnels"] {
         let name = format!("{prefix}.{t} ");
         let line = out.lines().find(|l| l.starts_with(&name));
-        assert!(line.is_some_and(|l| l.ends_with("partitions=2")), "{name}: {out}");
+        assert!(
+            line.is_some_and(|l| l.ends_with("partitions=2")),
+            "{name}: {out}"
+        );
     }
 }

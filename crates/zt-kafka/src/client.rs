@@ -72,7 +72,10 @@ pub fn consumer_config(cfg: &KafkaConfig, opts: &ConsumerOptions) -> Result<Clie
     c.set("group.id", &opts.group_id)
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", opts.auto_commit.to_string())
-        .set("auto.commit.interval.ms", k.auto_commit_interval_ms.to_string())
+        .set(
+            "auto.commit.interval.ms",
+            k.auto_commit_interval_ms.to_string(),
+        )
         .set("auto.offset.reset", &k.auto_offset_reset)
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())

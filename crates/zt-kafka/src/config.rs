@@ -75,12 +75,21 @@ pub const RESERVED_OPTIONS: &[(&str, &str)] = &[
     ("delivery.timeout.ms", "kafka.producer.message_timeout_ms"),
     ("batch.size", "kafka.producer.batch_size_bytes"),
     ("session.timeout.ms", "kafka.consumer.session_timeout_ms"),
-    ("max.poll.interval.ms", "kafka.consumer.max_poll_interval_ms"),
+    (
+        "max.poll.interval.ms",
+        "kafka.consumer.max_poll_interval_ms",
+    ),
     ("auto.offset.reset", "kafka.consumer.auto_offset_reset"),
-    ("auto.commit.interval.ms", "kafka.consumer.auto_commit_interval_ms"),
+    (
+        "auto.commit.interval.ms",
+        "kafka.consumer.auto_commit_interval_ms",
+    ),
     ("enable.idempotence", "the idempotent producer (always on)"),
     ("acks", "the idempotent producer (always acks=all)"),
-    ("request.required.acks", "the idempotent producer (always acks=all)"),
+    (
+        "request.required.acks",
+        "the idempotent producer (always acks=all)",
+    ),
     ("enable.auto.offset.store", "the consumer's offset handling"),
     ("enable.auto.commit", "the consumer's offset handling"),
     ("group.id", "each component's consumer group"),
@@ -95,7 +104,11 @@ fn redact_options<S: Serializer>(opts: &BTreeMap<String, String>, s: S) -> Resul
     let shown: BTreeMap<&str, &str> = opts
         .iter()
         .map(|(k, v)| {
-            let v = if is_secret_key(k) { "<redacted>" } else { v.as_str() };
+            let v = if is_secret_key(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
             (k.as_str(), v)
         })
         .collect();
@@ -139,7 +152,10 @@ impl KafkaConfig {
             ));
         }
         if self.producer.message_timeout_ms == 0 {
-            return Err(config_err("kafka.producer.message_timeout_ms", "must be > 0"));
+            return Err(config_err(
+                "kafka.producer.message_timeout_ms",
+                "must be > 0",
+            ));
         }
         for key in self.options.keys() {
             if let Some((_, owner)) = RESERVED_OPTIONS.iter().find(|(k, _)| k == key) {
@@ -203,8 +219,7 @@ impl TopicsConfig {
     /// Checks names and sizes.
     pub fn validate(&self) -> Result<()> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if self.prefix.is_empty() || self.prefix.len() > 200 || !self.prefix.chars().all(ok_char)
-        {
+        if self.prefix.is_empty() || self.prefix.len() > 200 || !self.prefix.chars().all(ok_char) {
             return Err(config_err(
                 "topics.prefix",
                 "must be 1 to 200 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
@@ -214,7 +229,10 @@ impl TopicsConfig {
             return Err(config_err("topics.partitions", "must be at least 1"));
         }
         if self.replication_factor < 1 {
-            return Err(config_err("topics.replication_factor", "must be at least 1"));
+            return Err(config_err(
+                "topics.replication_factor",
+                "must be at least 1",
+            ));
         }
         let known: Vec<String> = crate::topics::platform_topic_names(self);
         for (name, &n) in &self.partition_overrides {
@@ -262,7 +280,8 @@ mod tests {
     #[test]
     fn passthrough_refuses_owned_keys() {
         let mut k = kafka();
-        k.options.insert("socket.keepalive.enable".into(), "true".into());
+        k.options
+            .insert("socket.keepalive.enable".into(), "true".into());
         k.validate().unwrap();
         k.options.insert("acks".into(), "1".into());
         let err = k.validate().unwrap_err().to_string();
@@ -274,7 +293,12 @@ mod tests {
     fn bad_values_are_refused() {
         let mut k = kafka();
         k.bootstrap_servers = "broker-without-port".into();
-        assert!(k.validate().unwrap_err().to_string().contains("kafka.bootstrap_servers"));
+        assert!(
+            k.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("kafka.bootstrap_servers")
+        );
         let mut k = kafka();
         k.producer.compression = "brotli".into();
         assert!(k.validate().is_err());

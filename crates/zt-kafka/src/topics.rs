@@ -48,19 +48,45 @@ pub(crate) fn platform_topic_names(t: &TopicsConfig) -> Vec<String> {
 pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
     let mut out: Vec<(String, bool, &'static str)> = Source::ALL
         .into_iter()
-        .map(|s| (t.events(s), false, "canonical events of one source (zt.Event)"))
+        .map(|s| {
+            (
+                t.events(s),
+                false,
+                "canonical events of one source (zt.Event)",
+            )
+        })
         .collect();
     out.extend([
-        (t.dlq(), false, "rejected inputs with reason and original bytes (zt.DeadLetter)"),
-        (t.identity_links(), true, "identity graph links, latest per identifier"),
-        (t.identity_merges(), false, "identity merges, one record per merge"),
-        (t.events_resolved(), false, "canonical events keyed by resolved person id"),
+        (
+            t.dlq(),
+            false,
+            "rejected inputs with reason and original bytes (zt.DeadLetter)",
+        ),
+        (
+            t.identity_links(),
+            true,
+            "identity graph links, latest per identifier",
+        ),
+        (
+            t.identity_merges(),
+            false,
+            "identity merges, one record per merge",
+        ),
+        (
+            t.events_resolved(),
+            false,
+            "canonical events keyed by resolved person id",
+        ),
         (t.profiles(), true, "profile snapshots, latest per person"),
         (t.funnels(), false, "funnel and experiment aggregates"),
     ]);
     out.into_iter()
         .map(|(name, compacted, purpose)| TopicSpec {
-            partitions: t.partition_overrides.get(&name).copied().unwrap_or(t.partitions),
+            partitions: t
+                .partition_overrides
+                .get(&name)
+                .copied()
+                .unwrap_or(t.partitions),
             replication_factor: t.replication_factor,
             name,
             compacted,

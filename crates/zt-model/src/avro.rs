@@ -323,10 +323,7 @@ impl AvroRecord for Event {
                 other => return Err(r.err("payload", format!("unknown union branch {other}"))),
             },
             other => {
-                return Err(r.err(
-                    "payload",
-                    format!("expected union, found {}", kind(&other)),
-                ));
+                return Err(r.err("payload", format!("expected union, found {}", kind(&other))));
             }
         };
         Ok(Event {

@@ -185,7 +185,9 @@ impl Catalogue {
 
     /// Every version of a schema by full name, oldest first.
     pub fn versions<'a>(&'a self, full_name: &'a str) -> impl Iterator<Item = &'a SchemaEntry> {
-        self.entries.iter().filter(move |e| e.full_name == full_name)
+        self.entries
+            .iter()
+            .filter(move |e| e.full_name == full_name)
     }
 }
 
@@ -235,9 +237,11 @@ mod tests {
     fn history_versions_are_ordered_and_readable() {
         let v1 = r#"{"type":"record","name":"T","namespace":"zt","fields":[{"name":"a","type":"string"}]}"#;
         let v2 = r#"{"type":"record","name":"T","namespace":"zt","fields":[{"name":"a","type":"string"},{"name":"b","type":"long","default":0}]}"#;
-        let cat =
-            Catalogue::from_files(&[(false, "t.avsc", v2), (true, "t.v1.avsc", v1)]).unwrap();
-        let versions: Vec<_> = cat.versions("zt.T").map(|e| (e.version, e.latest)).collect();
+        let cat = Catalogue::from_files(&[(false, "t.avsc", v2), (true, "t.v1.avsc", v1)]).unwrap();
+        let versions: Vec<_> = cat
+            .versions("zt.T")
+            .map(|e| (e.version, e.latest))
+            .collect();
         assert_eq!(versions, vec![(1, false), (2, true)]);
         assert_eq!(cat.latest("zt.T").unwrap().file, "t.avsc");
         let bad = Catalogue::from_files(&[(true, "t.avsc", v1)]).unwrap_err();

@@ -45,7 +45,12 @@ pub fn normalize_phone(raw: &str, default_country_code: &str, field: &str) -> Re
             '0'..='9' => digits.push(c),
             '+' if i == 0 => plus = true,
             ' ' | '-' | '.' | '(' | ')' | '/' | '\t' => {}
-            _ => return Err(pii_err(field, "phone number has a character that is not a digit")),
+            _ => {
+                return Err(pii_err(
+                    field,
+                    "phone number has a character that is not a digit",
+                ));
+            }
         }
     }
     if digits.is_empty() {
@@ -65,7 +70,10 @@ pub fn normalize_phone(raw: &str, default_country_code: &str, field: &str) -> Re
         return Err(pii_err(field, "phone number has no valid country code"));
     }
     if !(8..=15).contains(&e164.len()) {
-        return Err(pii_err(field, "phone number must have 8 to 15 digits in E.164"));
+        return Err(pii_err(
+            field,
+            "phone number must have 8 to 15 digits in E.164",
+        ));
     }
     if let Some(national) = e164.strip_prefix("86")
         && is_cn_mobile_prefix(national)
@@ -195,7 +203,15 @@ mod tests {
 
     #[test]
     fn bad_phones_name_the_field_not_the_value() {
-        for raw in ["", "abc", "138123", "+0123456789", "1381234567", "+1234567890123456", "138x1234"] {
+        for raw in [
+            "",
+            "abc",
+            "138123",
+            "+0123456789",
+            "1381234567",
+            "+1234567890123456",
+            "138x1234",
+        ] {
             let err = normalize_phone(raw, "86", "customer.mobile").unwrap_err();
             let msg = err.to_string();
             assert!(msg.starts_with("customer.mobile: "), "{msg}");
@@ -212,7 +228,9 @@ mod tests {
             "li.lei@example.com"
         );
         assert_eq!(normalize_email("a＠b.cn", "email").unwrap(), "a@b.cn");
-        for bad in ["", "nobody", "a@b", "a@@b.cn", "@b.cn", "a@b..cn", "a b@c.cn"] {
+        for bad in [
+            "", "nobody", "a@b", "a@@b.cn", "@b.cn", "a@b..cn", "a b@c.cn",
+        ] {
             let err = normalize_email(bad, "email").unwrap_err();
             assert!(err.to_string().starts_with("email: "), "{err}");
         }

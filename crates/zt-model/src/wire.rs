@@ -75,12 +75,11 @@ pub fn encode_with<T: TopLevel>(cat: &Catalogue, value: &T) -> Result<Vec<u8>> {
 /// against the schema. Tests use it as an oracle for [`encode`].
 pub fn encode_validated<T: TopLevel>(cat: &Catalogue, value: &T) -> Result<Vec<u8>> {
     let entry = cat.latest(T::FULL_NAME)?;
-    let body = apache_avro::to_avro_datum(&entry.schema, value.to_avro()).map_err(|e| {
-        Error::Encode {
+    let body =
+        apache_avro::to_avro_datum(&entry.schema, value.to_avro()).map_err(|e| Error::Encode {
             record: T::FULL_NAME,
             source: Box::new(e),
-        }
-    })?;
+        })?;
     Ok(frame(entry.id, &body))
 }
 
@@ -154,7 +153,11 @@ mod tests {
             Err(Error::UnknownSchemaId(7))
         ));
         let id = Catalogue::builtin().latest("zt.Event").unwrap().id;
-        for body in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x02abc"] {
+        for body in [
+            &b""[..],
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\x02abc",
+        ] {
             assert!(decode::<Event>(&frame(id, body)).is_err());
         }
         let dlq = Catalogue::builtin().latest("zt.DeadLetter").unwrap().id;

@@ -23,8 +23,17 @@ fn ts() -> impl Strategy<Value = i64> {
 }
 
 fn identities() -> impl Strategy<Value = Identities> {
-    (ostr(), ostr(), ostr(), ostr(), ostr(), ostr(), ostr(), ostr()).prop_map(
-        |(a, b, c, d, e, f, g, h)| Identities {
+    (
+        ostr(),
+        ostr(),
+        ostr(),
+        ostr(),
+        ostr(),
+        ostr(),
+        ostr(),
+        ostr(),
+    )
+        .prop_map(|(a, b, c, d, e, f, g, h)| Identities {
             crm_customer_id: a,
             user_id: b,
             anonymous_id: c,
@@ -33,8 +42,7 @@ fn identities() -> impl Strategy<Value = Identities> {
             order_id: f,
             waybill_no: g,
             ticket_id: h,
-        },
-    )
+        })
 }
 
 fn context() -> impl Strategy<Value = Context> {
@@ -50,22 +58,24 @@ fn context() -> impl Strategy<Value = Context> {
         ),
         (ostr(), ostr(), ostr(), ostr(), ostr()),
     )
-        .prop_map(|((a, b, c, d, e, f, g), pd, experiments, (h, i, j, k, l))| Context {
-            channel: a,
-            campaign: b,
-            utm_source: c,
-            utm_medium: d,
-            utm_campaign: e,
-            utm_term: f,
-            utm_content: g,
-            private_domain: pd,
-            experiments,
-            device_type: h,
-            os: i,
-            app_version: j,
-            locale: k,
-            ip_country: l,
-        })
+        .prop_map(
+            |((a, b, c, d, e, f, g), pd, experiments, (h, i, j, k, l))| Context {
+                channel: a,
+                campaign: b,
+                utm_source: c,
+                utm_medium: d,
+                utm_campaign: e,
+                utm_term: f,
+                utm_content: g,
+                private_domain: pd,
+                experiments,
+                device_type: h,
+                os: i,
+                app_version: j,
+                locale: k,
+                ip_country: l,
+            },
+        )
 }
 
 fn customer() -> impl Strategy<Value = CustomerPayload> {
@@ -78,8 +88,8 @@ fn customer() -> impl Strategy<Value = CustomerPayload> {
         ),
         (ostr(), option::of(any::<i32>()), ostr(), ostr()),
     )
-        .prop_map(|((id, reg, ch, tier, prev), (pd, pb), consents, (g, by, p, c))| {
-            CustomerPayload {
+        .prop_map(
+            |((id, reg, ch, tier, prev), (pd, pb), consents, (g, by, p, c))| CustomerPayload {
                 customer_id: id,
                 registered_at: reg,
                 registration_channel: ch,
@@ -92,38 +102,57 @@ fn customer() -> impl Strategy<Value = CustomerPayload> {
                 birth_year: by,
                 province: p,
                 city: c,
-            }
-        })
+            },
+        )
 }
 
 fn order_line() -> impl Strategy<Value = OrderLine> {
     (
         (any::<i32>(), text(), ostr(), ostr(), ostr()),
-        (any::<i32>(), any::<i64>(), any::<i64>(), ostr(), any::<i32>()),
+        (
+            any::<i32>(),
+            any::<i64>(),
+            any::<i64>(),
+            ostr(),
+            any::<i32>(),
+        ),
     )
-        .prop_map(|((n, sku, pid, pname, cat), (q, price, disc, coupon, rq))| OrderLine {
-            line_no: n,
-            sku,
-            product_id: pid,
-            product_name: pname,
-            category: cat,
-            quantity: q,
-            unit_price_minor: price,
-            discount_minor: disc,
-            coupon_code: coupon,
-            refunded_quantity: rq,
-        })
+        .prop_map(
+            |((n, sku, pid, pname, cat), (q, price, disc, coupon, rq))| OrderLine {
+                line_no: n,
+                sku,
+                product_id: pid,
+                product_name: pname,
+                category: cat,
+                quantity: q,
+                unit_price_minor: price,
+                discount_minor: disc,
+                coupon_code: coupon,
+                refunded_quantity: rq,
+            },
+        )
 }
 
 fn order() -> impl Strategy<Value = OrderPayload> {
     (
         (text(), text(), "[A-Z]{3}"),
-        (any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()),
+        (
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+        ),
         (ostr(), ostr(), vec(text(), 0..3), ostr()),
         vec(order_line(), 0..4),
     )
         .prop_map(
-            |((id, status, cur), (sub, disc, ship, total, refund), (rr, pm, coupons, store), lines)| {
+            |(
+                (id, status, cur),
+                (sub, disc, ship, total, refund),
+                (rr, pm, coupons, store),
+                lines,
+            )| {
                 OrderPayload {
                     order_id: id,
                     status,
@@ -164,12 +193,30 @@ fn shipment() -> impl Strategy<Value = ShipmentPayload> {
 fn tracking() -> impl Strategy<Value = TrackingPayload> {
     (
         (text(), ostr(), text(), text(), ostr(), ostr()),
-        (ostr(), ostr(), ostr(), option::of(any::<i64>()), option::of(any::<i32>())),
-        (option::of(any::<i64>()), ostr(), ostr(), ostr(), ostr(), ostr()),
+        (
+            ostr(),
+            ostr(),
+            ostr(),
+            option::of(any::<i64>()),
+            option::of(any::<i32>()),
+        ),
+        (
+            option::of(any::<i64>()),
+            ostr(),
+            ostr(),
+            ostr(),
+            ostr(),
+            ostr(),
+        ),
         (ostr(), ostr()),
     )
         .prop_map(
-            |((kind, name, props, traits, prev, group), (pid, sku, cat, price, qty), (rev, cur, url, path, refr, title), (exp, var))| {
+            |(
+                (kind, name, props, traits, prev, group),
+                (pid, sku, cat, price, qty),
+                (rev, cur, url, path, refr, title),
+                (exp, var),
+            )| {
                 TrackingPayload {
                     kind,
                     name,
@@ -198,23 +245,30 @@ fn tracking() -> impl Strategy<Value = TrackingPayload> {
 fn ticket() -> impl Strategy<Value = TicketPayload> {
     (
         (text(), text(), ostr(), ostr(), ostr(), ostr()),
-        (option::of(ts()), option::of(ts()), option::of(ts()), option::of(1i32..=5)),
+        (
+            option::of(ts()),
+            option::of(ts()),
+            option::of(ts()),
+            option::of(1i32..=5),
+        ),
         (any::<bool>(), ostr()),
     )
-        .prop_map(|((id, st, ch, cat, pr, ag), (o, f, r, csat), (c, cr))| TicketPayload {
-            ticket_id: id,
-            status: st,
-            channel: ch,
-            category: cat,
-            priority: pr,
-            agent_id: ag,
-            opened_at: o,
-            first_response_at: f,
-            resolved_at: r,
-            csat_score: csat,
-            is_complaint: c,
-            complaint_reason: cr,
-        })
+        .prop_map(
+            |((id, st, ch, cat, pr, ag), (o, f, r, csat), (c, cr))| TicketPayload {
+                ticket_id: id,
+                status: st,
+                channel: ch,
+                category: cat,
+                priority: pr,
+                agent_id: ag,
+                opened_at: o,
+                first_response_at: f,
+                resolved_at: r,
+                csat_score: csat,
+                is_complaint: c,
+                complaint_reason: cr,
+            },
+        )
 }
 
 fn ad_spend() -> impl Strategy<Value = AdSpendPayload> {
@@ -222,16 +276,18 @@ fn ad_spend() -> impl Strategy<Value = AdSpendPayload> {
         (text(), text(), ostr(), any::<i32>()),
         (any::<i64>(), "[A-Z]{3}", any::<i64>(), any::<i64>()),
     )
-        .prop_map(|((ch, cid, cname, day), (spend, cur, imp, clk))| AdSpendPayload {
-            channel: ch,
-            campaign_id: cid,
-            campaign_name: cname,
-            day,
-            spend_minor: spend,
-            currency: cur,
-            impressions: imp,
-            clicks: clk,
-        })
+        .prop_map(
+            |((ch, cid, cname, day), (spend, cur, imp, clk))| AdSpendPayload {
+                channel: ch,
+                campaign_id: cid,
+                campaign_name: cname,
+                day,
+                spend_minor: spend,
+                currency: cur,
+                impressions: imp,
+                clicks: clk,
+            },
+        )
 }
 
 fn payload_for(source: Source) -> BoxedStrategy<Payload> {
@@ -258,19 +314,21 @@ fn event() -> impl Strategy<Value = Event> {
             context(),
             payload_for(source),
         )
-            .prop_map(move |((id, sid, occ, sent, recv, et), ids, ctx, payload)| Event {
-                event_id: id,
-                event_type: event_type.to_owned(),
-                source,
-                source_event_id: sid,
-                occurred_at: occ,
-                sent_at: sent,
-                received_at: recv,
-                event_time: et,
-                identities: ids,
-                context: ctx,
-                payload,
-            })
+            .prop_map(
+                move |((id, sid, occ, sent, recv, et), ids, ctx, payload)| Event {
+                    event_id: id,
+                    event_type: event_type.to_owned(),
+                    source,
+                    source_event_id: sid,
+                    occurred_at: occ,
+                    sent_at: sent,
+                    received_at: recv,
+                    event_time: et,
+                    identities: ids,
+                    context: ctx,
+                    payload,
+                },
+            )
     })
 }
 
@@ -280,8 +338,8 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
         (vec(any::<u8>(), 0..64), ostr(), ts(), ts()),
         (ostr(), option::of(any::<i32>()), option::of(any::<i64>())),
     )
-        .prop_map(|((id, stage, src, reason, field, msg), (orig, ct, r, f), (t, p, o))| {
-            DeadLetter {
+        .prop_map(
+            |((id, stage, src, reason, field, msg), (orig, ct, r, f), (t, p, o))| DeadLetter {
                 dlq_id: id,
                 stage,
                 source: src,
@@ -295,8 +353,8 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
                 origin_topic: t,
                 origin_partition: p,
                 origin_offset: o,
-            }
-        })
+            },
+        )
 }
 
 proptest! {
@@ -429,4 +487,3 @@ fn sample_event() -> Event {
         }),
     }
 }
-

@@ -61,11 +61,10 @@ pub fn load_with_env<T: DeserializeOwned>(
             message: e.to_string(),
         })?;
         // Parse once here so a syntax error is reported against the file, not a key.
-        text.parse::<toml::Table>()
-            .map_err(|e| ConfigError::File {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+        text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         b = b.add_source(File::from_str(&text, FileFormat::Toml));
     }
     let env: HashMap<String, String> = env
@@ -118,5 +117,9 @@ fn key_of(path: &str, message: &str) -> String {
 /// separately, and an origin could echo an environment value.
 fn clean_message(message: &str) -> String {
     let m = message.split(" for key `").next().unwrap_or(message);
-    m.split(" in Environment").next().unwrap_or(m).trim().to_owned()
+    m.split(" in Environment")
+        .next()
+        .unwrap_or(m)
+        .trim()
+        .to_owned()
 }

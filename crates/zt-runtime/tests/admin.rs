@@ -15,7 +15,11 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
     let status = buf[9..12].parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
     (status, body)
 }
 
@@ -23,7 +27,10 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn metrics_livez_readyz_and_shutdown() {
     let metrics = Metrics::new("test");
     let counter = prometheus::IntCounter::new("zt_test_things_total", "things").unwrap();
-    metrics.registry().register(Box::new(counter.clone())).unwrap();
+    metrics
+        .registry()
+        .register(Box::new(counter.clone()))
+        .unwrap();
     counter.inc_by(3);
     let health = Health::new();
     let broker = health.register("kafka");

@@ -63,7 +63,10 @@ fn defaults_then_file_then_env() {
     let s: Settings = load_with_env(DEFAULTS, Some(f.path()), env(&[])).unwrap();
     assert_eq!(s.kafka.bootstrap_servers, "file:9092");
     assert_eq!(s.kafka.linger_ms, 50);
-    assert!(s.kafka.idempotent, "keys the file does not set keep their default");
+    assert!(
+        s.kafka.idempotent,
+        "keys the file does not set keep their default"
+    );
 
     let s: Settings = load_with_env(
         DEFAULTS,
@@ -76,18 +79,30 @@ fn defaults_then_file_then_env() {
         ]),
     )
     .unwrap();
-    assert_eq!(s.kafka.bootstrap_servers, "file:9092", "file beats defaults");
+    assert_eq!(
+        s.kafka.bootstrap_servers, "file:9092",
+        "file beats defaults"
+    );
     assert_eq!(s.kafka.linger_ms, 7, "env beats file");
     assert!(!s.kafka.idempotent);
-    assert_eq!(s.pii.salt.expose(), "0123456", "numeric-looking env value kept verbatim");
+    assert_eq!(
+        s.pii.salt.expose(),
+        "0123456",
+        "numeric-looking env value kept verbatim"
+    );
 }
 
 #[test]
 fn dotted_passthrough_keys_survive_the_layers() {
-    let f = file("[kafka.options]\n\"socket.keepalive.enable\" = \"true\"\n\"queue.buffering.max.kbytes\" = \"2048\"\n");
+    let f = file(
+        "[kafka.options]\n\"socket.keepalive.enable\" = \"true\"\n\"queue.buffering.max.kbytes\" = \"2048\"\n",
+    );
     let s: Settings = load_with_env(DEFAULTS, Some(f.path()), env(&[])).unwrap();
     assert_eq!(
-        s.kafka.options.get("socket.keepalive.enable").map(String::as_str),
+        s.kafka
+            .options
+            .get("socket.keepalive.enable")
+            .map(String::as_str),
         Some("true"),
         "{:?}",
         s.kafka.options
