@@ -8,6 +8,8 @@
 //! Each test makes its own topics, groups and databases with unique names, so tests run in
 //! parallel and leave no shared state behind.
 
+pub mod ingest;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

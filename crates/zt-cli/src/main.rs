@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zt_cli::{Settings, topics_cmd};
+use zt_cli::{Settings, ingest_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,23 @@ enum Command {
     /// Manage the platform's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCmd),
+    /// Run the HTTP ingest service (native sources, Segment API, schema registry reads).
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IngestArgs {
+    #[command(subcommand)]
+    command: Option<IngestCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestCmd {
+    /// Print the SHA-256 digest of a write key, for `ingest.sources.<source>.write_keys`.
+    HashKey {
+        /// The write key.
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,5 +111,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Topics(TopicsCmd::Create) => topics_cmd::create(&settings).await,
         Command::Topics(TopicsCmd::List) => topics_cmd::list(&settings).await,
+        Command::Ingest(IngestArgs { command: None }) => ingest_cmd::run(&settings).await,
+        Command::Ingest(IngestArgs {
+            command: Some(IngestCmd::HashKey { key }),
+        }) => {
+            ingest_cmd::print_hash(&key);
+            Ok(())
+        }
     }
 }

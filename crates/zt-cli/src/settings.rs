@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use zt_ingest::IngestConfig;
 use zt_kafka::{KafkaConfig, TopicsConfig};
 use zt_model::pii::PiiHasher;
 use zt_runtime::{AdminConfig, LogConfig, Secret};
@@ -30,6 +31,8 @@ pub struct Settings {
     pub clickhouse: ClickHouseConfig,
     /// `[pii]`
     pub pii: PiiConfig,
+    /// `[ingest]`
+    pub ingest: IngestConfig,
 }
 
 /// `[clickhouse]`: the server the sink and the query layer use.
@@ -85,6 +88,7 @@ impl Settings {
         self.kafka.validate()?;
         self.topics.validate()?;
         self.pii.hasher()?;
+        self.ingest.validate()?;
         let ch = &self.clickhouse;
         if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
             anyhow::bail!("config key `clickhouse.url`: must start with http:// or https://");

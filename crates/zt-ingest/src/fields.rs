@@ -1,0 +1,476 @@
+//! Typed, path-aware access to the fields of one JSON record, with the source's mapping
+//! applied (field renames, time format, money unit). Every error names the field by its
+//! JSON path and the reason, never the value.
+
+use serde_json::{Map, Value};
+use time::format_description::OwnedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use crate::config::{AmountUnit, Mapping};
+use crate::error::{Reason, Rejection};
+use zt_model::pii::PiiHasher;
+
+/// Prefix of an identifier that was hashed already (dead letters carry PII only in this
+/// form, so a replayed record is accepted without the raw value).
+pub const HASHED_PREFIX: &str = "zt-hashed:";
+
+/// How a source writes times.
+#[derive(Debug, Clone)]
+pub enum TimeFormat {
+    /// RFC 3339 / ISO 8601 with an offset, e.g. `2026-01-05T10:00:00+08:00`.
+    Rfc3339,
+    /// Integer milliseconds since the epoch.
+    UnixMs,
+    /// Integer (or decimal) seconds since the epoch.
+    UnixS,
+    /// A pattern without offset, read at a fixed offset.
+    Pattern(OwnedFormatItem, UtcOffset),
+}
+
+impl TimeFormat {
+    /// Parses the `time_format` / `time_zone` mapping settings.
+    pub fn parse(format: &str, zone: &str) -> Result<TimeFormat, String> {
+        match format {
+            "rfc3339" => Ok(TimeFormat::Rfc3339),
+            "unix_ms" => Ok(TimeFormat::UnixMs),
+            "unix_s" => Ok(TimeFormat::UnixS),
+            pattern => {
+                let mut desc = String::new();
+                let mut chars = pattern.chars();
+                while let Some(c) = chars.next() {
+                    if c != '%' {
+                        if c == '[' {
+                            desc.push_str("[[");
+                        } else {
+                            desc.push(c);
+                        }
+                        continue;
+                    }
+                    let item = match chars.next() {
+                        Some('Y') => "[year]",
+                        Some('m') => "[month]",
+                        Some('d') => "[day]",
+                        Some('H') => "[hour]",
+                        Some('M') => "[minute]",
+                        Some('S') => "[second]",
+                        Some('f') => "[subsecond]",
+                        _ => {
+                            return Err(format!(
+                                "time_format {pattern:?}: only %Y %m %d %H %M %S %f are supported"
+                            ));
+                        }
+                    };
+                    desc.push_str(item);
+                }
+                let items = time::format_description::parse_owned::<2>(&desc)
+                    .map_err(|e| format!("time_format {pattern:?}: {e}"))?;
+                let offset = parse_offset(zone)
+                    .ok_or_else(|| format!("time_zone {zone:?} is not an offset like +08:00"))?;
+                Ok(TimeFormat::Pattern(items, offset))
+            }
+        }
+    }
+}
+
+fn parse_offset(zone: &str) -> Option<UtcOffset> {
+    if zone == "Z" || zone == "UTC" {
+        return Some(UtcOffset::UTC);
+    }
+    let (sign, rest) = match zone.as_bytes().first()? {
+        b'+' => (1i8, &zone[1..]),
+        b'-' => (-1i8, &zone[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let h: i8 = h.parse().ok()?;
+    let m: i8 = m.parse().ok()?;
+    UtcOffset::from_hms(sign * h, sign * m, 0).ok()
+}
+
+/// Parses an RFC 3339 time to epoch milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// What the normalisers need besides the record.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The source's mapping.
+    pub mapping: &'a Mapping,
+    /// Its parsed time format.
+    pub time_format: &'a TimeFormat,
+    /// PII hasher.
+    pub hasher: &'a PiiHasher,
+}
+
+/// One JSON object being read, with its path for error messages.
+#[derive(Debug)]
+pub struct Record<'a> {
+    obj: Map<String, Value>,
+    path: String,
+    ctx: &'a Ctx<'a>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<'a> Record<'a> {
+    /// Wraps an object, applying the mapping's renames. `path` is the record's own path
+    /// (empty for the top level).
+    pub fn new(value: Value, path: &str, ctx: &'a Ctx<'a>) -> Result<Self, Rejection> {
+        let Value::Object(mut obj) = value else {
+            return Err(Rejection::field(
+                Reason::WrongType,
+                if path.is_empty() { "$" } else { path },
+                format!("expected an object, found {}", type_name(&value)),
+            ));
+        };
+        for (from, to) in &ctx.mapping.renames {
+            if let Some(v) = obj.remove(from) {
+                obj.insert(to.clone(), v);
+            }
+        }
+        Ok(Record {
+            obj,
+            path: path.to_owned(),
+            ctx,
+        })
+    }
+
+    /// The path of `name` inside this record.
+    pub fn path_of(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.obj.get(name).filter(|v| !v.is_null())
+    }
+
+    fn missing(&self, name: &str) -> Rejection {
+        Rejection::field(Reason::MissingField, self.path_of(name), "is required")
+    }
+
+    fn wrong(&self, name: &str, expected: &str, v: &Value) -> Rejection {
+        Rejection::field(
+            Reason::WrongType,
+            self.path_of(name),
+            format!("expected {expected}, found {}", type_name(v)),
+        )
+    }
+
+    /// The raw value, if present and not null.
+    pub fn raw(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    /// Removes and returns a raw value.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.obj.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// An optional string; integers are accepted as their decimal text (ids are often
+    /// numeric). Empty strings count as absent.
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+            Some(v) => Err(self.wrong(name, "a string", v)),
+        }
+    }
+
+    /// A required string.
+    pub fn str(&self, name: &str) -> Result<String, Rejection> {
+        self.opt_str(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// An optional integer; numeric strings are accepted.
+    pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.invalid(name, "must be a whole number within 64 bits")),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(name, "must be a whole number")),
+            Some(v) => Err(self.wrong(name, "an integer", v)),
+        }
+    }
+
+    /// An optional 32-bit integer.
+    pub fn opt_i32(&self, name: &str) -> Result<Option<i32>, Rejection> {
+        self.opt_i64(name)?
+            .map(|v| i32::try_from(v).map_err(|_| self.invalid(name, "out of range")))
+            .transpose()
+    }
+
+    /// A required 32-bit integer.
+    pub fn i32(&self, name: &str) -> Result<i32, Rejection> {
+        self.opt_i32(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// An optional boolean; `"true"`/`"false"`, 0 and 1 are accepted.
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(Some(false)),
+            Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(Some(true)),
+            Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+            Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+            Some(v) => Err(self.wrong(name, "a boolean", v)),
+        }
+    }
+
+    /// An invalid-value rejection for `name`.
+    pub fn invalid(&self, name: &str, why: &str) -> Rejection {
+        Rejection::field(Reason::InvalidValue, self.path_of(name), why)
+    }
+
+    /// An optional time in epoch milliseconds, read with the source's time format.
+    pub fn opt_time(&self, name: &str) -> Result<Option<i64>, Rejection> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        let ms = match (self.ctx.time_format, v) {
+            (TimeFormat::Rfc3339, Value::String(s)) => parse_rfc3339_ms(s)
+                .ok_or_else(|| self.invalid(name, "is not an RFC 3339 time with offset"))?,
+            (TimeFormat::UnixMs, Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| self.invalid(name, "must be integer milliseconds"))?,
+            (TimeFormat::UnixS, Value::Number(n)) => n
+                .as_f64()
+                .map(|s| (s * 1000.0).round() as i64)
+                .ok_or_else(|| self.invalid(name, "must be seconds"))?,
+            (TimeFormat::UnixMs | TimeFormat::UnixS, Value::String(s)) => {
+                let n: f64 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| self.invalid(name, "must be a number of epoch units"))?;
+                if matches!(self.ctx.time_format, TimeFormat::UnixMs) {
+                    n as i64
+                } else {
+                    (n * 1000.0).round() as i64
+                }
+            }
+            (TimeFormat::Pattern(items, offset), Value::String(s)) => {
+                PrimitiveDateTime::parse(s, items)
+                    .map(|t| (t.assume_offset(*offset).unix_timestamp_nanos() / 1_000_000) as i64)
+                    .map_err(|_| self.invalid(name, "does not match the configured time_format"))?
+            }
+            (_, v) => return Err(self.wrong(name, "a time", v)),
+        };
+        Ok(Some(ms))
+    }
+
+    /// A required time.
+    pub fn time(&self, name: &str) -> Result<i64, Rejection> {
+        self.opt_time(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// An optional money amount in minor units, read in the source's amount unit.
+    pub fn opt_amount(&self, name: &str) -> Result<Option<i64>, Rejection> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        let text = match v {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            v => return Err(self.wrong(name, "an amount", v)),
+        };
+        let minor = match self.ctx.mapping.amount_unit {
+            AmountUnit::Minor => text
+                .parse::<i64>()
+                .map_err(|_| self.invalid(name, "must be whole minor units (fen)"))?,
+            AmountUnit::Major => decimal_to_minor(&text).ok_or_else(|| {
+                self.invalid(name, "must be a decimal amount with at most two decimals")
+            })?,
+        };
+        Ok(Some(minor))
+    }
+
+    /// An amount that defaults to 0.
+    pub fn amount_or_zero(&self, name: &str) -> Result<i64, Rejection> {
+        Ok(self.opt_amount(name)?.unwrap_or(0))
+    }
+
+    /// A required amount.
+    pub fn amount(&self, name: &str) -> Result<i64, Rejection> {
+        self.opt_amount(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// A required calendar day `YYYY-MM-DD`, as days since 1970-01-01.
+    pub fn day(&self, name: &str) -> Result<i32, Rejection> {
+        let s = self.str(name)?;
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let d = Date::parse(&s, &fmt).map_err(|_| self.invalid(name, "must be YYYY-MM-DD"))?;
+        Ok(d.to_julian_day()
+            - Date::from_calendar_date(1970, time::Month::January, 1)
+                .map(|e| e.to_julian_day())
+                .unwrap_or(2_440_588))
+    }
+
+    /// An optional array (absent = empty).
+    pub fn array(&self, name: &str) -> Result<Vec<Value>, Rejection> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.clone()),
+            Some(v) => Err(self.wrong(name, "an array", v)),
+        }
+    }
+
+    /// An optional array of strings.
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, Rejection> {
+        self.array(name)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                v => Err(Rejection::field(
+                    Reason::WrongType,
+                    format!("{}[{i}]", self.path_of(name)),
+                    format!("expected a string, found {}", type_name(&v)),
+                )),
+            })
+            .collect()
+    }
+
+    /// A nested record at `path_of(name)[i]`.
+    pub fn nested(&self, name: &str, i: usize, value: Value) -> Result<Record<'a>, Rejection> {
+        Record::new(value, &format!("{}[{i}]", self.path_of(name)), self.ctx)
+    }
+
+    /// The salted hash of an optional phone field.
+    pub fn phone_hash(&self, name: &str) -> Result<Option<String>, Rejection> {
+        self.pii_hash(name, true)
+    }
+
+    /// The salted hash of an optional e-mail field.
+    pub fn email_hash(&self, name: &str) -> Result<Option<String>, Rejection> {
+        self.pii_hash(name, false)
+    }
+
+    fn pii_hash(&self, name: &str, phone: bool) -> Result<Option<String>, Rejection> {
+        let Some(raw) = self.opt_str(name)? else {
+            return Ok(None);
+        };
+        hash_identifier(self.ctx.hasher, &raw, phone, &self.path_of(name)).map(Some)
+    }
+}
+
+/// Hashes a phone (or e-mail) value, or passes through an already hashed one.
+pub fn hash_identifier(
+    hasher: &PiiHasher,
+    raw: &str,
+    phone: bool,
+    field: &str,
+) -> Result<String, Rejection> {
+    if let Some(h) = raw.strip_prefix(HASHED_PREFIX)
+        && h.len() == 64
+        && h.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Ok(h.to_ascii_lowercase());
+    }
+    let r = if phone {
+        hasher.hash_phone(raw, field)
+    } else {
+        hasher.hash_email(raw, field)
+    };
+    r.map_err(|e| match e {
+        zt_model::Error::Pii { field, reason } => {
+            Rejection::field(Reason::InvalidValue, field, reason)
+        }
+        other => Rejection::field(Reason::InvalidValue, field, other.to_string()),
+    })
+}
+
+/// `"12.3"` → 1230, `"-0.05"` → -5, `"7"` → 700; more than two decimals, exponents and
+/// overflow are refused.
+pub fn decimal_to_minor(text: &str) -> Option<i64> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > 2 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut f: i64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    if frac.len() == 1 {
+        f *= 10;
+    }
+    let v = int.parse::<i64>().ok()?.checked_mul(100)?.checked_add(f)?;
+    Some(if neg { -v } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_convert_exactly() {
+        assert_eq!(decimal_to_minor("99.99"), Some(9999));
+        assert_eq!(decimal_to_minor("0.1"), Some(10));
+        assert_eq!(decimal_to_minor("7"), Some(700));
+        assert_eq!(decimal_to_minor("12.50"), Some(1250));
+        assert_eq!(decimal_to_minor("-0.05"), Some(-5));
+        assert_eq!(decimal_to_minor("1.005"), None);
+        assert_eq!(decimal_to_minor("1e3"), None);
+        assert_eq!(decimal_to_minor(""), None);
+        assert_eq!(decimal_to_minor("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn time_formats() {
+        let m = Mapping::default();
+        let h = PiiHasher::new(b"s", "86").unwrap();
+        let check = |fmt: &str, v: Value, want: Option<i64>| {
+            let tf = TimeFormat::parse(fmt, "+08:00").unwrap();
+            let ctx = Ctx {
+                mapping: &m,
+                time_format: &tf,
+                hasher: &h,
+            };
+            let r = Record::new(serde_json::json!({ "t": v }), "", &ctx).unwrap();
+            assert_eq!(r.opt_time("t").ok().flatten(), want, "{fmt}");
+        };
+        let want = Some(1_767_232_800_000); // 2026-01-01T02:00:00Z
+        check("rfc3339", "2026-01-01T10:00:00+08:00".into(), want);
+        check("rfc3339", "2026-01-01T02:00:00Z".into(), want);
+        check("unix_ms", 1_767_232_800_000i64.into(), want);
+        check("unix_s", 1_767_232_800i64.into(), want);
+        check("%Y-%m-%d %H:%M:%S", "2026-01-01 10:00:00".into(), want);
+        check("%Y/%m/%d %H:%M:%S", "2026-01-01 10:00:00".into(), None);
+        check("rfc3339", "yesterday".into(), None);
+        assert!(TimeFormat::parse("%Q", "+08:00").is_err());
+        assert!(TimeFormat::parse("%Y", "Asia/Shanghai").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Publishing to Kafka: canonical events to `<prefix>.events.<source>` and dead letters to
+//! `<prefix>.dlq`, through one idempotent `acks=all` producer. A publish completes only
+//! when the broker acknowledged every record of it, or fails as a whole.
+
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
+use zt_kafka::TopicsConfig;
+use zt_model::{DeadLetter, Event};
+
+use crate::metrics::IngestMetrics;
+
+/// Why a publish failed (the client gets 503 and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker did not acknowledge in time or refused.
+    #[error("broker did not acknowledge: {0}")]
+    Broker(String),
+    /// A record could not be encoded (a bug, not bad input).
+    #[error("encoding failed")]
+    Encode(#[from] zt_model::Error),
+}
+
+/// One record to send.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Topic.
+    pub topic: String,
+    /// Partitioning key.
+    pub key: String,
+    /// Framed Avro value.
+    pub value: Vec<u8>,
+}
+
+/// The producer and where things go.
+///
+/// The producer is replaced after failures while the broker is unreachable or refuses it
+/// ([`Publisher::recover`]): an idempotent producer whose session the broker lost (a
+/// restarted broker without durable producer state, as tansu here) otherwise keeps failing
+/// after the broker is back. Replacing it first purges what the old one still holds, so a
+/// record of a request that was answered 503 can never arrive later.
+pub struct Publisher {
+    producer: RwLock<FutureProducer>,
+    config: ClientConfig,
+    last_recovery: Mutex<Option<Instant>>,
+    topics: TopicsConfig,
+    timeout: Duration,
+    metrics: IngestMetrics,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topics", &self.topics)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher whose producers are built from `config` (idempotent, `acks=all`).
+    pub fn new(
+        config: ClientConfig,
+        topics: TopicsConfig,
+        timeout: Duration,
+        metrics: IngestMetrics,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Publisher {
+            producer: RwLock::new(config.create()?),
+            config,
+            last_recovery: Mutex::new(None),
+            topics,
+            timeout,
+            metrics,
+        })
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the producer, at most once per `min_interval`: purges the old one's queued
+    /// and in-flight records (their sends fail, so their requests get 503) and starts a
+    /// fresh idempotent session.
+    pub fn recover(&self, min_interval: Duration) {
+        {
+            let mut last = self.last_recovery.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < min_interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
+                    fresh,
+                );
+                old.purge(PurgeConfig::default().queue().inflight());
+                self.metrics
+                    .errors
+                    .with_label_values(&["producer_recreated"])
+                    .inc();
+                tracing::warn!("kafka producer replaced after publish failures");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a kafka producer"),
+        }
+    }
+
+    /// The canonical record of an event: keyed by its most stable identifier so one
+    /// customer's events share a partition where the source says who they are.
+    pub fn event_record(&self, ev: &Event) -> Result<Outgoing, PublishError> {
+        let ids = &ev.identities;
+        let key = ids
+            .crm_customer_id
+            .as_ref()
+            .or(ids.user_id.as_ref())
+            .or(ids.anonymous_id.as_ref())
+            .or(ids.order_id.as_ref())
+            .or(ids.waybill_no.as_ref())
+            .or(ids.ticket_id.as_ref())
+            .unwrap_or(&ev.event_id)
+            .clone();
+        Ok(Outgoing {
+            topic: self.topics.events(ev.source),
+            key,
+            value: zt_model::encode(ev)?,
+        })
+    }
+
+    /// The dead-letter record.
+    pub fn dead_letter_record(&self, dl: &DeadLetter) -> Result<Outgoing, PublishError> {
+        Ok(Outgoing {
+            topic: self.topics.dlq(),
+            key: dl.dlq_id.clone(),
+            value: zt_model::encode(dl)?,
+        })
+    }
+
+    /// Sends all records and waits for every acknowledgement. Returns one result per
+    /// record, in order.
+    pub async fn send_all(
+        &self,
+        records: &[Outgoing],
+        kind: &str,
+    ) -> Vec<Result<(), PublishError>> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let start = Instant::now();
+        let producer = self.current();
+        let sends = records.iter().map(|r| {
+            producer.send(
+                FutureRecord::to(&r.topic).key(&r.key).payload(&r.value),
+                self.timeout,
+            )
+        });
+        let out: Vec<Result<(), PublishError>> = join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|_| ())
+                    .map_err(|(e, _)| PublishError::Broker(e.to_string()))
+            })
+            .collect();
+        self.metrics
+            .produce_latency
+            .with_label_values(&[kind])
+            .observe(start.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Waits for queued records before shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.current().flush(timeout) {
+            tracing::warn!(error = %e, "producer flush before shutdown did not complete");
+        }
+    }
+
+    /// Whether the broker answers a metadata request (readiness probe; blocking).
+    pub fn probe(&self, timeout: Duration) -> bool {
+        self.current()
+            .client()
+            .fetch_metadata(Some(&self.topics.dlq()), timeout)
+            .is_ok()
+    }
+}

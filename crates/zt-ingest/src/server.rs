@@ -1,0 +1,854 @@
+//! The public HTTP API: native source endpoints, the Segment-compatible tracking API and
+//! the schema registry read endpoints. The request pipeline, for every route:
+//!
+//! 1. authenticate the write key (HTTP Basic `key:`, `Bearer key`, or Segment's body
+//!    `writeKey`) and check it belongs to the source;
+//! 2. enforce the request limits and the key's rate limit;
+//! 3. split the body into items and normalise each on its own;
+//! 4. publish accepted events (skipping ids already published inside the dedup window)
+//!    and a dead letter for every rejected item, and wait for the broker's acknowledgement
+//!    of all of them;
+//! 5. answer 200 listing rejected items by index, or 503 when anything was not
+//!    acknowledged (the client retries; ids acknowledged meanwhile are deduplicated).
+//!
+//! A request refused as a whole (bad key, limits, malformed body) is also kept as one
+//! dead letter, with personal data removed ([`crate::redact`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{Map, Value, json, value::RawValue};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+use zt_kafka::TopicsConfig;
+use zt_model::pii::PiiHasher;
+use zt_model::{DeadLetter, Event, Source};
+
+use crate::auth::{KeyRing, RateLimiter};
+use crate::config::{IngestConfig, Mapping};
+use crate::dedup::DedupWindow;
+use crate::error::{Reason, Rejection};
+use crate::fields::{Ctx, TimeFormat};
+use crate::metrics::IngestMetrics;
+use crate::normalize::{self, Envelope, derive_event_id};
+use crate::publish::{Outgoing, Publisher};
+use crate::redact::redact;
+use crate::registry;
+
+/// Shared state of the service.
+#[derive(Debug)]
+pub struct AppState {
+    pub(crate) cfg: IngestConfig,
+    pub(crate) topics: TopicsConfig,
+    pub(crate) keys: KeyRing,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) dedup: DedupWindow,
+    pub(crate) hasher: PiiHasher,
+    pub(crate) mappings: HashMap<Source, (Mapping, TimeFormat)>,
+    pub(crate) publisher: Publisher,
+    pub(crate) metrics: IngestMetrics,
+    pub(crate) broker_ready: AtomicBool,
+}
+
+/// The public router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_batch_bytes.saturating_mul(4).max(64 * 1024);
+    let mut r = Router::new().route("/v1/sources/{source}/events", post(native));
+    for kind in ["track", "identify", "page", "screen", "alias", "group"] {
+        r = r.route(
+            &format!("/v1/{kind}"),
+            post(move |st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| {
+                segment_call(st, h, b, kind)
+            }),
+        );
+    }
+    r.route("/v1/batch", post(segment_batch))
+        .route("/schemas/ids/{id}", get(registry::schema_by_id))
+        .route("/subjects", get(subjects))
+        .route("/subjects/{subject}/versions", get(subject_versions))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(subject_version),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn subjects(State(st): State<Arc<AppState>>) -> Response {
+    registry::list_subjects(&st.topics).await
+}
+
+async fn subject_versions(State(st): State<Arc<AppState>>, Path(s): Path<String>) -> Response {
+    registry::versions(&st.topics, &s).await
+}
+
+async fn subject_version(
+    State(st): State<Arc<AppState>>,
+    Path((s, v)): Path<(String, String)>,
+) -> Response {
+    registry::version(&st.topics, &s, &v).await
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The write key of a request: Basic auth user (Segment style `key:`) or a Bearer token.
+fn header_key(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(b64) = v.strip_prefix("Basic ") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let key = text.split_once(':').map(|(k, _)| k).unwrap_or(&text);
+        return (!key.is_empty()).then(|| key.to_owned());
+    }
+    v.strip_prefix("Bearer ")
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+}
+
+/// What a request carries besides its body: when it arrived and the key it presented
+/// (kept only to remove it from dead letters).
+#[derive(Debug)]
+struct Meta {
+    received_at: i64,
+    key: Option<String>,
+}
+
+/// The body, gunzipped when `Content-Encoding: gzip` (RudderStack's SDKs compress every
+/// batch). The inflated size is capped at 8 MiB; a body that does not inflate is kept as
+/// it is and then refused as malformed JSON.
+fn decompress(headers: &HeaderMap, body: Bytes) -> Bytes {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return body;
+    }
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(&body[..]).take(8 * 1024 * 1024);
+    match dec.read_to_end(&mut out) {
+        Ok(_) => Bytes::from(out),
+        Err(_) => body,
+    }
+}
+
+/// One item of a request: its bytes and its parse result.
+struct Item<'a> {
+    raw: &'a [u8],
+    value: Result<Value, Rejection>,
+}
+
+/// A rejected item in the response.
+fn item_json(index: usize, r: &Rejection) -> Value {
+    json!({ "index": index, "reason": r.reason.as_str(), "field": r.field, "message": r.message })
+}
+
+fn error_response(status: StatusCode, reason: &str, message: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(json!({ "success": false, "error": { "reason": reason, "message": message } })),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+fn unavailable() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "broker_unavailable",
+        "the broker did not acknowledge; nothing was accepted, retry later",
+    )
+}
+
+impl AppState {
+    fn dead_letter(&self, source: &str, r: &Rejection, raw: &[u8], meta: &Meta) -> DeadLetter {
+        let renames = source
+            .parse::<Source>()
+            .ok()
+            .and_then(|s| self.mappings.get(&s))
+            .map(|(m, _)| &m.renames);
+        let empty = Default::default();
+        let original = redact(
+            &raw[..raw.len().min(self.cfg.max_batch_bytes)],
+            &self.hasher,
+            renames.unwrap_or(&empty),
+            meta.key.as_deref(),
+        );
+        let mut h = Sha256::new();
+        h.update(b"ingest\n");
+        h.update(source.as_bytes());
+        h.update(b"\n");
+        h.update(r.reason.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(&original);
+        DeadLetter {
+            dlq_id: hex::encode(&h.finalize()[..16]),
+            stage: "ingest".into(),
+            source: source.to_owned(),
+            reason: r.reason.as_str().into(),
+            field: r.field.clone(),
+            message: r.message.clone(),
+            original,
+            content_type: Some("application/json".into()),
+            received_at: meta.received_at,
+            failed_at: now_ms(),
+            origin_topic: None,
+            origin_partition: None,
+            origin_offset: None,
+        }
+    }
+
+    /// Refuses a whole request: keeps it as one dead letter, then answers `status`.
+    async fn refuse(
+        &self,
+        route: &str,
+        status: StatusCode,
+        source: &str,
+        rejection: Rejection,
+        body: &[u8],
+        meta: &Meta,
+    ) -> Response {
+        let dl = self.dead_letter(source, &rejection, body, meta);
+        let sent = match self.publisher.dead_letter_record(&dl) {
+            Ok(rec) => self
+                .publisher
+                .send_all(&[rec], "dlq")
+                .await
+                .into_iter()
+                .all(|r| r.is_ok()),
+            Err(_) => false,
+        };
+        self.metrics
+            .rejected
+            .with_label_values(&[source, rejection.reason.as_str()])
+            .inc();
+        let resp = if sent {
+            error_response(status, rejection.reason.as_str(), &rejection.message)
+        } else {
+            self.metrics
+                .errors
+                .with_label_values(&["dlq_publish"])
+                .inc();
+            unavailable()
+        };
+        self.count(route, resp.status());
+        resp
+    }
+
+    fn count(&self, route: &str, status: StatusCode) {
+        self.metrics
+            .requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+    }
+
+    fn ctx_for(&self, source: Source) -> Ctx<'_> {
+        let (mapping, tf) = &self.mappings[&source];
+        Ctx {
+            mapping,
+            time_format: tf,
+            hasher: &self.hasher,
+        }
+    }
+
+    /// Authenticates `key` for `source`; `Err` is the refusal to send.
+    fn authenticate(
+        &self,
+        key: Option<&str>,
+        source: Source,
+    ) -> Result<String, (StatusCode, Rejection)> {
+        let Some(key) = key else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                Rejection::whole(
+                    Reason::BadKey,
+                    "a write key is required (HTTP Basic user, Bearer token or writeKey)",
+                ),
+            ));
+        };
+        match self.keys.lookup(key) {
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                Rejection::whole(Reason::BadKey, "unknown write key"),
+            )),
+            Some(owner) if owner.source != source => Err((
+                StatusCode::FORBIDDEN,
+                Rejection::whole(
+                    Reason::WrongSourceKey,
+                    format!("this write key publishes for another source, not {source}"),
+                ),
+            )),
+            Some(owner) => Ok(owner.id),
+        }
+    }
+
+    /// Takes `n` events from the key's rate limit; `Err` is the 429 to answer.
+    async fn rate_limit(
+        &self,
+        route: &str,
+        source: Source,
+        key_id: &str,
+        n: usize,
+        body: &[u8],
+        meta: &Meta,
+    ) -> Result<(), Response> {
+        let sc = self.cfg.sources.get(source.as_str());
+        let (rate, burst) = sc
+            .map(|s| (s.rate_limit_per_sec, s.rate_limit_burst))
+            .unwrap_or((0, 0));
+        let Err(wait) = self
+            .limiter
+            .take(key_id, n.min(u32::MAX as usize) as u32, rate, burst)
+        else {
+            return Ok(());
+        };
+        let rej = Rejection::whole(
+            Reason::RateLimited,
+            format!("rate limit of {rate} events/s exceeded; retry after {wait} s"),
+        );
+        let mut resp = self
+            .refuse(
+                route,
+                StatusCode::TOO_MANY_REQUESTS,
+                source.as_str(),
+                rej,
+                body,
+                meta,
+            )
+            .await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS
+            && let Ok(v) = header::HeaderValue::from_str(&wait.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        Err(resp)
+    }
+
+    /// Normalises, deduplicates and publishes the items; answers the request.
+    async fn process(
+        &self,
+        route: &str,
+        source: Source,
+        items: Vec<Item<'_>>,
+        segment_kind: Option<&str>,
+        meta: &Meta,
+    ) -> Response {
+        let ctx = self.ctx_for(source);
+        let mut rejected: Vec<(usize, Rejection)> = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let r = match &item.value {
+                Err(rej) => Err(rej.clone()),
+                Ok(v) if item.raw.len() > self.cfg.max_event_bytes => {
+                    let _ = v;
+                    Err(Rejection::whole(
+                        Reason::OversizeEvent,
+                        format!("event is larger than {} bytes", self.cfg.max_event_bytes),
+                    ))
+                }
+                Ok(v) => normalize::normalize(
+                    source,
+                    v.clone(),
+                    segment_kind,
+                    &ctx,
+                    Envelope {
+                        received_at: meta.received_at,
+                        derived_id: derive_event_id(source, item.raw),
+                        private_channels: &self.cfg.private_domain_channels,
+                    },
+                ),
+            };
+            match r {
+                Ok(ev) => events.push(ev),
+                Err(rej) => rejected.push((i, rej)),
+            }
+        }
+
+        // Deduplicate against the window and within the request.
+        let mut fresh: Vec<&Event> = Vec::new();
+        let mut duplicates = 0usize;
+        let mut in_request: std::collections::HashSet<&str> = Default::default();
+        for ev in &events {
+            let key = format!("{source}:{}", ev.event_id);
+            if self.dedup.contains(&key) || !in_request.insert(ev.event_id.as_str()) {
+                duplicates += 1;
+            } else {
+                fresh.push(ev);
+            }
+        }
+
+        let mut event_records: Vec<Outgoing> = Vec::with_capacity(fresh.len());
+        for ev in &fresh {
+            match self.publisher.event_record(ev) {
+                Ok(r) => event_records.push(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a normalised event");
+                    self.metrics.errors.with_label_values(&["encode"]).inc();
+                    self.count(route, StatusCode::INTERNAL_SERVER_ERROR);
+                    return error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal encoding error",
+                    );
+                }
+            }
+        }
+        let mut dlq_records = Vec::with_capacity(rejected.len());
+        for (i, rej) in &rejected {
+            let dl = self.dead_letter(source.as_str(), rej, items[*i].raw, meta);
+            if let Ok(r) = self.publisher.dead_letter_record(&dl) {
+                dlq_records.push(r);
+            }
+        }
+        let (ev_results, dlq_results) = tokio::join!(
+            self.publisher.send_all(&event_records, "events"),
+            self.publisher.send_all(&dlq_records, "dlq"),
+        );
+        let mut first_error: Option<String> = None;
+        for r in &dlq_results {
+            if let Err(e) = r {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        for (ev, r) in fresh.iter().zip(&ev_results) {
+            match r {
+                Ok(()) => self.dedup.insert(format!("{source}:{}", ev.event_id)),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        let all_ok = first_error.is_none();
+        if let Some(error) = &first_error {
+            tracing::warn!(%source, %error, "publish not acknowledged; answering 503");
+            self.publisher.recover(crate::RECOVERY_INTERVAL);
+        }
+        if !all_ok {
+            self.broker_ready.store(false, Ordering::Relaxed);
+            self.metrics.errors.with_label_values(&["publish"]).inc();
+            let resp = unavailable();
+            self.count(route, resp.status());
+            return resp;
+        }
+
+        let src = source.as_str();
+        self.metrics
+            .accepted
+            .with_label_values(&[src])
+            .inc_by(events.len() as u64);
+        self.metrics
+            .deduplicated
+            .with_label_values(&[src])
+            .inc_by(duplicates as u64);
+        for (_, r) in &rejected {
+            self.metrics
+                .rejected
+                .with_label_values(&[src, r.reason.as_str()])
+                .inc();
+        }
+        let body = json!({
+            "success": true,
+            "accepted": events.len(),
+            "duplicates": duplicates,
+            "rejected": rejected.iter().map(|(i, r)| item_json(*i, r)).collect::<Vec<_>>(),
+        });
+        self.count(route, StatusCode::OK);
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+}
+
+fn parse_error(e: &serde_json::Error) -> Rejection {
+    Rejection::whole(
+        Reason::MalformedJson,
+        format!(
+            "body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// Splits a native body into items: a JSON array, one JSON object, or NDJSON.
+fn split_native<'a>(body: &'a [u8], ndjson: bool) -> Result<Vec<Item<'a>>, Rejection> {
+    if ndjson {
+        return Ok(body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|line| Item {
+                raw: line,
+                value: serde_json::from_slice(line).map_err(|e| parse_error(&e)),
+            })
+            .collect());
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
+        Ok(raws
+            .into_iter()
+            .map(|r| Item {
+                raw: r.get().as_bytes(),
+                value: serde_json::from_str(r.get()).map_err(|e| parse_error(&e)),
+            })
+            .collect())
+    } else {
+        let v: Value = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
+        Ok(vec![Item {
+            raw: body,
+            value: Ok(v),
+        }])
+    }
+}
+
+async fn native(
+    State(st): State<Arc<AppState>>,
+    Path(source_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let shown: String = source_name.chars().take(32).collect();
+    let span = tracing::info_span!("ingest_request", route = "/v1/sources/{source}/events", source = %shown, bytes = body.len());
+    native_inner(st, source_name, headers, body)
+        .instrument(span)
+        .await
+}
+
+async fn native_inner(
+    st: Arc<AppState>,
+    source_name: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const ROUTE: &str = "/v1/sources/{source}/events";
+    let body = decompress(&headers, body);
+    let meta = Meta {
+        received_at: now_ms(),
+        key: header_key(&headers),
+    };
+    let meta = &meta;
+    st.metrics.in_flight.inc();
+    let _guard = InFlight(&st.metrics);
+    let Ok(source) = source_name.parse::<Source>() else {
+        return st
+            .refuse(
+                ROUTE,
+                StatusCode::NOT_FOUND,
+                "unknown",
+                Rejection::whole(
+                    Reason::UnknownSource,
+                    "no such source; expected crm, erp, logistics, tracking, service or marketing",
+                ),
+                &body,
+                meta,
+            )
+            .await;
+    };
+    st.metrics
+        .bytes
+        .with_label_values(&[source.as_str()])
+        .inc_by(body.len() as u64);
+    let key_id = match st.authenticate(meta.key.as_deref(), source) {
+        Ok(id) => id,
+        Err((status, rej)) => {
+            return st
+                .refuse(ROUTE, status, source.as_str(), rej, &body, meta)
+                .await;
+        }
+    };
+    if !st.broker_ready.load(Ordering::Relaxed)
+        && !st.publisher.probe(std::time::Duration::from_millis(500))
+    {
+        let resp = unavailable();
+        st.count(ROUTE, resp.status());
+        return resp;
+    }
+    st.broker_ready.store(true, Ordering::Relaxed);
+    if body.len() > st.cfg.max_batch_bytes {
+        let rej = Rejection::whole(
+            Reason::OversizeBatch,
+            format!(
+                "request body is larger than {} bytes",
+                st.cfg.max_batch_bytes
+            ),
+        );
+        return st
+            .refuse(
+                ROUTE,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                source.as_str(),
+                rej,
+                &body,
+                meta,
+            )
+            .await;
+    }
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl"));
+    let items = match split_native(&body, ndjson) {
+        Ok(items) => items,
+        Err(rej) => {
+            return st
+                .refuse(
+                    ROUTE,
+                    StatusCode::BAD_REQUEST,
+                    source.as_str(),
+                    rej,
+                    &body,
+                    meta,
+                )
+                .await;
+        }
+    };
+    if items.len() > st.cfg.max_batch_events {
+        let rej = Rejection::whole(
+            Reason::OversizeBatch,
+            format!("request has more than {} events", st.cfg.max_batch_events),
+        );
+        return st
+            .refuse(
+                ROUTE,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                source.as_str(),
+                rej,
+                &body,
+                meta,
+            )
+            .await;
+    }
+    if let Err(resp) = st
+        .rate_limit(ROUTE, source, &key_id, items.len(), &body, meta)
+        .await
+    {
+        return resp;
+    }
+    st.process(ROUTE, source, items, None, meta).await
+}
+
+struct InFlight<'a>(&'a IngestMetrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// Merges batch-level `context` and `integrations` into an item (the item's keys win) and
+/// gives it the batch's `sentAt` when it has none.
+fn merge_batch_level(item: &mut Map<String, Value>, batch: &Map<String, Value>) {
+    for field in ["context", "integrations"] {
+        if let Some(Value::Object(outer)) = batch.get(field) {
+            let entry = item
+                .entry(field)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = entry {
+                for (k, v) in outer {
+                    inner.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    if let Some(sent) = batch.get("sentAt")
+        && !item.contains_key("sentAt")
+    {
+        item.insert("sentAt".into(), sent.clone());
+    }
+}
+
+async fn segment_call(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: &'static str,
+) -> Response {
+    segment(st, headers, body, Some(kind)).await
+}
+
+async fn segment_batch(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    segment(st, headers, body, None).await
+}
+
+async fn segment(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: Option<&'static str>,
+) -> Response {
+    let span = tracing::info_span!(
+        "ingest_request",
+        route = kind.unwrap_or("batch"),
+        source = "tracking",
+        bytes = body.len()
+    );
+    segment_inner(st, headers, body, kind)
+        .instrument(span)
+        .await
+}
+
+async fn segment_inner(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: Option<&'static str>,
+) -> Response {
+    let route = match kind {
+        Some("track") => "/v1/track",
+        Some("identify") => "/v1/identify",
+        Some("page") => "/v1/page",
+        Some("screen") => "/v1/screen",
+        Some("alias") => "/v1/alias",
+        Some("group") => "/v1/group",
+        _ => "/v1/batch",
+    };
+    let body = decompress(&headers, body);
+    st.metrics.in_flight.inc();
+    let _guard = InFlight(&st.metrics);
+    let source = Source::Tracking;
+    let src = source.as_str();
+    st.metrics
+        .bytes
+        .with_label_values(&[src])
+        .inc_by(body.len() as u64);
+    let parsed: Result<Value, Rejection> =
+        serde_json::from_slice(&body).map_err(|e| parse_error(&e));
+    let body_key = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("writeKey"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let meta = Meta {
+        received_at: now_ms(),
+        key: header_key(&headers).or(body_key),
+    };
+    let meta = &meta;
+    let key_id = match st.authenticate(meta.key.as_deref(), source) {
+        Ok(id) => id,
+        Err((status, rej)) => return st.refuse(route, status, src, rej, &body, meta).await,
+    };
+    if !st.broker_ready.load(Ordering::Relaxed)
+        && !st.publisher.probe(std::time::Duration::from_millis(500))
+    {
+        let resp = unavailable();
+        st.count(route, resp.status());
+        return resp;
+    }
+    st.broker_ready.store(true, Ordering::Relaxed);
+    // Segment answers 400 for payloads over its limits and for JSON errors.
+    let limit = if kind.is_some() {
+        st.cfg.max_event_bytes
+    } else {
+        st.cfg.max_batch_bytes
+    };
+    if body.len() > limit {
+        let reason = if kind.is_some() {
+            Reason::OversizeEvent
+        } else {
+            Reason::OversizeBatch
+        };
+        let rej = Rejection::whole(reason, format!("request body is larger than {limit} bytes"));
+        return st
+            .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
+            .await;
+    }
+    let value = match parsed {
+        Ok(v) => v,
+        Err(rej) => {
+            return st
+                .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
+                .await;
+        }
+    };
+    // Items with their own bytes (re-serialised after the batch-level merge).
+    let mut owned: Vec<(Vec<u8>, Result<Value, Rejection>)> = Vec::new();
+    match (kind, value) {
+        (Some(_), v @ Value::Object(_)) => owned.push((body.to_vec(), Ok(v))),
+        (None, Value::Object(mut batch)) => {
+            let items = match batch.remove("batch") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    let rej = Rejection::field(
+                        Reason::MissingField,
+                        "batch",
+                        "must be an array of calls",
+                    );
+                    return st
+                        .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
+                        .await;
+                }
+            };
+            for item in items {
+                match item {
+                    Value::Object(mut m) => {
+                        merge_batch_level(&mut m, &batch);
+                        let v = Value::Object(m);
+                        owned.push((serde_json::to_vec(&v).unwrap_or_default(), Ok(v)));
+                    }
+                    other => {
+                        let rej = Rejection::field(
+                            Reason::WrongType,
+                            "$",
+                            "a batch item must be an object",
+                        );
+                        owned.push((serde_json::to_vec(&other).unwrap_or_default(), Err(rej)));
+                    }
+                }
+            }
+        }
+        _ => {
+            let rej = Rejection::field(Reason::WrongType, "$", "body must be a JSON object");
+            return st
+                .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
+                .await;
+        }
+    }
+    let max = st.cfg.max_batch_events;
+    let items: Vec<Item<'_>> = owned
+        .iter()
+        .enumerate()
+        .map(|(i, (raw, v))| Item {
+            raw,
+            value: if i >= max {
+                // Segment accepts the request and rejects the events past its limit.
+                Err(Rejection::whole(
+                    Reason::OversizeBatch,
+                    format!("a batch holds at most {max} events"),
+                ))
+            } else {
+                v.clone()
+            },
+        })
+        .collect();
+    if let Err(resp) = st
+        .rate_limit(route, source, &key_id, items.len().min(max), &body, meta)
+        .await
+    {
+        return resp;
+    }
+    st.process(route, source, items, kind, meta).await
+}
