@@ -37,6 +37,24 @@ enum Command {
     Topics(TopicsCmd),
     /// Run the HTTP ingest service (native sources, Segment API, schema registry reads).
     Ingest(IngestArgs),
+    /// Apply the versioned ClickHouse DDL (schemas/clickhouse/) in order; idempotent.
+    Migrate(MigrateArgs),
+    /// Load the event topics into ClickHouse, effectively once (docs/sink.md).
+    Sink,
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// Print what is applied and every statement that would run; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Render for this cluster (ON CLUSTER, Replicated*MergeTree, Distributed); overrides
+    /// `clickhouse.cluster`.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Read the DDL files from this directory instead of the ones built into `zt`.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +130,22 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Topics(TopicsCmd::Create) => topics_cmd::create(&settings).await,
         Command::Topics(TopicsCmd::List) => topics_cmd::list(&settings).await,
         Command::Ingest(IngestArgs { command: None }) => ingest_cmd::run(&settings).await,
+        Command::Migrate(a) => {
+            let opts = zt_sink::migrate::MigrateOptions {
+                cluster: a.cluster,
+                dir: a.dir,
+            };
+            print!(
+                "{}",
+                zt_sink::migrate_command(&settings.clickhouse, &opts, a.dry_run).await?
+            );
+            Ok(())
+        }
+        Command::Sink => {
+            let s = settings;
+            let params = zt_sink::SinkParams::new(s.kafka, &s.topics, s.clickhouse, s.sink);
+            Ok(zt_sink::serve(&s.admin, params).await?)
+        }
         Command::Ingest(IngestArgs {
             command: Some(IngestCmd::HashKey { key }),
         }) => {

@@ -8,6 +8,7 @@ use zt_ingest::IngestConfig;
 use zt_kafka::{KafkaConfig, TopicsConfig};
 use zt_model::pii::PiiHasher;
 use zt_runtime::{AdminConfig, LogConfig, Secret};
+pub use zt_sink::{ClickHouseConfig, SinkConfig};
 
 /// The embedded defaults (the lowest configuration layer).
 pub const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
@@ -27,26 +28,14 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     /// `[topics]`
     pub topics: TopicsConfig,
-    /// `[clickhouse]`
+    /// `[clickhouse]` (defined by the sink crate, which owns the ClickHouse side)
     pub clickhouse: ClickHouseConfig,
+    /// `[sink]`
+    pub sink: SinkConfig,
     /// `[pii]`
     pub pii: PiiConfig,
     /// `[ingest]`
     pub ingest: IngestConfig,
-}
-
-/// `[clickhouse]`: the server the sink and the query layer use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    /// HTTP URL of the server. Default `http://127.0.0.1:8123`.
-    pub url: String,
-    /// Database holding zhongtai's tables and views. Default `zhongtai`.
-    pub database: String,
-    /// User. Default `default`.
-    pub user: String,
-    /// Password (secret). Default empty.
-    pub password: Secret,
 }
 
 /// `[pii]`: normalisation and hashing of phones and e-mails at the edge.
@@ -89,18 +78,8 @@ impl Settings {
         self.topics.validate()?;
         self.pii.hasher()?;
         self.ingest.validate()?;
-        let ch = &self.clickhouse;
-        if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
-            anyhow::bail!("config key `clickhouse.url`: must start with http:// or https://");
-        }
-        if ch.database.is_empty()
-            || !ch
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            anyhow::bail!("config key `clickhouse.database`: must be letters, digits or _");
-        }
+        self.clickhouse.validate()?;
+        self.sink.validate()?;
         Ok(())
     }
 

@@ -39,7 +39,7 @@ use crate::dedup::DedupWindow;
 use crate::error::{Reason, Rejection};
 use crate::fields::{Ctx, TimeFormat};
 use crate::metrics::IngestMetrics;
-use crate::normalize::{self, Envelope, derive_event_id};
+use crate::normalize::{self, Envelope};
 use crate::publish::{Outgoing, Publisher};
 use crate::redact::redact;
 use crate::registry;
@@ -350,31 +350,29 @@ impl AppState {
         &self,
         route: &str,
         source: Source,
-        items: Vec<Item<'_>>,
+        mut items: Vec<Item<'_>>,
         segment_kind: Option<&str>,
         meta: &Meta,
     ) -> Response {
         let ctx = self.ctx_for(source);
         let mut rejected: Vec<(usize, Rejection)> = Vec::new();
         let mut events: Vec<Event> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let r = match &item.value {
-                Err(rej) => Err(rej.clone()),
-                Ok(v) if item.raw.len() > self.cfg.max_event_bytes => {
-                    let _ = v;
-                    Err(Rejection::whole(
-                        Reason::OversizeEvent,
-                        format!("event is larger than {} bytes", self.cfg.max_event_bytes),
-                    ))
-                }
+        for (i, item) in items.iter_mut().enumerate() {
+            let value = std::mem::replace(&mut item.value, Ok(Value::Null));
+            let r = match value {
+                Err(rej) => Err(rej),
+                Ok(_) if item.raw.len() > self.cfg.max_event_bytes => Err(Rejection::whole(
+                    Reason::OversizeEvent,
+                    format!("event is larger than {} bytes", self.cfg.max_event_bytes),
+                )),
                 Ok(v) => normalize::normalize(
                     source,
-                    v.clone(),
+                    v,
                     segment_kind,
                     &ctx,
                     Envelope {
                         received_at: meta.received_at,
-                        derived_id: derive_event_id(source, item.raw),
+                        raw: item.raw,
                         private_channels: &self.cfg.private_domain_channels,
                     },
                 ),
@@ -829,10 +827,10 @@ async fn segment_inner(
     }
     let max = st.cfg.max_batch_events;
     let items: Vec<Item<'_>> = owned
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(i, (raw, v))| Item {
-            raw,
+            raw: raw.as_slice(),
             value: if i >= max {
                 // Segment accepts the request and rejects the events past its limit.
                 Err(Rejection::whole(
@@ -840,7 +838,7 @@ async fn segment_inner(
                     format!("a batch holds at most {max} events"),
                 ))
             } else {
-                v.clone()
+                std::mem::replace(v, Ok(Value::Null))
             },
         })
         .collect();

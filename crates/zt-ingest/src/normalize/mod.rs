@@ -17,14 +17,19 @@ use crate::fields::{Ctx, Record};
 pub struct Envelope<'a> {
     /// Ingest's receive time, epoch ms.
     pub received_at: i64,
-    /// Event id to use when the record has none: derived from the source and the record's
-    /// bytes, so a retried request gets the same id.
-    pub derived_id: String,
+    /// The record's bytes, from which an id is derived when the record has none.
+    pub raw: &'a [u8],
     /// Channels that count as private-domain traffic.
     pub private_channels: &'a [String],
 }
 
 impl Envelope<'_> {
+    /// The event id of a record without one: derived from the source and the record's
+    /// bytes, so a retried request gets the same id.
+    pub fn derived_id(&self, source: Source) -> String {
+        derive_event_id(source, self.raw)
+    }
+
     /// True when `channel` is a configured private-domain channel.
     pub fn is_private_channel(&self, channel: Option<&str>) -> bool {
         channel.is_some_and(|c| self.private_channels.iter().any(|p| p == c))

@@ -62,7 +62,7 @@ pub(crate) fn normalize(
     Ok(Event {
         event_id: match rec.opt_str("event_id")? {
             Some(id) => id,
-            None => env.derived_id.clone(),
+            None => env.derived_id(source),
         },
         event_type,
         source,

@@ -344,7 +344,9 @@ pub(crate) fn normalize(
         variant,
     };
     Ok(Event {
-        event_id: message_id.clone().unwrap_or_else(|| env.derived_id.clone()),
+        event_id: message_id
+            .clone()
+            .unwrap_or_else(|| env.derived_id(Source::Tracking)),
         event_type: kind,
         source: Source::Tracking,
         source_event_id: message_id,

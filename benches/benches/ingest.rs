@@ -1,0 +1,81 @@
+//! Ingest normalisation benchmarks: one native record per source and a Segment `track`
+//! call, parsed, normalised (PII hashed) and encoded to the wire format — the CPU work
+//! ingest does per event before the producer. Compare with `model` (encode alone) to see
+//! what normalisation costs.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use zt_ingest::config::Mapping;
+use zt_ingest::fields::{Ctx, TimeFormat};
+use zt_ingest::normalize::{Envelope, normalize};
+use zt_model::Source;
+use zt_model::pii::PiiHasher;
+
+/// (source, Segment call kind, record) per event type benchmarked.
+fn records() -> Vec<(Source, Option<&'static str>, &'static str)> {
+    vec![
+        (
+            Source::Crm,
+            None,
+            r#"{"event_id":"crm-1","type":"customer.registered","occurred_at":"2026-01-05T10:00:00+08:00","customer_id":"C1001","mobile":"13812345678","email":"li.lei@example.cn","channel":"douyin","registered_at":"2026-01-05T10:00:00+08:00","tier":"silver","points_balance":100,"consents":[{"purpose":"marketing_sms","granted":true}],"city":"杭州"}"#,
+        ),
+        (
+            Source::Erp,
+            None,
+            r#"{"event_id":"erp-1","type":"order.paid","occurred_at":"2026-01-05T10:00:00+08:00","order_id":"SO1","customer_id":"C1001","mobile":"13812345678","channel":"tmall","currency":"CNY","total":40800,"discount":5000,"payment_method":"alipay","coupon_codes":["NY50"],"lines":[{"sku":"S1","product_name":"保温杯","quantity":2,"unit_price":9900},{"sku":"S2","quantity":1,"unit_price":26000}]}"#,
+        ),
+        (
+            Source::Logistics,
+            None,
+            r#"{"event_id":"lg-1","type":"shipment.delivered","occurred_at":"2026-01-07T15:00:00+08:00","waybill_no":"SF1234567890","order_id":"SO1","carrier":"sf","receiver_mobile":"13812345678","warehouse":"HZ-01","destination_city":"杭州"}"#,
+        ),
+        (
+            Source::Service,
+            None,
+            r#"{"event_id":"cs-1","type":"ticket.rated","occurred_at":"2026-01-08T11:00:00+08:00","ticket_id":"T1","customer_id":"C1001","order_id":"SO1","channel":"chat","csat_score":5,"opened_at":"2026-01-08T09:00:00+08:00","first_response_at":"2026-01-08T09:05:00+08:00"}"#,
+        ),
+        (
+            Source::Marketing,
+            None,
+            r#"{"event_id":"ad-1","type":"ad_spend.reported","occurred_at":"2026-01-06T00:10:00+08:00","channel":"douyin","campaign_id":"NY2026","day":"2026-01-05","spend":1250000,"impressions":480000,"clicks":9600}"#,
+        ),
+        (
+            Source::Tracking,
+            Some("track"),
+            r#"{"messageId":"m-1","anonymousId":"a3f1c9e2","userId":"u1","event":"Product Added","properties":{"product_id":"P1","sku":"S1","price":99.0,"quantity":1,"currency":"CNY"},"context":{"campaign":{"source":"douyin","medium":"cpc","name":"ny"},"device":{"type":"mobile"},"traits":{"email":"li.lei@example.cn"}},"timestamp":"2026-01-05T02:00:00.000Z","sentAt":"2026-01-05T02:00:01.000Z"}"#,
+        ),
+    ]
+}
+
+/// Parse + normalise + encode, per source.
+fn normalize_encode(c: &mut Criterion) {
+    let hasher = PiiHasher::new(b"bench-salt", "86").unwrap();
+    let mapping = Mapping::default();
+    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
+    let ctx = Ctx {
+        mapping: &mapping,
+        time_format: &tf,
+        hasher: &hasher,
+    };
+    let private = vec!["wechat_group".to_owned()];
+    let mut g = c.benchmark_group("ingest_normalize_encode");
+    g.throughput(Throughput::Elements(1));
+    for (source, kind, raw) in records() {
+        g.bench_function(source.as_str(), |b| {
+            b.iter(|| {
+                let v: serde_json::Value = serde_json::from_str(black_box(raw)).unwrap();
+                let env = Envelope {
+                    received_at: 1_767_578_400_000,
+                    raw: raw.as_bytes(),
+                    private_channels: &private,
+                };
+                let ev = normalize(source, v, kind, &ctx, env).unwrap();
+                zt_model::encode(&ev).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, normalize_encode);
+criterion_main!(benches);

@@ -1,0 +1,269 @@
+//! HTTP ingest load run: batched native ERP records posted over keep-alive connections to
+//! an in-process `zt ingest`, next to the raw producer rate of the same encoded events to
+//! the same broker, measured in the same run. Prints events/s, request latency p50/p99 and
+//! the ratio to the raw rate (target: at least 0.5).
+//!
+//! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
+//! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
+//! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
+//! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureRecord;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use zt_ingest::config::Mapping;
+use zt_ingest::fields::{Ctx, TimeFormat};
+use zt_ingest::normalize::{Envelope, normalize};
+use zt_integration_tests::ingest::{SALT, basic, fresh_topics, ingest_config, key_of, start_with};
+use zt_integration_tests::kafka_config;
+use zt_model::Source;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start_tansu() -> (Child, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let home = std::env::var("HOME").unwrap_or_default();
+    let bin = format!("{home}/.cargo/bin/tansu");
+    let bin = if std::path::Path::new(&bin).exists() {
+        bin
+    } else {
+        "tansu".into()
+    };
+    let child = Command::new(bin)
+        .args(["broker", "--cluster-id", "zt-bench", "--listener-url", &url])
+        .args([
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu on PATH or in ~/.cargo/bin (deploy/local/stack.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, port)
+}
+
+/// A minimal keep-alive HTTP/1.1 client.
+struct Conn {
+    io: BufReader<TcpStream>,
+}
+
+impl Conn {
+    async fn connect(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).await.unwrap();
+        // No Nagle: a request is written at once, not held for the previous ACK.
+        s.set_nodelay(true).unwrap();
+        Conn {
+            io: BufReader::new(s),
+        }
+    }
+
+    async fn post(&mut self, path: &str, auth: &str, body: &[u8]) -> u16 {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut req = Vec::with_capacity(head.len() + body.len());
+        req.extend_from_slice(head.as_bytes());
+        req.extend_from_slice(body);
+        self.io.get_mut().write_all(&req).await.unwrap();
+        let mut line = String::new();
+        self.io.read_line(&mut line).await.unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.io.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut buf = vec![0u8; len];
+        self.io.read_exact(&mut buf).await.unwrap();
+        status
+    }
+}
+
+fn native_record(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": format!("bench-{i}"), "type": "order.paid",
+        "occurred_at": "2026-01-05T10:00:00+08:00", "order_id": format!("SO{i}"),
+        "customer_id": format!("C{}", i % 5000), "mobile": "13812345678", "channel": "tmall",
+        "currency": "CNY", "total": 19300, "discount": 500,
+        "lines": [{"sku": "SKU-1", "product_name": "保温杯", "quantity": 2, "unit_price": 9900}]
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let events = env_or("ZT_BENCH_EVENTS", 40_000);
+    let batch = env_or("ZT_BENCH_BATCH", 200);
+    let conns = env_or("ZT_BENCH_CONNECTIONS", 8);
+    let mut kafka = kafka_config();
+    let (mut broker, storage) = match std::env::var("ZT_BENCH_BROKER") {
+        Ok(b) => {
+            kafka.bootstrap_servers = b;
+            (None, "existing broker")
+        }
+        Err(_) => {
+            let (child, port) = start_tansu();
+            kafka.bootstrap_servers = format!("127.0.0.1:{port}");
+            (Some(child), "tansu memory engine")
+        }
+    };
+    kafka.producer.linger_ms = 5;
+    let topics = fresh_topics(&kafka, 4).await;
+    let topic = topics.events(Source::Erp);
+
+    // Raw limit: exactly the canonical events the HTTP run will publish (the same native
+    // records normalised outside the clock), with the same keys, through a producer with
+    // the same settings, to the same broker.
+    let hasher = zt_model::pii::PiiHasher::new(SALT.as_bytes(), "86").unwrap();
+    let mapping = Mapping::default();
+    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
+    let ctx = Ctx {
+        mapping: &mapping,
+        time_format: &tf,
+        hasher: &hasher,
+    };
+    let private: Vec<String> = Vec::new();
+    let encoded: Vec<(String, Vec<u8>)> = (0..events)
+        .map(|i| {
+            let raw = serde_json::to_vec(&native_record(i)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            let env = Envelope {
+                received_at: 1_767_578_400_000,
+                raw: &raw,
+                private_channels: &private,
+            };
+            let ev = normalize(Source::Erp, v, None, &ctx, env).unwrap();
+            (
+                ev.identities.crm_customer_id.clone().unwrap(),
+                zt_model::encode(&ev).unwrap(),
+            )
+        })
+        .collect();
+    let producer = zt_kafka::build_producer(&kafka).unwrap();
+    let t = Instant::now();
+    // send_result enqueues at once (send() would enqueue only when polled).
+    let sends: Vec<_> = encoded
+        .iter()
+        .map(|(k, v)| {
+            producer
+                .send_result(FutureRecord::to(&topic).key(k).payload(v))
+                .map_err(|(e, _)| e)
+                .expect("the producer queue holds the run")
+        })
+        .collect();
+    for s in sends {
+        s.await
+            .expect("delivery reported")
+            .map_err(|(e, _)| e)
+            .expect("raw produce acknowledged");
+    }
+    let raw_secs = t.elapsed().as_secs_f64();
+    let raw_rate = events as f64 / raw_secs;
+
+    // HTTP ingest: batches over keep-alive connections.
+    let mut cfg = ingest_config();
+    cfg.dedup_max_entries = events * 2;
+    let ing = start_with(cfg, kafka.clone(), topics.clone()).await;
+    let bodies: Vec<Vec<u8>> = (0..events)
+        .collect::<Vec<_>>()
+        .chunks(batch)
+        .map(|c| {
+            serde_json::to_vec(&c.iter().map(|&i| native_record(i)).collect::<Vec<_>>()).unwrap()
+        })
+        .collect();
+    let auth = basic(&key_of(Source::Erp));
+    let per_conn: Vec<Vec<Vec<u8>>> = (0..conns)
+        .map(|c| bodies.iter().skip(c).step_by(conns).cloned().collect())
+        .collect();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for work in per_conn {
+        let addr = ing.addr;
+        let auth = auth.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await;
+            let mut lat = Vec::with_capacity(work.len());
+            for body in work {
+                let s = Instant::now();
+                let status = conn.post("/v1/sources/erp/events", &auth, &body).await;
+                assert_eq!(status, 200);
+                lat.push(s.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat: Vec<Duration> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let http_secs = t.elapsed().as_secs_f64();
+    let http_rate = events as f64 / http_secs;
+    lat.sort();
+    ing.shutdown.trigger();
+
+    println!(
+        "ingest load run: {events} events, batches of {batch}, {conns} connections, broker: {storage}"
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| raw producer (same encoded events, same broker) | {raw_rate:.0} events/s |");
+    println!(
+        "| HTTP ingest (parse, normalise, hash, encode, produce, ack) | {http_rate:.0} events/s |"
+    );
+    println!("| ratio HTTP / raw | {:.2} |", http_rate / raw_rate);
+    println!(
+        "| request latency p50 / p99 ({batch} events) | {:.1} ms / {:.1} ms |",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    if let Some(b) = broker.as_mut() {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}

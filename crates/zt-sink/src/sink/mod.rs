@@ -1,0 +1,953 @@
+//! `zt sink`: canonical events from Kafka into ClickHouse, effectively once.
+//!
+//! **Input.** The configured topics (by default the six `<prefix>.events.<source>`),
+//! consumed as the consumer group `sink.group_id`. Every value is a `zt.Event` in the
+//! Confluent wire format, decoded with [`zt_model::decode`].
+//!
+//! **On the wire to ClickHouse.** Each event becomes one `events` row plus the rows of its
+//! domain table (`orders` and `order_lines`, `shipments`, `tickets`, `ad_spend`,
+//! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
+//! its record. Rows are batched per partition until `batch_max_rows`, `batch_max_bytes` or
+//! `batch_max_age_ms`, then inserted with one `INSERT ... FORMAT RowBinary` per table over
+//! HTTP (the `clickhouse` crate).
+//!
+//! **Delivery guarantee: effectively once per table.** After a crash at any point every
+//! record's rows are in each of its tables exactly once, without
+//! `insert_deduplication_token` (ClickHouse 18.16 lacks it):
+//!
+//! 1. offsets are committed (explicitly, synchronously) only after every table's insert
+//!    for them ended, so nothing is skipped;
+//! 2. whatever was inserted but not committed is found again: when the sink starts reading
+//!    a partition at offset `c` (the committed offset), it reads, for every table, which
+//!    offsets `>= c` of that partition the table already holds, and skips those records
+//!    *for that table only*. One record feeds several tables and a crash can fall between
+//!    two tables' inserts, so the resume is per table. It is exact per record, not a
+//!    high-water mark, so an insert ClickHouse stored only partly (one part per month
+//!    partition) is completed, not skipped;
+//! 3. a failed insert is retried only after re-reading which of its records the table
+//!    holds (a timeout may hide an insert that succeeded).
+//!
+//! This rests on one record's rows for one table being stored atomically: they share a
+//! month partition and a batch stays below `max_insert_block_size` (at most 1,000,000
+//! rows per batch).
+//!
+//! **Failures.** ClickHouse or the broker down: retried with capped exponential backoff
+//! (`retry_initial_backoff_ms` to `retry_max_backoff_ms`), no loss, no busy loop, `/readyz`
+//! failing meanwhile; while it waits, the sink pauses its partitions and keeps polling so
+//! it stays in its group and sees revocations. Records that do not decode or map, and rows
+//! ClickHouse rejects as bad data (a failed batch is bisected down to the record), go to
+//! the dead-letter topic (see [`dlq`]) and the partition goes on.
+//!
+//! **Rebalances.** Rebalance callbacks run inside this task's `recv()`, never during an
+//! insert, so a revocation completes with no insert of the partition in flight; buffered
+//! records of revoked partitions are abandoned (their offsets were not committed; the next
+//! owner reads them again) and an assigned partition's resume state is read afresh.
+
+pub(crate) mod context;
+pub mod dlq;
+pub mod offsets;
+pub(crate) mod writer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use zt_kafka::{ConsumerOptions, KafkaConfig, TopicsConfig};
+use zt_model::{Event, Source};
+use zt_runtime::health::ReadyHandle;
+use zt_runtime::{Health, Shutdown};
+
+use crate::config::{ClickHouseConfig, SinkConfig};
+use crate::error::{Error, Result};
+use crate::failpoint::{self, Point};
+use crate::metrics::SinkMetrics;
+use crate::rows::{Origin, Rows, SinkRow, map_event};
+use context::{PartKey, RebalanceEvent, SinkContext};
+use dlq::{Reason, Rejected};
+use offsets::OffsetSet;
+use writer::Writer;
+
+/// The tables the sink writes, in insert order. Indexes are used in the resume state.
+pub const TABLES: [&str; 7] = [
+    "events",
+    "orders",
+    "order_lines",
+    "shipments",
+    "tickets",
+    "ad_spend",
+    "customers",
+];
+
+/// Everything the sink needs to run.
+#[derive(Debug, Clone)]
+pub struct SinkParams {
+    /// `[kafka]`
+    pub kafka: KafkaConfig,
+    /// `[clickhouse]`
+    pub clickhouse: ClickHouseConfig,
+    /// `[sink]`
+    pub sink: SinkConfig,
+    /// The topics to consume (resolved: never empty).
+    pub topics: Vec<String>,
+    /// The dead-letter topic.
+    pub dlq_topic: String,
+}
+
+impl SinkParams {
+    /// Resolves the topic list (`sink.topics`, or the six source topics when empty) and
+    /// the dead-letter topic from `[topics]`.
+    pub fn new(
+        kafka: KafkaConfig,
+        topics: &TopicsConfig,
+        clickhouse: ClickHouseConfig,
+        sink: SinkConfig,
+    ) -> Self {
+        let list = if sink.topics.is_empty() {
+            Source::ALL.into_iter().map(|s| topics.events(s)).collect()
+        } else {
+            sink.topics.clone()
+        };
+        SinkParams {
+            kafka,
+            clickhouse,
+            sink,
+            topics: list,
+            dlq_topic: topics.dlq(),
+        }
+    }
+
+    /// Checks every part.
+    pub fn validate(&self) -> Result<()> {
+        self.kafka.validate()?;
+        self.clickhouse.validate()?;
+        self.sink.validate()?;
+        if self.topics.is_empty() {
+            return Err(Error::Config {
+                key: "sink.topics".into(),
+                reason: "no topic to consume".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Runs the sink until `shutdown` fires (then flushes what it can, commits and returns) or
+/// a non-retryable error occurs. Registers its metrics on `registry` and the readiness
+/// checks `clickhouse` and `kafka` on `health`.
+pub async fn run(
+    params: SinkParams,
+    registry: &prometheus::Registry,
+    health: &Health,
+    shutdown: Shutdown,
+) -> Result<()> {
+    params.validate()?;
+    let metrics = SinkMetrics::new(registry);
+    let ch_ready = health.register("clickhouse");
+    let kafka_ready = health.register("kafka");
+    kafka_ready.set_not_ready("waiting for a partition assignment");
+    let writer = Writer::new(
+        &params.clickhouse,
+        Duration::from_millis(params.sink.insert_timeout_ms),
+        metrics.clone(),
+    );
+    let mut backoff = Backoff::new(&params.sink);
+    loop {
+        match writer.ping().await {
+            Ok(()) => break,
+            Err(e) => {
+                ch_ready.set_not_ready("unreachable");
+                metrics.errors.with_label_values(&["clickhouse"]).inc();
+                tracing::warn!(error = %e, "clickhouse not reachable yet");
+                tokio::select! {
+                    _ = shutdown.wait() => return Ok(()),
+                    _ = tokio::time::sleep(backoff.next()) => {}
+                }
+            }
+        }
+    }
+    ch_ready.set_ready();
+    let ctx = SinkContext::new(metrics.clone(), kafka_ready.clone());
+    let mut cc = zt_kafka::client::consumer_config(
+        &params.kafka,
+        &ConsumerOptions {
+            group_id: params.sink.group_id.clone(),
+            auto_commit: false,
+        },
+    )?;
+    if params.sink.lag_interval_ms > 0 {
+        cc.set(
+            "statistics.interval.ms",
+            params.sink.lag_interval_ms.to_string(),
+        );
+    }
+    let consumer: StreamConsumer<SinkContext> =
+        cc.create_with_context(ctx.clone())
+            .map_err(|source| Error::Kafka {
+                operation: "create consumer",
+                source,
+            })?;
+    let topics: Vec<&str> = params.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|source| Error::Kafka {
+        operation: "subscribe",
+        source,
+    })?;
+    let producer = zt_kafka::build_producer(&params.kafka)?;
+    tracing::info!(topics = ?params.topics, group = %params.sink.group_id, "sink started");
+    let resume = !failpoint::resume_disabled();
+    if !resume {
+        tracing::warn!("ZT_SINK_DISABLE_RESUME=1: effectively-once resume is OFF (test only)");
+    }
+    let mut sink = Sink {
+        p: params,
+        consumer: Arc::new(consumer),
+        ctx,
+        producer,
+        writer,
+        metrics,
+        ch_ready,
+        kafka_ready,
+        shutdown,
+        parts: HashMap::new(),
+        assigned: HashSet::new(),
+        stash: VecDeque::new(),
+        paused: false,
+        resume,
+    };
+    let out = sink.run_loop().await;
+    sink.consumer.unsubscribe();
+    out
+}
+
+/// Capped exponential backoff with a little jitter.
+#[derive(Debug)]
+struct Backoff {
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(cfg: &SinkConfig) -> Self {
+        let initial = Duration::from_millis(cfg.retry_initial_backoff_ms);
+        Backoff {
+            max: Duration::from_millis(cfg.retry_max_backoff_ms),
+            next: initial,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // Up to 20 % jitter so that many sinks do not retry in step.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = d.mul_f64(f64::from(nanos % 200) / 1000.0);
+        d.saturating_sub(jitter).max(Duration::from_millis(1))
+    }
+}
+
+/// A record kept with its batch, for dead-lettering it if ClickHouse rejects its rows.
+#[derive(Debug)]
+struct Original {
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    value: Vec<u8>,
+}
+
+/// The records of one partition not yet inserted.
+#[derive(Debug, Default)]
+struct Batch {
+    rows: Rows,
+    originals: Vec<Original>,
+    records: usize,
+    /// Kafka value bytes of the records.
+    value_bytes: usize,
+    row_count: usize,
+    bytes: usize,
+    first_at: Option<Instant>,
+    last_offset: Option<i64>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.originals.clear();
+        self.records = 0;
+        self.value_bytes = 0;
+        self.row_count = 0;
+        self.bytes = 0;
+        self.first_at = None;
+    }
+}
+
+/// One assigned partition: its batch and which offsets each table already holds.
+#[derive(Debug)]
+struct PartState {
+    batch: Batch,
+    present: Vec<OffsetSet>,
+}
+
+/// Did an operation finish, or was its partition given up (revoked, shutting down)?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Done,
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Go,
+    Revoked,
+    Shutdown,
+}
+
+struct Sink {
+    p: SinkParams,
+    consumer: Arc<StreamConsumer<SinkContext>>,
+    ctx: SinkContext,
+    producer: FutureProducer,
+    writer: Writer,
+    metrics: SinkMetrics,
+    ch_ready: ReadyHandle,
+    kafka_ready: ReadyHandle,
+    shutdown: Shutdown,
+    parts: HashMap<PartKey, PartState>,
+    assigned: HashSet<PartKey>,
+    /// Records received while waiting out a retry; processed, in order, before polling.
+    stash: VecDeque<OwnedMessage>,
+    paused: bool,
+    resume: bool,
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The server's own text of a ClickHouse error, for dead letters.
+fn server_text(e: &Error) -> String {
+    match e {
+        Error::ClickHouse {
+            source: clickhouse::error::Error::BadResponse(text),
+            ..
+        } => text.trim().to_owned(),
+        other => error_text(other),
+    }
+}
+
+impl Sink {
+    async fn run_loop(&mut self) -> Result<()> {
+        loop {
+            if let Some(m) = self.stash.pop_front() {
+                self.on_message(&m).await?;
+                continue;
+            }
+            // A retry wait (in a flush, a resume read or a dead-letter send) pauses the
+            // partitions; normal polling resumes them.
+            if self.paused {
+                self.set_paused(false);
+            }
+            let deadline = self.next_deadline();
+            let consumer = self.consumer.clone();
+            let shutdown = self.shutdown.clone();
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
+                r = consumer.recv() => match r {
+                    Ok(m) => self.on_message(&m).await?,
+                    Err(e) => self.on_kafka_error(e).await,
+                },
+            }
+        }
+        tracing::info!("shutting down: flushing buffered records");
+        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        for k in keys {
+            self.flush(&k).await?;
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let age = Duration::from_millis(self.p.sink.batch_max_age_ms);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let at = self
+            .parts
+            .values()
+            .filter_map(|s| s.batch.first_at)
+            .map(|t| t + age)
+            .min()
+            .unwrap_or(far);
+        tokio::time::Instant::from_std(at)
+    }
+
+    async fn on_kafka_error(&mut self, e: rdkafka::error::KafkaError) {
+        self.metrics.errors.with_label_values(&["kafka"]).inc();
+        self.kafka_ready.set_not_ready("consumer error");
+        tracing::warn!(error = %e, "kafka consumer error");
+        // Errors can repeat quickly while the broker is away: do not spin.
+        tokio::time::sleep(Duration::from_millis(
+            self.p.sink.retry_initial_backoff_ms.max(100),
+        ))
+        .await;
+    }
+
+    /// Applies rebalance events; returns the keys revoked.
+    fn apply_rebalance_events(&mut self) -> Vec<PartKey> {
+        let mut revoked = Vec::new();
+        for ev in self.ctx.take_events() {
+            match ev {
+                RebalanceEvent::Revoked(keys) => {
+                    for k in keys {
+                        if let Some(st) = self.parts.remove(&k)
+                            && st.batch.records > 0
+                        {
+                            tracing::info!(topic = %k.0, partition = k.1, records = st.batch.records,
+                                "revoked: abandoning buffered records (not committed; re-read by the next owner)");
+                        }
+                        self.assigned.remove(&k);
+                        self.metrics
+                            .consumer_lag
+                            .with_label_values(&[k.0.as_str(), &k.1.to_string()])
+                            .set(0);
+                        revoked.push(k);
+                    }
+                }
+                RebalanceEvent::Assigned(keys) => {
+                    for k in keys {
+                        // Resume state is read afresh when the first record arrives.
+                        self.parts.remove(&k);
+                        self.assigned.insert(k);
+                    }
+                }
+            }
+        }
+        revoked
+    }
+
+    fn state_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartState> {
+        self.parts
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map(|(_, s)| s)
+    }
+
+    async fn on_message<M: Message>(&mut self, m: &M) -> Result<()> {
+        self.apply_rebalance_events();
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let value = m.payload().unwrap_or(&[]);
+        if self.state_mut(topic, partition).is_none() {
+            let key: PartKey = (topic.to_owned(), partition);
+            if !self.assigned.contains(&key) {
+                return Ok(());
+            }
+            self.kafka_ready.set_ready();
+            match self.init_partition(&key, offset).await? {
+                Some(st) => {
+                    self.parts.insert(key, st);
+                }
+                None => return Ok(()),
+            }
+        }
+        let origin = Origin {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        };
+        let timestamp_ms = m.timestamp().to_millis();
+        let mapped = match zt_model::decode::<Event>(value) {
+            Ok(ev) => map_event(&ev, &origin).map_err(|e| (Reason::Unmappable, e.to_string())),
+            Err(e) => Err((Reason::DecodeFailed, error_text(&e))),
+        };
+        let rows = match mapped {
+            Ok(r) => Some(r),
+            Err((reason, message)) => {
+                let key: PartKey = (topic.to_owned(), partition);
+                let rej = Rejected {
+                    topic,
+                    partition,
+                    offset,
+                    timestamp_ms,
+                    value,
+                    reason,
+                    table: None,
+                    message,
+                };
+                if self.dead_letter(&key, &rej).await? == Flow::Abandoned {
+                    return Ok(());
+                }
+                None
+            }
+        };
+        let (max_rows, max_bytes) = (
+            self.p.sink.batch_max_rows as usize,
+            self.p.sink.batch_max_bytes,
+        );
+        let Some(st) = self.state_mut(topic, partition) else {
+            return Ok(()); // revoked while dead-lettering
+        };
+        let b = &mut st.batch;
+        if b.last_offset.is_some_and(|last| offset <= last) {
+            return Ok(()); // delivered twice; already in this batch or flushed
+        }
+        b.last_offset = Some(offset);
+        b.records += 1;
+        b.value_bytes += value.len();
+        b.first_at.get_or_insert_with(Instant::now);
+        b.originals.push(Original {
+            offset,
+            timestamp_ms,
+            value: value.to_vec(),
+        });
+        if let Some(rows) = rows {
+            b.row_count += rows.len();
+            b.bytes += rows.approx_bytes();
+            b.rows.append(rows);
+        }
+        if b.row_count >= max_rows || b.bytes as u64 >= max_bytes {
+            self.flush(&(topic.to_owned(), partition)).await?;
+        }
+        Ok(())
+    }
+
+    /// The state of a newly started partition whose first record is at `first`: which
+    /// offsets `>= first` each table already holds. `None` when the partition was revoked
+    /// (or shutdown began) while ClickHouse could not be read.
+    async fn init_partition(&mut self, key: &PartKey, first: i64) -> Result<Option<PartState>> {
+        let mut st = PartState {
+            batch: Batch::default(),
+            present: vec![OffsetSet::default(); TABLES.len()],
+        };
+        if !self.resume {
+            return Ok(Some(st));
+        }
+        let all: Vec<usize> = (0..TABLES.len()).collect();
+        let mut backoff = Backoff::new(&self.p.sink);
+        loop {
+            for s in &mut st.present {
+                *s = OffsetSet::default();
+            }
+            let present = &mut st.present;
+            let r = self
+                .writer
+                .present(&key.0, key.1, (first, i64::MAX), &all, |t, o| {
+                    present[t].insert(o)
+                })
+                .await;
+            match r {
+                Ok(()) => {
+                    self.ch_ready.set_ready();
+                    let held: usize = st.present.iter().map(OffsetSet::runs).sum();
+                    tracing::info!(topic = %key.0, partition = key.1, from_offset = first, runs = held,
+                        "partition started; resume state read");
+                    return Ok(Some(st));
+                }
+                Err(e) if e.is_retryable() => {
+                    self.note_ch_error(&e, "resume");
+                    if self.wait_backoff(&mut backoff, key).await != Wait::Go {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn note_ch_error(&self, e: &Error, operation: &str) {
+        self.metrics.errors.with_label_values(&["clickhouse"]).inc();
+        self.metrics.retries.with_label_values(&[operation]).inc();
+        self.ch_ready
+            .set_not_ready("clickhouse unavailable; retrying");
+        tracing::warn!(error = %e, operation, "clickhouse failed; retrying with backoff");
+    }
+
+    async fn flush_due(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let age = Duration::from_millis(self.p.sink.batch_max_age_ms);
+        let due: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.batch.first_at.is_some_and(|t| t + age <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.flush(&k).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, key: &PartKey) -> Result<()> {
+        let Some(mut st) = self.parts.remove(key) else {
+            return Ok(());
+        };
+        let flow = self.flush_state(key, &mut st).await;
+        match flow? {
+            Flow::Done => {
+                // Keep it unless a revocation arrived in the meantime.
+                if self.assigned.contains(key) {
+                    self.parts.insert(key.clone(), st);
+                }
+            }
+            Flow::Abandoned => {
+                tracing::info!(topic = %key.0, partition = key.1, records = st.batch.records,
+                    "batch abandoned (partition revoked or shutting down); not committed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_state(&mut self, key: &PartKey, st: &mut PartState) -> Result<Flow> {
+        let Some(last) = st.batch.last_offset else {
+            return Ok(Flow::Done);
+        };
+        if st.batch.records == 0 {
+            return Ok(Flow::Done);
+        }
+        let b = &st.batch;
+        let p = &mut st.present;
+        let o = &b.originals;
+        macro_rules! load {
+            ($i:expr, $rows:expr) => {
+                if self.load_table(key, $i, &$rows, o, &mut p[$i]).await? == Flow::Abandoned {
+                    return Ok(Flow::Abandoned);
+                }
+            };
+        }
+        load!(0, b.rows.events);
+        load!(1, b.rows.orders);
+        load!(2, b.rows.order_lines);
+        load!(3, b.rows.shipments);
+        load!(4, b.rows.tickets);
+        load!(5, b.rows.ad_spend);
+        load!(6, b.rows.customers);
+        failpoint::hit(Point::BeforeCommit);
+        let next = last + 1;
+        if self.commit(key, next).await? == Flow::Abandoned {
+            return Ok(Flow::Abandoned);
+        }
+        failpoint::hit(Point::AfterCommit);
+        self.metrics.batch_rows.observe(b.row_count as f64);
+        self.metrics.batch_records.observe(b.records as f64);
+        // Counted per committed batch (one label lookup per batch, not per record).
+        self.metrics
+            .records_received
+            .with_label_values(&[key.0.as_str()])
+            .inc_by(b.records as u64);
+        self.metrics
+            .bytes_received
+            .with_label_values(&[key.0.as_str()])
+            .inc_by(b.value_bytes as u64);
+        self.kafka_ready.set_ready();
+        for s in &mut st.present {
+            s.prune_below(next);
+        }
+        st.batch.clear();
+        Ok(Flow::Done)
+    }
+
+    /// Inserts the rows of one table of a batch, skipping records the table already
+    /// holds, retrying transient failures and bisecting rejected inserts down to the
+    /// record, which is dead-lettered.
+    async fn load_table<R: SinkRow>(
+        &mut self,
+        key: &PartKey,
+        tidx: usize,
+        rows: &[R],
+        originals: &[Original],
+        present: &mut OffsetSet,
+    ) -> Result<Flow> {
+        if rows.is_empty() {
+            return Ok(Flow::Done);
+        }
+        let mut work = vec![(0usize, rows.len())];
+        let mut backoff = Backoff::new(&self.p.sink);
+        let mut refresh = false;
+        while let Some(&(a, b)) = work.last() {
+            if refresh && self.resume {
+                let range = (rows[a].offset(), rows[b - 1].offset());
+                let r = self
+                    .writer
+                    .present(&key.0, key.1, range, &[tidx], |_, o| present.insert(o))
+                    .await;
+                match r {
+                    Ok(()) => refresh = false,
+                    Err(e) if e.is_retryable() => {
+                        self.note_ch_error(&e, "resume");
+                        if self.wait_backoff(&mut backoff, key).await != Wait::Go {
+                            return Ok(Flow::Abandoned);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let pending: Vec<&R> = rows[a..b]
+                .iter()
+                .filter(|r| !self.resume || !present.contains(r.offset()))
+                .collect();
+            let skipped = (b - a) - pending.len();
+            if skipped > 0 {
+                self.metrics
+                    .rows_skipped
+                    .with_label_values(&[R::TABLE])
+                    .inc_by(skipped as u64);
+            }
+            if pending.is_empty() {
+                work.pop();
+                continue;
+            }
+            match self.writer.insert(&pending).await {
+                Ok(()) => {
+                    for r in &pending {
+                        present.insert(r.offset());
+                    }
+                    self.ch_ready.set_ready();
+                    work.pop();
+                }
+                Err(e) if e.is_rejection() => {
+                    work.pop();
+                    let first = rows[a].offset();
+                    if first == rows[b - 1].offset() {
+                        let Ok(i) = originals.binary_search_by_key(&first, |o| o.offset) else {
+                            continue; // every record of a batch has its original
+                        };
+                        let orig = &originals[i];
+                        let rej = Rejected {
+                            topic: &key.0,
+                            partition: key.1,
+                            offset: first,
+                            timestamp_ms: orig.timestamp_ms,
+                            value: &orig.value,
+                            reason: Reason::ClickHouseRejected,
+                            table: Some(R::TABLE),
+                            message: server_text(&e),
+                        };
+                        if self.dead_letter(key, &rej).await? == Flow::Abandoned {
+                            return Ok(Flow::Abandoned);
+                        }
+                    } else {
+                        let mid = split_point(rows, a, b);
+                        tracing::info!(
+                            table = R::TABLE,
+                            rows = b - a,
+                            "insert rejected; bisecting"
+                        );
+                        work.push((mid, b));
+                        work.push((a, mid));
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    self.note_ch_error(&e, "insert");
+                    refresh = true;
+                    if self.wait_backoff(&mut backoff, key).await != Wait::Go {
+                        return Ok(Flow::Abandoned);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flow::Done)
+    }
+
+    async fn dead_letter(&mut self, key: &PartKey, rej: &Rejected<'_>) -> Result<Flow> {
+        let dl = dlq::dead_letter(rej);
+        let mut backoff = Backoff::new(&self.p.sink);
+        loop {
+            match dlq::send(&self.producer, &self.p.dlq_topic, &dl).await {
+                Ok(()) => {
+                    self.metrics
+                        .dead_lettered
+                        .with_label_values(&[rej.reason.as_str()])
+                        .inc();
+                    tracing::warn!(topic = rej.topic, partition = rej.partition, offset = rej.offset,
+                        reason = rej.reason.as_str(), table = rej.table.unwrap_or(""), error = %dl.message,
+                        "record dead-lettered");
+                    return Ok(Flow::Done);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.metrics.errors.with_label_values(&["dlq"]).inc();
+                    self.metrics.retries.with_label_values(&["dlq"]).inc();
+                    tracing::warn!(error = %error_text(&e), "dead letter not sent; retrying");
+                    if self.wait_backoff(&mut backoff, key).await != Wait::Go {
+                        return Ok(Flow::Abandoned);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn commit(&mut self, key: &PartKey, next: i64) -> Result<Flow> {
+        let mut backoff = Backoff::new(&self.p.sink);
+        loop {
+            let consumer = self.consumer.clone();
+            let (topic, partition) = key.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+                consumer.commit(&tpl, CommitMode::Sync)
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {
+                    self.metrics.commits.with_label_values(&["ok"]).inc();
+                    return Ok(Flow::Done);
+                }
+                Ok(Err(e)) => {
+                    self.metrics.commits.with_label_values(&["error"]).inc();
+                    self.metrics.errors.with_label_values(&["commit"]).inc();
+                    self.metrics.retries.with_label_values(&["commit"]).inc();
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "failed to commit offsets; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit task failed; retrying");
+                }
+            }
+            if self.wait_backoff(&mut backoff, key).await != Wait::Go {
+                return Ok(Flow::Abandoned);
+            }
+        }
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        let Ok(tpl) = self.consumer.assignment() else {
+            return;
+        };
+        let r = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, paused, "cannot pause/resume partitions");
+        }
+        self.paused = paused;
+    }
+
+    /// Waits out one backoff step while polling the consumer (partitions paused), so the
+    /// member stays in its group and sees a revocation of `key` at once.
+    async fn wait_backoff(&mut self, backoff: &mut Backoff, key: &PartKey) -> Wait {
+        let until = tokio::time::Instant::now() + backoff.next();
+        self.set_paused(true);
+        loop {
+            let consumer = self.consumer.clone();
+            let shutdown = self.shutdown.clone();
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Wait::Shutdown,
+                _ = tokio::time::sleep_until(until) => None,
+                r = consumer.recv() => Some(r.map(|m| m.detach())),
+            };
+            match next {
+                None => return Wait::Go,
+                Some(Ok(m)) => self.stash.push_back(m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error while waiting to retry");
+                    tokio::time::sleep(
+                        Duration::from_millis(100)
+                            .min(until.saturating_duration_since(tokio::time::Instant::now())),
+                    )
+                    .await;
+                }
+            }
+            let revoked = self.apply_rebalance_events();
+            if revoked.contains(key) {
+                return Wait::Revoked;
+            }
+            // New assignments arrive unpaused.
+            self.set_paused(true);
+        }
+    }
+}
+
+/// A split point between `a` and `b` on a record boundary (rows of one record share an
+/// offset and must stay together). The caller ensures the range holds two records or more.
+fn split_point<R: SinkRow>(rows: &[R], a: usize, b: usize) -> usize {
+    let mut mid = a + (b - a) / 2;
+    while mid < b && rows[mid].offset() == rows[mid - 1].offset() {
+        mid += 1;
+    }
+    if mid == b {
+        mid = a + (b - a) / 2;
+        while mid > a + 1 && rows[mid].offset() == rows[mid - 1].offset() {
+            mid -= 1;
+        }
+    }
+    mid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::OrderLineRow;
+
+    fn line(offset: i64) -> OrderLineRow {
+        OrderLineRow {
+            event_id: String::new(),
+            event_type: String::new(),
+            order_id: String::new(),
+            status: String::new(),
+            line_no: 1,
+            sku: String::new(),
+            product_id: String::new(),
+            product_name: String::new(),
+            category: String::new(),
+            quantity: 1,
+            unit_price_minor: 1,
+            discount_minor: 0,
+            coupon_code: String::new(),
+            refunded_quantity: 0,
+            currency: String::new(),
+            crm_customer_id: String::new(),
+            channel: String::new(),
+            campaign: String::new(),
+            private_domain: 0,
+            event_time_ms: 0,
+            _topic: String::new(),
+            _partition: 0,
+            _offset: offset,
+        }
+    }
+
+    #[test]
+    fn splits_keep_records_together() {
+        let rows: Vec<OrderLineRow> = [1, 1, 1, 2, 2, 3].into_iter().map(line).collect();
+        let m = split_point(&rows, 0, 6);
+        assert_eq!(m, 3);
+        assert_ne!(rows[m].offset(), rows[m - 1].offset());
+        let rows: Vec<OrderLineRow> = [1, 2, 2, 2, 2, 2].into_iter().map(line).collect();
+        assert_eq!(split_point(&rows, 0, 6), 1);
+        let rows: Vec<OrderLineRow> = [1, 1, 1, 1, 1, 2].into_iter().map(line).collect();
+        assert_eq!(split_point(&rows, 0, 6), 5);
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        let cfg = SinkConfig {
+            group_id: "g".into(),
+            topics: vec![],
+            batch_max_rows: 10,
+            batch_max_bytes: 10,
+            batch_max_age_ms: 10,
+            retry_initial_backoff_ms: 100,
+            retry_max_backoff_ms: 1_000,
+            insert_timeout_ms: 10,
+            lag_interval_ms: 0,
+        };
+        let mut b = Backoff::new(&cfg);
+        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(waits[0] <= Duration::from_millis(100) && waits[0] >= Duration::from_millis(80));
+        assert!(waits[7] <= Duration::from_millis(1_000) && waits[7] >= Duration::from_millis(800));
+    }
+}

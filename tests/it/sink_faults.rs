@@ -1,0 +1,353 @@
+//! Fault tests of `zt sink` with the real binary, broker and ClickHouse 18.16:
+//!
+//! - ClickHouse killed (`kill -9`) and restarted, then restarted again gracefully, while
+//!   the sink loads: nothing lost, nothing duplicated, `/readyz` failing during the outage,
+//!   retries bounded (no busy loop). It uses a ClickHouse server of its own, started from
+//!   the local stack's config template on free ports, so restarting it cannot disturb the
+//!   tests that share the stack's server;
+//! - a poison row (ClickHouse refuses it) and an undecodable record: both dead-lettered
+//!   with the error (the server's text for the row), read back from the broker, and the
+//!   rest of the partition loaded and committed.
+
+mod sink_support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sink_support::*;
+use zt_integration_tests::*;
+use zt_kafka::{ConsumerOptions, build_consumer, build_producer};
+use zt_model::{DeadLetter, Payload, Source};
+
+/// A ClickHouse server private to one test.
+struct PrivateClickHouse {
+    dir: tempfile::TempDir,
+    http_port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateClickHouse {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let template =
+            std::fs::read_to_string(repo.join("deploy/local/clickhouse/config.xml.in")).unwrap();
+        let http_port = free_port();
+        let d = dir.path().display().to_string();
+        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let config = template
+            .replace("@CH_DIR@", &d)
+            .replace("@CH_HTTP_PORT@", &http_port.to_string())
+            .replace("@CH_TCP_PORT@", &free_port().to_string())
+            .replace("@CH_INTERSERVER_PORT@", &free_port().to_string());
+        std::fs::write(dir.path().join("config.xml"), config).unwrap();
+        std::fs::copy(
+            repo.join("deploy/local/clickhouse/users.xml"),
+            dir.path().join("users.xml"),
+        )
+        .unwrap();
+        let mut ch = PrivateClickHouse {
+            dir,
+            http_port,
+            child: None,
+        };
+        ch.launch();
+        ch
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clickhouse-server on PATH (deploy/local/stack.sh install)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if http_get(self.http_port, "/ping").is_some_and(|(s, _)| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("private ClickHouse did not start");
+    }
+
+    fn stop(&mut self, sig: &str) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, sig);
+            if wait_exit(&mut c, Duration::from_secs(30)).is_none() {
+                let _ = c.kill();
+            }
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.stop("KILL");
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_restarted_mid_stream_loses_and_duplicates_nothing() {
+    let mut ch = PrivateClickHouse::start();
+    let env = setup(
+        "chrestart",
+        &[(Source::Erp, 2), (Source::Tracking, 2)],
+        &ch.url(),
+    )
+    .await;
+    let mut produced = produce(&env, 0..600).await;
+    let mut sink = env.spawn_sink(1, &[]);
+    wait_for("first rows", Duration::from_secs(60), async || {
+        events_count(&env).await > 0
+    })
+    .await;
+
+    // kill -9 ClickHouse while the sink loads, and keep producing during the outage.
+    ch.stop("KILL");
+    produced.extend(produce(&env, 600..1_200).await);
+    wait_for("/readyz to fail", Duration::from_secs(30), async || {
+        env.admin("/readyz")
+            .is_some_and(|(s, b)| s == 503 && b.contains("clickhouse"))
+    })
+    .await;
+    assert_eq!(
+        env.admin("/livez").map(|(s, _)| s),
+        Some(200),
+        "live while waiting"
+    );
+    let outage = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = env.admin("/metrics").map(|(_, b)| b).unwrap_or_default();
+    let retries = metric(&metrics, "zt_sink_retries_total", "");
+    ch.launch();
+    let outage_secs = outage.elapsed().as_secs_f64() + 3.0;
+    // Capped exponential backoff (50 ms doubling to 1 s): a handful of retries per
+    // second at most, not a busy loop.
+    assert!(
+        retries >= 1.0 && retries < 10.0 * outage_secs,
+        "retries {retries} over ~{outage_secs:.0} s"
+    );
+
+    // A graceful restart in the middle of the next stretch.
+    produced.extend(produce(&env, 1_200..1_800).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ch.stop("TERM");
+    ch.launch();
+
+    wait_for("every event", Duration::from_secs(120), async || {
+        events_count(&env).await >= 1_800
+    })
+    .await;
+    wait_for("/readyz to pass", Duration::from_secs(30), async || {
+        env.admin("/readyz").is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&sink, "TERM");
+    let status = wait_exit(&mut sink, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        env.log(1)
+    );
+    let problems = check_exactly_once(&env, &produced).await;
+    assert!(
+        problems.is_empty(),
+        "{:#?}",
+        &problems[..problems.len().min(10)]
+    );
+    ch.stop("TERM");
+}
+
+async fn send(p: &FutureProducer, topic: &str, bytes: &[u8]) -> (i32, i64) {
+    let d = p
+        .send(
+            FutureRecord::<(), [u8]>::to(topic).payload(bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivery");
+    (d.partition, d.offset)
+}
+
+fn committed(env: &Env, topic: &str) -> Option<i64> {
+    let c = build_consumer(
+        &kafka_config(),
+        &ConsumerOptions {
+            group_id: env.group.clone(),
+            auto_commit: false,
+        },
+    )
+    .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    match got.elements().first()?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_row_is_dead_lettered_and_the_partition_goes_on() {
+    let env = setup("poison", &[], &clickhouse_url()).await;
+    // A server-side data rule, as an operator might add: orders must not be negative.
+    // The model and the sink accept such an order; ClickHouse refuses the row.
+    env.client()
+        .query("ALTER TABLE orders ADD COLUMN _guard UInt8 MATERIALIZED throwIf(total_minor < 0)")
+        .execute()
+        .await
+        .unwrap();
+    let topic = env.topic(Source::Erp);
+    let erp: Vec<u32> = (0..1_000)
+        .filter(|i| event(*i).0.source == Source::Erp)
+        .collect();
+    let mut produced = produce(&env, erp[..150].iter().copied()).await;
+    let p = build_producer(&kafka_config()).unwrap();
+
+    let (mut bad, lines) = event(erp[150]);
+    bad.event_id = "evt-poison".into();
+    let Payload::Order(o) = &mut bad.payload else {
+        unreachable!()
+    };
+    o.total_minor = -1;
+    let poison_bytes = zt_model::encode(&bad).unwrap();
+    let (pp, poison_off) = send(&p, &topic, &poison_bytes).await;
+    produced.push(Produced {
+        topic: topic.clone(),
+        partition: pp,
+        offset: poison_off,
+        source: Source::Erp,
+        event_id: bad.event_id.clone(),
+        lines,
+        bytes: poison_bytes.clone(),
+    });
+    produced.extend(produce(&env, erp[151..250].iter().copied()).await);
+    let garbage = b"\x00\x00\x00\x00\x07not avro".to_vec();
+    let (_, garbage_off) = send(&p, &topic, &garbage).await;
+    produced.extend(produce(&env, erp[250..].iter().copied()).await);
+    let last = produced.iter().map(|p| p.offset).max().unwrap();
+
+    let mut sink = env.spawn_sink(1, &[]);
+    wait_for(
+        "the whole partition committed",
+        Duration::from_secs(90),
+        async || committed(&env, &topic) == Some(last + 1),
+    )
+    .await;
+    let metrics = env.admin("/metrics").map(|(_, b)| b).unwrap_or_default();
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(30)).is_some_and(|s| s.success()));
+
+    // Everything but the poison's orders row is there exactly once; the poison's events
+    // and order_lines rows are there (those tables accepted it).
+    let poison_key = (topic.clone(), pp, poison_off);
+    let problems = check_with(&env, &produced, &[(poison_key, "orders")]).await;
+    assert!(
+        problems.is_empty(),
+        "{:#?}",
+        &problems[..problems.len().min(10)]
+    );
+
+    // The dead letters, read back from the broker.
+    let c: StreamConsumer = build_consumer(
+        &kafka_config(),
+        &ConsumerOptions {
+            group_id: unique("zt-it-dlq-reader"),
+            auto_commit: false,
+        },
+    )
+    .unwrap();
+    c.subscribe(&[env.dlq().as_str()]).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        letters.push(zt_model::decode::<DeadLetter>(m.payload().unwrap()).unwrap());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), c.recv())
+            .await
+            .is_err(),
+        "exactly two dead letters"
+    );
+    letters.sort_by_key(|d| d.origin_offset);
+    let (rejected, undecodable) = (&letters[0], &letters[1]);
+    assert_eq!(rejected.reason, "clickhouse_rejected");
+    assert_eq!(rejected.stage, "sink");
+    assert_eq!(rejected.source, "erp");
+    assert_eq!(rejected.origin_topic.as_deref(), Some(topic.as_str()));
+    assert_eq!(rejected.origin_offset, Some(poison_off));
+    assert_eq!(rejected.original, poison_bytes);
+    assert!(
+        rejected.message.starts_with("table orders: Code: 395")
+            && rejected.message.contains("throwIf"),
+        "the server's error: {}",
+        rejected.message
+    );
+    assert_eq!(undecodable.reason, "decode_failed");
+    assert_eq!(undecodable.origin_offset, Some(garbage_off));
+    assert_eq!(undecodable.original, garbage);
+    assert_eq!(
+        metric(
+            &metrics,
+            "zt_sink_dead_lettered_total",
+            "clickhouse_rejected"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "zt_sink_dead_lettered_total", "decode_failed"),
+        1.0
+    );
+    // The other metrics of the contract are exported.
+    for name in [
+        "zt_sink_rows_inserted_total{table=\"orders\"}",
+        "zt_sink_bytes_inserted_total{table=\"events\"}",
+        "zt_sink_insert_duration_seconds_bucket{table=\"order_lines\"",
+        "zt_sink_batch_rows_bucket",
+        "zt_sink_consumer_lag_records{partition=\"0\"",
+        "zt_sink_records_received_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    // Rows counted as inserted match the table: every record's orders row but the poison.
+    let erp_records = produced.len() as f64;
+    assert_eq!(
+        metric(&metrics, "zt_sink_rows_inserted_total", "table=\"orders\""),
+        erp_records - 1.0
+    );
+    drop_database(&env).await;
+}
