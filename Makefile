@@ -34,8 +34,10 @@ build:
 demo: stack-up build
 	./target/debug/zt config check >/dev/null
 	./target/debug/zt topics create
+	./target/debug/zt migrate
 	@echo
-	@echo "zhongtai local stack is up: Kafka on 127.0.0.1:9092, ClickHouse on http://127.0.0.1:8123."
+	@echo "zhongtai local stack is up: Kafka on 127.0.0.1:9092, ClickHouse on http://127.0.0.1:8123 (database zhongtai, kpi_* views)."
+	@echo "Run the pipeline pieces that exist: ./target/debug/zt ingest, ./target/debug/zt sink (see README)."
 	@echo "The full pipeline demo (zt demo: generate -> ingest -> process -> sink -> KPI report) arrives with a later release."
 
 fmt:

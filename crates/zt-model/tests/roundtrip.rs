@@ -368,6 +368,11 @@ proptest! {
         prop_assert_eq!(&bytes[1..5], &id.to_be_bytes()[..]);
         let back: Event = decode(&bytes).unwrap();
         prop_assert_eq!(&back, &ev);
+        // The direct reader agrees with apache-avro's own decoder.
+        let schema = &Catalogue::builtin().latest("zt.Event").unwrap().schema;
+        let mut body = &bytes[5..];
+        let value = apache_avro::from_avro_datum(schema, &mut body, None).unwrap();
+        prop_assert_eq!(&Event::from_avro(value).unwrap(), &ev);
         // Deterministic: the same event gives the same bytes.
         prop_assert_eq!(encode(&back).unwrap(), bytes.clone());
         // The fast writer agrees with apache-avro's validating writer byte for byte.
