@@ -156,6 +156,8 @@ async fn run() {
     kafka.producer.linger_ms = 5;
     let topics = fresh_topics(&kafka, 4).await;
     let topic = topics.events(Source::Erp);
+    // The raw run writes to a topic of its own, so each run's records can be counted.
+    let raw_topic = fresh_topics(&kafka, 4).await.events(Source::Erp);
 
     // Raw limit: exactly the canonical events the HTTP run will publish (the same native
     // records normalised outside the clock), with the same keys, through a producer with
@@ -186,13 +188,25 @@ async fn run() {
         })
         .collect();
     let producer = zt_kafka::build_producer(&kafka).unwrap();
+    // Warm up (connections, metadata, producer id) outside the clock, as ingest's producer
+    // is warm by the time its run starts.
+    for (k, v) in encoded.iter().take(100) {
+        producer
+            .send(
+                FutureRecord::to(&raw_topic).key(k).payload(v),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("warm-up produce acknowledged");
+    }
     let t = Instant::now();
     // send_result enqueues at once (send() would enqueue only when polled).
     let sends: Vec<_> = encoded
         .iter()
         .map(|(k, v)| {
             producer
-                .send_result(FutureRecord::to(&topic).key(k).payload(v))
+                .send_result(FutureRecord::to(&raw_topic).key(k).payload(v))
                 .map_err(|(e, _)| e)
                 .expect("the producer queue holds the run")
         })
@@ -244,6 +258,13 @@ async fn run() {
     }
     let http_secs = t.elapsed().as_secs_f64();
     let http_rate = events as f64 / http_secs;
+    // Both runs' records are really on the broker: count them by the partitions' offsets.
+    let count = |t: String| {
+        let k = kafka.clone();
+        tokio::task::spawn_blocking(move || zt_integration_tests::ingest::read_topic(&k, &t).len())
+    };
+    let raw_on_topic = count(raw_topic.clone()).await.unwrap();
+    let http_on_topic = count(topic.clone()).await.unwrap();
     lat.sort();
     ing.shutdown.trigger();
 
@@ -257,6 +278,10 @@ async fn run() {
         "| HTTP ingest (parse, normalise, hash, encode, produce, ack) | {http_rate:.0} events/s |"
     );
     println!("| ratio HTTP / raw | {:.2} |", http_rate / raw_rate);
+    println!(
+        "| records on the broker: raw run (expected {}) / HTTP run (expected {events}) | {raw_on_topic} / {http_on_topic} |",
+        events + 100
+    );
     println!(
         "| request latency p50 / p99 ({batch} events) | {:.1} ms / {:.1} ms |",
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
