@@ -58,7 +58,8 @@ test-rust:
 	fi
 
 # The README's test command: installs and starts what the tests need, then runs them all.
-test: stack-up lint test-py test-rust
+# Rust first: it builds target/debug/zt, which the Python checks of the Helm chart run.
+test: stack-up lint test-rust test-py
 
 bench:
 	$(CARGO) bench -p zt-benches

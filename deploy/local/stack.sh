@@ -84,6 +84,8 @@ install_tools() {
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+  # promtool (Debian's prometheus package) checks metric names and alert rules (tests/py/test_helm.py).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if ((${#missing[@]})); then
     log "installing build tools: ${missing[*]}"
     apt_install "${missing[@]}"

@@ -183,6 +183,12 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
+    // Know the broker's state before the first request (the loop then re-checks it).
+    let st = state.clone();
+    let up = tokio::task::spawn_blocking(move || st.publisher.probe(Duration::from_secs(5)))
+        .await
+        .unwrap_or(false);
+    state.broker_ready.store(up, Ordering::Relaxed);
     spawn_readiness(state.clone(), health.register("kafka"), shutdown.clone());
     let app = server::router(state.clone());
     tracing::info!(%addr, "ingest listening");

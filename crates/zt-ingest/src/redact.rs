@@ -83,6 +83,20 @@ impl Walk<'_> {
                         (Some(_), Value::String(_) | Value::Number(_)) => {
                             *val = Value::String("zt-redacted".into());
                         }
+                        (Some(_), Value::Array(_)) => {
+                            // A list of phones or names: each element as if it stood alone.
+                            if let Value::Array(items) = val {
+                                for item in items.iter_mut() {
+                                    let mut one = serde_json::Map::new();
+                                    one.insert(k.clone(), std::mem::take(item));
+                                    let mut obj = Value::Object(one);
+                                    self.walk(&mut obj, in_traits);
+                                    if let Value::Object(mut m) = obj {
+                                        *item = m.remove(k.as_str()).unwrap_or_default();
+                                    }
+                                }
+                            }
+                        }
                         _ => {
                             let traits = k == "traits";
                             self.walk(val, traits);
@@ -178,7 +192,7 @@ mod tests {
     #[test]
     fn json_contacts_are_hashed_or_redacted() {
         let h = PiiHasher::new(b"salt", "86").unwrap();
-        let raw = br#"{"mobile":"13812345678","email":"Li@Example.com","x":{"phone":"bad"},"lines":[{"sku":"S1"}],"firstName":"Li"}"#;
+        let raw = br#"{"mobile":"13812345678","email":"Li@Example.com","x":{"phone":"bad"},"lines":[{"sku":"S1"}],"firstName":"Li","phone":["13912345678"]}"#;
         let out = String::from_utf8(redact(raw, &h, &BTreeMap::new(), None)).unwrap();
         assert!(
             !out.contains("13812345678") && !out.contains("Example"),

@@ -256,6 +256,18 @@ impl AppState {
         resp
     }
 
+    /// 503 at once while the broker is known to be unreachable (the readiness probe
+    /// re-checks every few seconds and replaces a broken producer), instead of making the
+    /// client wait for a publish timeout.
+    fn broker_gate(&self, route: &str) -> Option<Response> {
+        if self.broker_ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let resp = unavailable();
+        self.count(route, resp.status());
+        Some(resp)
+    }
+
     fn count(&self, route: &str, status: StatusCode) {
         self.metrics
             .requests
@@ -573,14 +585,9 @@ async fn native_inner(
                 .await;
         }
     };
-    if !st.broker_ready.load(Ordering::Relaxed)
-        && !st.publisher.probe(std::time::Duration::from_millis(500))
-    {
-        let resp = unavailable();
-        st.count(ROUTE, resp.status());
+    if let Some(resp) = st.broker_gate(ROUTE) {
         return resp;
     }
-    st.broker_ready.store(true, Ordering::Relaxed);
     if body.len() > st.cfg.max_batch_bytes {
         let rej = Rejection::whole(
             Reason::OversizeBatch,
@@ -749,14 +756,9 @@ async fn segment_inner(
         Ok(id) => id,
         Err((status, rej)) => return st.refuse(route, status, src, rej, &body, meta).await,
     };
-    if !st.broker_ready.load(Ordering::Relaxed)
-        && !st.publisher.probe(std::time::Duration::from_millis(500))
-    {
-        let resp = unavailable();
-        st.count(route, resp.status());
+    if let Some(resp) = st.broker_gate(route) {
         return resp;
     }
-    st.broker_ready.store(true, Ordering::Relaxed);
     // Segment answers 400 for payloads over its limits and for JSON errors.
     let limit = if kind.is_some() {
         st.cfg.max_event_bytes
