@@ -526,3 +526,68 @@ fn apache_avro_schema(text: &str) -> String {
         v["name"].as_str().unwrap()
     )
 }
+
+/// analytics.js: one-letter paths, the write key in a text/plain body, CORS preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sdk_paths_and_cors() {
+    let ing = start(ingest_config()).await;
+    let pre = request(
+        ing.addr,
+        "OPTIONS",
+        "/v1/t",
+        &[
+            ("Origin", "https://shop.example.cn"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        pre.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST"))
+    );
+
+    let page = json!({"writeKey": key_of(Source::Tracking), "type": "page", "anonymousId": "web-1",
+                      "messageId": "m-browser-page", "name": "Home",
+                      "properties": {"url": "https://shop.example.cn/?utm_source=wechat"}});
+    let r = request(
+        ing.addr,
+        "POST",
+        "/v1/p",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "https://shop.example.cn"),
+        ],
+        page.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let batch = json!({"writeKey": key_of(Source::Tracking), "batch": [
+        {"type": "track", "anonymousId": "web-1", "messageId": "m-browser-track", "event": "Product Viewed"}]});
+    let r = request(
+        ing.addr,
+        "POST",
+        "/v1/b",
+        &[("Content-Type", "text/plain")],
+        batch.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut kinds: Vec<(String, String)> = ing
+        .events(Source::Tracking)
+        .into_iter()
+        .map(|e| (e.event_id, e.event_type))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("m-browser-page".to_owned(), "page".to_owned()),
+            ("m-browser-track".to_owned(), "track".to_owned())
+        ]
+    );
+    ing.shutdown.trigger();
+}

@@ -71,16 +71,67 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         );
     }
-    r.route("/v1/batch", post(segment_batch))
-        .route("/schemas/ids/{id}", get(registry::schema_by_id))
-        .route("/subjects", get(subjects))
-        .route("/subjects/{subject}/versions", get(subject_versions))
-        .route(
-            "/subjects/{subject}/versions/{version}",
-            get(subject_version),
-        )
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+    // analytics.js (Segment's browser SDK) posts to one-letter paths, with the write key in
+    // the body and a text/plain content type; CORS headers let it call from any page.
+    r.route(
+        "/v1/t",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "track")),
+    )
+    .route(
+        "/v1/i",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "identify")),
+    )
+    .route(
+        "/v1/p",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "page")),
+    )
+    .route(
+        "/v1/s",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "screen")),
+    )
+    .route(
+        "/v1/a",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "alias")),
+    )
+    .route(
+        "/v1/g",
+        post(|st: State<Arc<AppState>>, h: HeaderMap, b: Bytes| segment_call(st, h, b, "group")),
+    )
+    .route("/v1/b", post(segment_batch))
+    .route("/v1/batch", post(segment_batch))
+    .route("/schemas/ids/{id}", get(registry::schema_by_id))
+    .route("/subjects", get(subjects))
+    .route("/subjects/{subject}/versions", get(subject_versions))
+    .route(
+        "/subjects/{subject}/versions/{version}",
+        get(subject_version),
+    )
+    .layer(DefaultBodyLimit::max(limit))
+    .layer(axum::middleware::from_fn(cors))
+    .with_state(state)
+}
+
+/// CORS for browser SDKs: any origin may post events (write keys, not origins, authorise
+/// them); a preflight `OPTIONS` is answered with 204 before routing.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = if req.method() == axum::http::Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type, Content-Encoding",
+        ),
+        (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
+    resp
 }
 
 async fn subjects(State(st): State<Arc<AppState>>) -> Response {
