@@ -25,10 +25,21 @@ pub const HEADER_LEN: usize = 5;
 pub trait TopLevel: AvroRecord {
     /// Full name of the record's schema, e.g. `zt.Event`.
     const FULL_NAME: &'static str;
+
+    /// Reads a body written with the current schema version straight into the type, when
+    /// the type has such a reader and `schema` is the one it was written for; `None`
+    /// otherwise (the caller goes through an Avro `Value`).
+    fn read_direct(_schema: &SchemaEntry, _input: &mut &[u8]) -> Option<Result<Self>> {
+        None
+    }
 }
 
 impl TopLevel for Event {
     const FULL_NAME: &'static str = "zt.Event";
+
+    fn read_direct(schema: &SchemaEntry, input: &mut &[u8]) -> Option<Result<Self>> {
+        event_reader_fits(schema).then(|| read_event(input))
+    }
 }
 
 impl TopLevel for DeadLetter {
@@ -97,8 +108,306 @@ pub fn decode_with<T: TopLevel>(cat: &Catalogue, bytes: &[u8]) -> Result<T> {
     if writer.full_name != reader.full_name {
         return Err(Error::Wire("schema id belongs to another record type"));
     }
+    if writer.id == reader.id {
+        let mut rest = body;
+        if let Some(r) = T::read_direct(reader, &mut rest) {
+            let v = r?;
+            if !rest.is_empty() {
+                return Err(Error::Wire("trailing bytes after the Avro body"));
+            }
+            return Ok(v);
+        }
+    }
     let value = decode_value(writer, reader, body)?;
     T::from_avro(value)
+}
+
+// ---- direct reader for zt.Event --------------------------------------------------------
+
+/// SHA-256 of the Parsing Canonical Form of the `zt.Event` schema [`read_event`] reads.
+/// A new schema version changes it: [`read_event`] is then not used (decoding goes through
+/// `Value` and stays correct, only slower) and the test `direct_event_reader_fits_the_
+/// current_schema` fails until the reader follows the new version.
+const EVENT_READER_SCHEMA: &str =
+    "dbac7f600aca5c7f6939dc65a90faea428cfd224848be0c5c941cfa31843bf39";
+
+fn canonical_sha256(schema: &apache_avro::Schema) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(schema.canonical_form().as_bytes()))
+}
+
+/// True when `entry` is the schema [`read_event`] was written for. Computed once per
+/// schema id of the built-in catalogue; other catalogues check every time (tests only).
+fn event_reader_fits(entry: &SchemaEntry) -> bool {
+    use std::sync::OnceLock;
+    static BUILTIN: OnceLock<Option<u32>> = OnceLock::new();
+    let builtin = BUILTIN.get_or_init(|| {
+        Catalogue::builtin()
+            .latest("zt.Event")
+            .ok()
+            .filter(|e| canonical_sha256(&e.schema) == EVENT_READER_SCHEMA)
+            .map(|e| e.id)
+    });
+    let cat = Catalogue::builtin();
+    match cat.by_id(entry.id) {
+        Ok(b) if std::ptr::eq(b, entry) => *builtin == Some(entry.id),
+        _ => canonical_sha256(&entry.schema) == EVENT_READER_SCHEMA,
+    }
+}
+
+/// A cursor over an Avro body, reading the types of the catalogue's schemas.
+struct Cur<'a, 'b> {
+    input: &'b mut &'a [u8],
+    record: &'static str,
+}
+
+impl Cur<'_, '_> {
+    fn long(&mut self) -> Result<i64> {
+        read_long(self.input)
+    }
+
+    fn int(&mut self) -> Result<i32> {
+        read_int(self.input)
+    }
+
+    fn boolean(&mut self) -> Result<bool> {
+        let Some((&b, rest)) = self.input.split_first() else {
+            return Err(TRUNCATED);
+        };
+        *self.input = rest;
+        match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Error::Wire("boolean byte is not 0 or 1")),
+        }
+    }
+
+    fn string(&mut self) -> Result<String> {
+        std::str::from_utf8(read_bytes(self.input)?)
+            .map(str::to_owned)
+            .map_err(|_| Error::Wire("string is not UTF-8"))
+    }
+
+    /// `["null", T]`.
+    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        match read_long(self.input)? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            _ => Err(Error::Wire("union index out of range")),
+        }
+    }
+
+    fn opt_string(&mut self) -> Result<Option<String>> {
+        self.opt(|c| c.string())
+    }
+
+    fn opt_long(&mut self) -> Result<Option<i64>> {
+        self.opt(|c| c.long())
+    }
+
+    fn opt_int(&mut self) -> Result<Option<i32>> {
+        self.opt(|c| c.int())
+    }
+
+    fn array<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let mut items = Vec::new();
+        loop {
+            let mut n = read_long(self.input)?;
+            if n == 0 {
+                return Ok(items);
+            }
+            if n < 0 {
+                // A negative count is followed by the block's size in bytes.
+                read_long(self.input)?;
+                n = n.checked_neg().ok_or(Error::Wire("bad block count"))?;
+            }
+            // Every item of these schemas takes at least one byte: bound the count by
+            // the input before reserving anything.
+            if n as u64 > self.input.len() as u64 {
+                return Err(TRUNCATED);
+            }
+            items.reserve(n as usize);
+            for _ in 0..n {
+                items.push(f(self)?);
+            }
+        }
+    }
+
+    fn source(&mut self) -> Result<crate::event::Source> {
+        let name = self.string()?;
+        name.parse().map_err(|e: crate::event::UnknownSource| {
+            Error::decode(self.record, "source", e.to_string())
+        })
+    }
+}
+
+/// Reads a `zt.Event` body of the current schema version (field order of
+/// `schemas/avro/event.avsc`) straight into the model: no `Value` tree, no field-name
+/// strings, no boxed unions.
+fn read_event(input: &mut &[u8]) -> Result<Event> {
+    use crate::event::*;
+    let mut c = Cur {
+        input,
+        record: "zt.Event",
+    };
+    let event_id = c.string()?;
+    let event_type = c.string()?;
+    let source = c.source()?;
+    let source_event_id = c.opt_string()?;
+    let occurred_at = c.long()?;
+    let sent_at = c.opt_long()?;
+    let received_at = c.long()?;
+    let event_time = c.long()?;
+    let identities = Identities {
+        crm_customer_id: c.opt_string()?,
+        user_id: c.opt_string()?,
+        anonymous_id: c.opt_string()?,
+        phone_hash: c.opt_string()?,
+        email_hash: c.opt_string()?,
+        order_id: c.opt_string()?,
+        waybill_no: c.opt_string()?,
+        ticket_id: c.opt_string()?,
+    };
+    let context = Context {
+        channel: c.opt_string()?,
+        campaign: c.opt_string()?,
+        utm_source: c.opt_string()?,
+        utm_medium: c.opt_string()?,
+        utm_campaign: c.opt_string()?,
+        utm_term: c.opt_string()?,
+        utm_content: c.opt_string()?,
+        private_domain: c.boolean()?,
+        experiments: c.array(|c| {
+            Ok(ExperimentAssignment {
+                experiment_id: c.string()?,
+                variant: c.string()?,
+            })
+        })?,
+        device_type: c.opt_string()?,
+        os: c.opt_string()?,
+        app_version: c.opt_string()?,
+        locale: c.opt_string()?,
+        ip_country: c.opt_string()?,
+    };
+    let payload = match read_long(c.input)? {
+        0 => Payload::Customer(CustomerPayload {
+            customer_id: c.string()?,
+            registered_at: c.opt_long()?,
+            registration_channel: c.opt_string()?,
+            tier: c.opt_string()?,
+            previous_tier: c.opt_string()?,
+            points_delta: c.opt_long()?,
+            points_balance: c.opt_long()?,
+            consents: c.array(|c| {
+                Ok(Consent {
+                    purpose: c.string()?,
+                    granted: c.boolean()?,
+                })
+            })?,
+            gender: c.opt_string()?,
+            birth_year: c.opt_int()?,
+            province: c.opt_string()?,
+            city: c.opt_string()?,
+        }),
+        1 => Payload::Order(OrderPayload {
+            order_id: c.string()?,
+            status: c.string()?,
+            currency: c.string()?,
+            subtotal_minor: c.long()?,
+            discount_minor: c.long()?,
+            shipping_minor: c.long()?,
+            total_minor: c.long()?,
+            refund_minor: c.long()?,
+            refund_reason: c.opt_string()?,
+            payment_method: c.opt_string()?,
+            coupon_codes: c.array(|c| c.string())?,
+            store_id: c.opt_string()?,
+            lines: c.array(|c| {
+                Ok(OrderLine {
+                    line_no: c.int()?,
+                    sku: c.string()?,
+                    product_id: c.opt_string()?,
+                    product_name: c.opt_string()?,
+                    category: c.opt_string()?,
+                    quantity: c.int()?,
+                    unit_price_minor: c.long()?,
+                    discount_minor: c.long()?,
+                    coupon_code: c.opt_string()?,
+                    refunded_quantity: c.int()?,
+                })
+            })?,
+        }),
+        2 => Payload::Shipment(ShipmentPayload {
+            waybill_no: c.string()?,
+            order_id: c.opt_string()?,
+            carrier: c.string()?,
+            status: c.string()?,
+            exception_code: c.opt_string()?,
+            exception_reason: c.opt_string()?,
+            warehouse: c.opt_string()?,
+            destination_city: c.opt_string()?,
+            promised_at: c.opt_long()?,
+        }),
+        3 => Payload::Tracking(TrackingPayload {
+            kind: c.string()?,
+            name: c.opt_string()?,
+            properties_json: c.string()?,
+            traits_json: c.string()?,
+            previous_id: c.opt_string()?,
+            group_id: c.opt_string()?,
+            product_id: c.opt_string()?,
+            sku: c.opt_string()?,
+            category: c.opt_string()?,
+            price_minor: c.opt_long()?,
+            quantity: c.opt_int()?,
+            revenue_minor: c.opt_long()?,
+            currency: c.opt_string()?,
+            page_url: c.opt_string()?,
+            page_path: c.opt_string()?,
+            page_referrer: c.opt_string()?,
+            page_title: c.opt_string()?,
+            experiment_id: c.opt_string()?,
+            variant: c.opt_string()?,
+        }),
+        4 => Payload::Ticket(TicketPayload {
+            ticket_id: c.string()?,
+            status: c.string()?,
+            channel: c.opt_string()?,
+            category: c.opt_string()?,
+            priority: c.opt_string()?,
+            agent_id: c.opt_string()?,
+            opened_at: c.opt_long()?,
+            first_response_at: c.opt_long()?,
+            resolved_at: c.opt_long()?,
+            csat_score: c.opt_int()?,
+            is_complaint: c.boolean()?,
+            complaint_reason: c.opt_string()?,
+        }),
+        5 => Payload::AdSpend(AdSpendPayload {
+            channel: c.string()?,
+            campaign_id: c.string()?,
+            campaign_name: c.opt_string()?,
+            day: c.int()?,
+            spend_minor: c.long()?,
+            currency: c.string()?,
+            impressions: c.long()?,
+            clicks: c.long()?,
+        }),
+        _ => return Err(Error::Wire("union index out of range")),
+    };
+    Ok(Event {
+        event_id,
+        event_type,
+        source,
+        source_event_id,
+        occurred_at,
+        sent_at,
+        received_at,
+        event_time,
+        identities,
+        context,
+        payload,
+    })
 }
 
 /// Decodes a body written with `writer` into a value shaped like `reader`.
@@ -123,7 +432,9 @@ const TRUNCATED: Error = Error::Wire("avro body ends early");
 fn read_long(input: &mut &[u8]) -> Result<i64> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first().ok_or(TRUNCATED)?;
+        let Some((&b, rest)) = input.split_first() else {
+            return Err(TRUNCATED);
+        };
         *input = rest;
         z |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -155,7 +466,9 @@ fn read_value(schema: &apache_avro::Schema, input: &mut &[u8]) -> Result<Value> 
     Ok(match schema {
         S::Null => Value::Null,
         S::Boolean => {
-            let (&b, rest) = input.split_first().ok_or(TRUNCATED)?;
+            let Some((&b, rest)) = input.split_first() else {
+                return Err(TRUNCATED);
+            };
             *input = rest;
             match b {
                 0 => Value::Boolean(false),
@@ -268,6 +581,17 @@ mod tests {
         for e in Catalogue::builtin().entries() {
             check(&e.schema, &e.full_name);
         }
+    }
+
+    #[test]
+    fn direct_event_reader_fits_the_current_schema() {
+        let e = Catalogue::builtin().latest("zt.Event").unwrap();
+        assert_eq!(
+            canonical_sha256(&e.schema),
+            EVENT_READER_SCHEMA,
+            "zt.Event changed: update wire::read_event to the new field order, then this hash"
+        );
+        assert!(event_reader_fits(e));
     }
 
     #[test]

@@ -103,8 +103,8 @@ pub struct SinkConfig {
     /// Flush a partition's batch at this many rows (over all tables). Larger batches insert
     /// faster and replay more after a crash. At most 1,000,000. Default 100000.
     pub batch_max_rows: u32,
-    /// Flush a partition's batch at this many bytes of row data (approximate RowBinary
-    /// size). Default 33554432 (32 MiB).
+    /// Flush a partition's batch at this many bytes of row data (RowBinary size, before
+    /// compression). Default 33554432 (32 MiB).
     pub batch_max_bytes: u64,
     /// Flush a partition's batch when its oldest record waited this long, in milliseconds:
     /// the sink's added latency when traffic is low. Default 1000.

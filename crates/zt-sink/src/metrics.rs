@@ -15,7 +15,7 @@ pub struct SinkMetrics {
     pub bytes_received: IntCounterVec,
     /// `zt_sink_rows_inserted_total{table}`.
     pub rows_inserted: IntCounterVec,
-    /// `zt_sink_bytes_inserted_total{table}`: approximate RowBinary bytes inserted.
+    /// `zt_sink_bytes_inserted_total{table}`: RowBinary bytes inserted (before compression).
     pub bytes_inserted: IntCounterVec,
     /// `zt_sink_rows_skipped_total{table}`: rows not inserted because ClickHouse already
     /// held their record (the effectively-once resume at work).
@@ -79,7 +79,7 @@ impl SinkMetrics {
             bytes_inserted: counter(
                 r,
                 "zt_sink_bytes_inserted_total",
-                "approximate RowBinary bytes inserted into ClickHouse",
+                "RowBinary bytes inserted into ClickHouse, before compression",
                 &["table"],
             ),
             rows_skipped: counter(

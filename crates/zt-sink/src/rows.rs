@@ -527,6 +527,71 @@ impl Rows {
     }
 }
 
+/// The column lists of the sink's tables, in [`crate::TABLES`] order.
+pub const TABLE_COLUMNS: [&[&str]; 7] = [
+    <EventRow as clickhouse::Row>::COLUMN_NAMES,
+    <OrderRow as clickhouse::Row>::COLUMN_NAMES,
+    <OrderLineRow as clickhouse::Row>::COLUMN_NAMES,
+    <ShipmentRow as clickhouse::Row>::COLUMN_NAMES,
+    <TicketRow as clickhouse::Row>::COLUMN_NAMES,
+    <AdSpendRow as clickhouse::Row>::COLUMN_NAMES,
+    <CustomerRow as clickhouse::Row>::COLUMN_NAMES,
+];
+
+/// Every row one record maps to, RowBinary-encoded, table after table in
+/// [`crate::TABLES`] order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EncodedRows {
+    /// The tables' rows, one table after the other.
+    pub data: Vec<u8>,
+    /// Per table: (rows, bytes).
+    pub tables: [(u32, u32); 7],
+}
+
+impl EncodedRows {
+    /// Rows over all tables.
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|&(r, _)| r as usize).sum()
+    }
+
+    /// The bytes of table `t`.
+    pub fn table(&self, t: usize) -> &[u8] {
+        let start: usize = self.tables[..t].iter().map(|&(_, b)| b as usize).sum();
+        &self.data[start..start + self.tables[t].1 as usize]
+    }
+}
+
+impl Rows {
+    /// The rows in RowBinary, as the sink sends them.
+    pub fn encode(&self) -> Result<EncodedRows, crate::rowbinary::EncodeError> {
+        fn put<R: Serialize>(
+            rows: &[R],
+            out: &mut EncodedRows,
+            t: usize,
+        ) -> Result<(), crate::rowbinary::EncodeError> {
+            let start = out.data.len();
+            for r in rows {
+                crate::rowbinary::write_row(r, &mut out.data)?;
+            }
+            let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+            out.tables[t] = (n(rows.len()), n(out.data.len() - start));
+            Ok(())
+        }
+        let mut out = EncodedRows {
+            data: Vec::with_capacity(self.approx_bytes() + 64),
+            tables: [(0, 0); 7],
+        };
+        put(&self.events, &mut out, 0)?;
+        put(&self.orders, &mut out, 1)?;
+        put(&self.order_lines, &mut out, 2)?;
+        put(&self.shipments, &mut out, 3)?;
+        put(&self.tickets, &mut out, 4)?;
+        put(&self.ad_spend, &mut out, 5)?;
+        put(&self.customers, &mut out, 6)?;
+        Ok(out)
+    }
+}
+
 /// Why an event cannot be mapped to rows (it goes to the dead-letter topic).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

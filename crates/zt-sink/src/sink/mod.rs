@@ -9,7 +9,9 @@
 //! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
 //! its record. Rows are batched per partition until `batch_max_rows`, `batch_max_bytes` or
 //! `batch_max_age_ms`, then inserted with one `INSERT ... FORMAT RowBinary` per table over
-//! HTTP (the `clickhouse` crate).
+//! HTTP (the `clickhouse` crate), the tables' INSERTs running concurrently. Records are
+//! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), so that
+//! decoding overlaps the INSERTs; batches hold the encoded bytes.
 //!
 //! **Delivery guarantee: effectively once per table.** After a crash at any point every
 //! record's rows are in each of its tables exactly once, without
@@ -44,20 +46,21 @@
 //! owner reads them again) and an assigned partition's resume state is read afresh.
 
 pub(crate) mod context;
+pub(crate) mod decode;
 pub mod dlq;
 pub mod offsets;
 pub(crate) mod writer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use zt_kafka::{ConsumerOptions, KafkaConfig, TopicsConfig};
-use zt_model::{Event, Source};
+use zt_model::Source;
 use zt_runtime::health::ReadyHandle;
 use zt_runtime::{Health, Shutdown};
 
@@ -65,11 +68,11 @@ use crate::config::{ClickHouseConfig, SinkConfig};
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::metrics::SinkMetrics;
-use crate::rows::{Origin, Rows, SinkRow, map_event};
 use context::{PartKey, RebalanceEvent, SinkContext};
+use decode::{Decoded, Decoder, Raw};
 use dlq::{Reason, Rejected};
 use offsets::OffsetSet;
-use writer::Writer;
+use writer::{TableBuf, Writer};
 
 /// The tables the sink writes, in insert order. Indexes are used in the resume state.
 pub const TABLES: [&str; 7] = [
@@ -201,6 +204,7 @@ pub async fn run(
     if !resume {
         tracing::warn!("ZT_SINK_DISABLE_RESUME=1: effectively-once resume is OFF (test only)");
     }
+    let decoder = Decoder::start(&params.sink)?;
     let mut sink = Sink {
         p: params,
         consumer: Arc::new(consumer),
@@ -212,14 +216,30 @@ pub async fn run(
         kafka_ready,
         shutdown,
         parts: HashMap::new(),
-        assigned: HashSet::new(),
+        assigned: HashMap::new(),
+        next_epoch: 0,
         stash: VecDeque::new(),
+        decoder,
         paused: false,
         resume,
     };
     let out = sink.run_loop().await;
     sink.consumer.unsubscribe();
     out
+}
+
+/// Records taken from the consumer, or from the decoder, per turn of the sink loop.
+const DRAIN: usize = 256;
+
+/// Polls `f` once; its output if it was ready. Used on `StreamConsumer::recv`, which is
+/// cancel-safe.
+fn poll_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// Capped exponential backoff with a little jitter.
@@ -262,7 +282,8 @@ struct Original {
 /// The records of one partition not yet inserted.
 #[derive(Debug, Default)]
 struct Batch {
-    rows: Rows,
+    /// Per table (in [`TABLES`] order), the RowBinary rows of the batch's records.
+    tables: [TableBuf; 7],
     originals: Vec<Original>,
     records: usize,
     /// Kafka value bytes of the records.
@@ -275,7 +296,9 @@ struct Batch {
 
 impl Batch {
     fn clear(&mut self) {
-        self.rows.clear();
+        for t in &mut self.tables {
+            t.clear();
+        }
         self.originals.clear();
         self.records = 0;
         self.value_bytes = 0;
@@ -317,9 +340,17 @@ struct Sink {
     kafka_ready: ReadyHandle,
     shutdown: Shutdown,
     parts: HashMap<PartKey, PartState>,
-    assigned: HashSet<PartKey>,
-    /// Records received while waiting out a retry; processed, in order, before polling.
-    stash: VecDeque<OwnedMessage>,
+    /// Assigned partitions, each with the epoch of its assignment: records received under
+    /// an earlier assignment of the partition (still in the decode pipeline when it was
+    /// revoked) are dropped, never mixed into the new assignment's batches.
+    assigned: HashMap<PartKey, u64>,
+    next_epoch: u64,
+    /// Records received while waiting out a retry; fed to the decoder, in order, before
+    /// polling again.
+    stash: VecDeque<Raw>,
+    /// Decodes and maps received records on its own thread, so that decoding the next
+    /// records overlaps the INSERTs of a flush (the consumer is not polled meanwhile).
+    decoder: Decoder,
     paused: bool,
     resume: bool,
 }
@@ -349,8 +380,8 @@ fn server_text(e: &Error) -> String {
 impl Sink {
     async fn run_loop(&mut self) -> Result<()> {
         loop {
-            if let Some(m) = self.stash.pop_front() {
-                self.on_message(&m).await?;
+            if let Some(r) = self.stash.pop_front() {
+                self.decoder.submit(r);
                 continue;
             }
             // A retry wait (in a flush, a resume read or a dead-letter send) pauses the
@@ -361,14 +392,44 @@ impl Sink {
             let deadline = self.next_deadline();
             let consumer = self.consumer.clone();
             let shutdown = self.shutdown.clone();
+            let room = self.decoder.has_room();
+            let pending = self.decoder.pending() > 0;
+            // Keep the decoder fed first (receiving is cheap, decoding is not), so that it
+            // has records to decode while a flush's INSERTs run.
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
-                r = consumer.recv() => match r {
-                    Ok(m) => self.on_message(&m).await?,
+                r = consumer.recv(), if room => match r {
+                    Ok(m) => {
+                        self.receive(&m);
+                        // Take what the consumer already holds without another round
+                        // through this select (a timer and two futures per record).
+                        for _ in 0..DRAIN {
+                            if !self.decoder.has_room() {
+                                break;
+                            }
+                            match poll_now(consumer.recv()) {
+                                Some(Ok(m)) => self.receive(&m),
+                                Some(Err(e)) => {
+                                    self.on_kafka_error(e).await;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
                     Err(e) => self.on_kafka_error(e).await,
                 },
+                d = self.decoder.next(), if pending => {
+                    self.on_decoded(d?).await?;
+                    for _ in 0..DRAIN {
+                        match self.decoder.try_next() {
+                            Some(d) => self.on_decoded(d).await?,
+                            None => break,
+                        }
+                    }
+                }
             }
         }
         tracing::info!("shutting down: flushing buffered records");
@@ -377,6 +438,27 @@ impl Sink {
             self.flush(&k).await?;
         }
         Ok(())
+    }
+
+    /// Tags a received record with its partition's assignment epoch and hands it to the
+    /// decoder. Records of partitions not (or no longer) assigned are dropped.
+    fn receive<M: Message>(&mut self, m: &M) {
+        self.apply_rebalance_events();
+        if let Some(r) = self.raw(m) {
+            self.decoder.submit(r);
+        }
+    }
+
+    fn raw<M: Message>(&self, m: &M) -> Option<Raw> {
+        let key: PartKey = (m.topic().to_owned(), m.partition());
+        let epoch = *self.assigned.get(&key)?;
+        Some(Raw {
+            key,
+            epoch,
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            value: m.payload().unwrap_or(&[]).to_vec(),
+        })
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {
@@ -428,7 +510,8 @@ impl Sink {
                     for k in keys {
                         // Resume state is read afresh when the first record arrives.
                         self.parts.remove(&k);
-                        self.assigned.insert(k);
+                        self.next_epoch += 1;
+                        self.assigned.insert(k, self.next_epoch);
                     }
                 }
             }
@@ -443,43 +526,40 @@ impl Sink {
             .map(|(_, s)| s)
     }
 
-    async fn on_message<M: Message>(&mut self, m: &M) -> Result<()> {
+    async fn on_decoded(&mut self, d: Decoded) -> Result<()> {
         self.apply_rebalance_events();
-        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let value = m.payload().unwrap_or(&[]);
+        let Decoded { raw, rows: mapped } = d;
+        let Raw {
+            key,
+            epoch,
+            offset,
+            timestamp_ms,
+            value,
+        } = raw;
+        if self.assigned.get(&key) != Some(&epoch) {
+            // Received under an assignment that was revoked since: the partition's next
+            // owner (or this member's new assignment) reads it again.
+            return Ok(());
+        }
+        let (topic, partition) = (key.0.as_str(), key.1);
         if self.state_mut(topic, partition).is_none() {
-            let key: PartKey = (topic.to_owned(), partition);
-            if !self.assigned.contains(&key) {
-                return Ok(());
-            }
             self.kafka_ready.set_ready();
             match self.init_partition(&key, offset).await? {
                 Some(st) => {
-                    self.parts.insert(key, st);
+                    self.parts.insert(key.clone(), st);
                 }
                 None => return Ok(()),
             }
         }
-        let origin = Origin {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-        };
-        let timestamp_ms = m.timestamp().to_millis();
-        let mapped = match zt_model::decode::<Event>(value) {
-            Ok(ev) => map_event(&ev, &origin).map_err(|e| (Reason::Unmappable, e.to_string())),
-            Err(e) => Err((Reason::DecodeFailed, error_text(&e))),
-        };
         let rows = match mapped {
             Ok(r) => Some(r),
             Err((reason, message)) => {
-                let key: PartKey = (topic.to_owned(), partition);
                 let rej = Rejected {
                     topic,
                     partition,
                     offset,
                     timestamp_ms,
-                    value,
+                    value: &value,
                     reason,
                     table: None,
                     message,
@@ -508,12 +588,17 @@ impl Sink {
         b.originals.push(Original {
             offset,
             timestamp_ms,
-            value: value.to_vec(),
+            value,
         });
-        if let Some(rows) = rows {
-            b.row_count += rows.len();
-            b.bytes += rows.approx_bytes();
-            b.rows.append(rows);
+        if let Some(enc) = rows {
+            b.row_count += enc.rows();
+            b.bytes += enc.data.len();
+            for (t, buf) in b.tables.iter_mut().enumerate() {
+                let n = enc.tables[t].0;
+                if n > 0 {
+                    buf.push(offset, enc.table(t), n);
+                }
+            }
         }
         if b.row_count >= max_rows || b.bytes as u64 >= max_bytes {
             self.flush(&(topic.to_owned(), partition)).await?;
@@ -591,11 +676,13 @@ impl Sink {
         let Some(mut st) = self.parts.remove(key) else {
             return Ok(());
         };
+        let epoch = self.assigned.get(key).copied();
         let flow = self.flush_state(key, &mut st).await;
         match flow? {
             Flow::Done => {
-                // Keep it unless a revocation arrived in the meantime.
-                if self.assigned.contains(key) {
+                // Keep it unless a revocation (and maybe a new assignment, whose resume
+                // state is read afresh) arrived in the meantime.
+                if epoch.is_some() && self.assigned.get(key).copied() == epoch {
                     self.parts.insert(key.clone(), st);
                 }
             }
@@ -617,20 +704,67 @@ impl Sink {
         let b = &st.batch;
         let p = &mut st.present;
         let o = &b.originals;
-        macro_rules! load {
-            ($i:expr, $rows:expr) => {
-                if self.load_table(key, $i, &$rows, o, &mut p[$i]).await? == Flow::Abandoned {
-                    return Ok(Flow::Abandoned);
+        // First attempt: every table's INSERT at once. Each INSERT has a fixed cost on the
+        // server (a new part per table: files created, written, renamed) that dominated
+        // the smaller tables' INSERTs when they ran one after another. Nothing else runs
+        // meanwhile (in particular the consumer is not polled), and the commit below
+        // still waits for every table.
+        let resume = self.resume;
+        let mut runs: Vec<(Vec<(usize, usize)>, usize)> = b
+            .tables
+            .iter()
+            .zip(p.iter())
+            .map(|(buf, present)| {
+                buf.pending_runs(0, buf.records(), |o| resume && present.contains(o))
+            })
+            .collect();
+        let first = {
+            let w = &self.writer;
+            let r = &runs;
+            let t = &b.tables;
+            let go = |i: usize| async move {
+                if r[i].0.is_empty() {
+                    None
+                } else {
+                    Some(w.insert(i, &t[i], &r[i].0).await)
                 }
             };
+            let (r0, r1, r2, r3, r4, r5, r6) =
+                tokio::join!(go(0), go(1), go(2), go(3), go(4), go(5), go(6));
+            [r0, r1, r2, r3, r4, r5, r6]
+        };
+        // Then, table by table, whatever failed goes the careful way: re-read what the
+        // table holds, retry with backoff, bisect a rejected INSERT down to the record.
+        for (t, res) in first.into_iter().enumerate() {
+            let (pending, skipped) = std::mem::take(&mut runs[t]);
+            let err = match res {
+                Some(Err(e)) => e,
+                done => {
+                    if done.is_some() {
+                        for &(a, z) in &pending {
+                            for i in a..z {
+                                p[t].insert(b.tables[t].offset(i));
+                            }
+                        }
+                        self.ch_ready.set_ready();
+                    }
+                    if skipped > 0 {
+                        self.metrics
+                            .rows_skipped
+                            .with_label_values(&[TABLES[t]])
+                            .inc_by(skipped as u64);
+                    }
+                    continue;
+                }
+            };
+            if self
+                .load_table(key, t, &b.tables[t], o, &mut p[t], Some(err))
+                .await?
+                == Flow::Abandoned
+            {
+                return Ok(Flow::Abandoned);
+            }
         }
-        load!(0, b.rows.events);
-        load!(1, b.rows.orders);
-        load!(2, b.rows.order_lines);
-        load!(3, b.rows.shipments);
-        load!(4, b.rows.tickets);
-        load!(5, b.rows.ad_spend);
-        load!(6, b.rows.customers);
         failpoint::hit(Point::BeforeCommit);
         let next = last + 1;
         if self.commit(key, next).await? == Flow::Abandoned {
@@ -658,24 +792,29 @@ impl Sink {
 
     /// Inserts the rows of one table of a batch, skipping records the table already
     /// holds, retrying transient failures and bisecting rejected inserts down to the
-    /// record, which is dead-lettered.
-    async fn load_table<R: SinkRow>(
+    /// record, which is dead-lettered. `first` is the error of a first attempt already
+    /// made for the whole batch.
+    async fn load_table(
         &mut self,
         key: &PartKey,
         tidx: usize,
-        rows: &[R],
+        buf: &TableBuf,
         originals: &[Original],
         present: &mut OffsetSet,
+        mut first: Option<Error>,
     ) -> Result<Flow> {
-        if rows.is_empty() {
+        let n = buf.records();
+        if n == 0 {
             return Ok(Flow::Done);
         }
-        let mut work = vec![(0usize, rows.len())];
+        let table = TABLES[tidx];
+        // Ranges of record indexes still to load; a rejected range is split in halves.
+        let mut work = vec![(0usize, n)];
         let mut backoff = Backoff::new(&self.p.sink);
         let mut refresh = false;
         while let Some(&(a, b)) = work.last() {
             if refresh && self.resume {
-                let range = (rows[a].offset(), rows[b - 1].offset());
+                let range = (buf.offset(a), buf.offset(b - 1));
                 let r = self
                     .writer
                     .present(&key.0, key.1, range, &[tidx], |_, o| present.insert(o))
@@ -692,33 +831,38 @@ impl Sink {
                     Err(e) => return Err(e),
                 }
             }
-            let pending: Vec<&R> = rows[a..b]
-                .iter()
-                .filter(|r| !self.resume || !present.contains(r.offset()))
-                .collect();
-            let skipped = (b - a) - pending.len();
+            let resume = self.resume;
+            let (runs, skipped) = buf.pending_runs(a, b, |o| resume && present.contains(o));
             if skipped > 0 {
                 self.metrics
                     .rows_skipped
-                    .with_label_values(&[R::TABLE])
+                    .with_label_values(&[table])
                     .inc_by(skipped as u64);
             }
-            if pending.is_empty() {
+            if runs.is_empty() {
                 work.pop();
                 continue;
             }
-            match self.writer.insert(&pending).await {
+            // The first attempt's outcome may be given (it ran concurrently with the other
+            // tables' INSERTs, over the same records).
+            let result = match first.take() {
+                Some(e) => Err(e),
+                None => self.writer.insert(tidx, buf, &runs).await,
+            };
+            match result {
                 Ok(()) => {
-                    for r in &pending {
-                        present.insert(r.offset());
+                    for &(s, e) in &runs {
+                        for i in s..e {
+                            present.insert(buf.offset(i));
+                        }
                     }
                     self.ch_ready.set_ready();
                     work.pop();
                 }
                 Err(e) if e.is_rejection() => {
                     work.pop();
-                    let first = rows[a].offset();
-                    if first == rows[b - 1].offset() {
+                    if b - a == 1 {
+                        let first = buf.offset(a);
                         let Ok(i) = originals.binary_search_by_key(&first, |o| o.offset) else {
                             continue; // every record of a batch has its original
                         };
@@ -730,19 +874,16 @@ impl Sink {
                             timestamp_ms: orig.timestamp_ms,
                             value: &orig.value,
                             reason: Reason::ClickHouseRejected,
-                            table: Some(R::TABLE),
+                            table: Some(table),
                             message: server_text(&e),
                         };
                         if self.dead_letter(key, &rej).await? == Flow::Abandoned {
                             return Ok(Flow::Abandoned);
                         }
                     } else {
-                        let mid = split_point(rows, a, b);
-                        tracing::info!(
-                            table = R::TABLE,
-                            rows = b - a,
-                            "insert rejected; bisecting"
-                        );
+                        // Halves on record boundaries: a record's rows stay together.
+                        let mid = a + (b - a) / 2;
+                        tracing::info!(table, rows = buf.rows(a, b), "insert rejected; bisecting");
                         work.push((mid, b));
                         work.push((a, mid));
                     }
@@ -847,11 +988,18 @@ impl Sink {
                 biased;
                 _ = shutdown.wait() => return Wait::Shutdown,
                 _ = tokio::time::sleep_until(until) => None,
-                r = consumer.recv() => Some(r.map(|m| m.detach())),
+                r = consumer.recv() => Some(r),
             };
+            let mut revoked = Vec::new();
             match next {
                 None => return Wait::Go,
-                Some(Ok(m)) => self.stash.push_back(m),
+                Some(Ok(m)) => {
+                    // Tag the record with the assignment it was received under.
+                    revoked = self.apply_rebalance_events();
+                    if let Some(r) = self.raw(&m) {
+                        self.stash.push_back(r);
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "kafka consumer error while waiting to retry");
                     tokio::time::sleep(
@@ -861,7 +1009,7 @@ impl Sink {
                     .await;
                 }
             }
-            let revoked = self.apply_rebalance_events();
+            revoked.extend(self.apply_rebalance_events());
             if revoked.contains(key) {
                 return Wait::Revoked;
             }
@@ -871,65 +1019,28 @@ impl Sink {
     }
 }
 
-/// A split point between `a` and `b` on a record boundary (rows of one record share an
-/// offset and must stay together). The caller ensures the range holds two records or more.
-fn split_point<R: SinkRow>(rows: &[R], a: usize, b: usize) -> usize {
-    let mut mid = a + (b - a) / 2;
-    while mid < b && rows[mid].offset() == rows[mid - 1].offset() {
-        mid += 1;
-    }
-    if mid == b {
-        mid = a + (b - a) / 2;
-        while mid > a + 1 && rows[mid].offset() == rows[mid - 1].offset() {
-            mid -= 1;
-        }
-    }
-    mid
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::OrderLineRow;
-
-    fn line(offset: i64) -> OrderLineRow {
-        OrderLineRow {
-            event_id: String::new(),
-            event_type: String::new(),
-            order_id: String::new(),
-            status: String::new(),
-            line_no: 1,
-            sku: String::new(),
-            product_id: String::new(),
-            product_name: String::new(),
-            category: String::new(),
-            quantity: 1,
-            unit_price_minor: 1,
-            discount_minor: 0,
-            coupon_code: String::new(),
-            refunded_quantity: 0,
-            currency: String::new(),
-            crm_customer_id: String::new(),
-            channel: String::new(),
-            campaign: String::new(),
-            private_domain: 0,
-            event_time_ms: 0,
-            _topic: String::new(),
-            _partition: 0,
-            _offset: offset,
-        }
-    }
 
     #[test]
-    fn splits_keep_records_together() {
-        let rows: Vec<OrderLineRow> = [1, 1, 1, 2, 2, 3].into_iter().map(line).collect();
-        let m = split_point(&rows, 0, 6);
-        assert_eq!(m, 3);
-        assert_ne!(rows[m].offset(), rows[m - 1].offset());
-        let rows: Vec<OrderLineRow> = [1, 2, 2, 2, 2, 2].into_iter().map(line).collect();
-        assert_eq!(split_point(&rows, 0, 6), 1);
-        let rows: Vec<OrderLineRow> = [1, 1, 1, 1, 1, 2].into_iter().map(line).collect();
-        assert_eq!(split_point(&rows, 0, 6), 5);
+    fn table_buffers_keep_records_together() {
+        let mut t = TableBuf::default();
+        t.push(1, b"aaa", 3);
+        t.push(2, b"bb", 2);
+        t.push(4, b"c", 1);
+        t.push(5, b"dd", 1);
+        assert_eq!((t.records(), t.rows(0, 4), t.rows(1, 3)), (4, 7, 3));
+        assert_eq!(t.offset(2), 4);
+        let (runs, skipped) = t.pending_runs(0, 4, |o| o == 2);
+        assert_eq!(runs, vec![(0, 1), (2, 4)]);
+        assert_eq!(skipped, 2);
+        let (runs, skipped) = t.pending_runs(1, 4, |_| false);
+        assert_eq!((runs, skipped), (vec![(1, 4)], 0));
+        let (runs, skipped) = t.pending_runs(0, 4, |_| true);
+        assert_eq!((runs.len(), skipped), (0, 7));
+        t.clear();
+        assert_eq!(t.records(), 0);
     }
 
     #[test]

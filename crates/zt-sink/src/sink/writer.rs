@@ -10,8 +10,94 @@ use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::metrics::SinkMetrics;
-use crate::rows::SinkRow;
+use crate::rows::TABLE_COLUMNS;
 use crate::sink::TABLES;
+
+/// Bytes handed to the HTTP body per chunk (the `clickhouse` crate's own `Insert` uses
+/// 256 KiB).
+const CHUNK: usize = 256 * 1024;
+
+/// One table's share of a partition batch: its rows, RowBinary-encoded, per record.
+#[derive(Debug, Default)]
+pub(crate) struct TableBuf {
+    data: Vec<u8>,
+    recs: Vec<RecSpan>,
+}
+
+/// The rows one record has in a table: its offset, where its bytes end in
+/// [`TableBuf::data`], and how many rows they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecSpan {
+    offset: i64,
+    end: usize,
+    rows: u32,
+}
+
+impl TableBuf {
+    /// Appends the `rows` rows (RowBinary `bytes`) of the record at `offset`.
+    pub(crate) fn push(&mut self, offset: i64, bytes: &[u8], rows: u32) {
+        self.data.extend_from_slice(bytes);
+        self.recs.push(RecSpan {
+            offset,
+            end: self.data.len(),
+            rows,
+        });
+    }
+
+    /// Records (with rows in this table).
+    pub(crate) fn records(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Offset of record `i`.
+    pub(crate) fn offset(&self, i: usize) -> i64 {
+        self.recs[i].offset
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.recs[i - 1].end }
+    }
+
+    /// The bytes of records `a..b`.
+    fn bytes(&self, a: usize, b: usize) -> &[u8] {
+        &self.data[self.start(a)..self.start(b)]
+    }
+
+    /// The rows of records `a..b`.
+    pub(crate) fn rows(&self, a: usize, b: usize) -> usize {
+        self.recs[a..b].iter().map(|r| r.rows as usize).sum()
+    }
+
+    /// Runs of consecutive records in `a..b` for which `skip` is false, and the number of
+    /// rows skipped.
+    pub(crate) fn pending_runs(
+        &self,
+        a: usize,
+        b: usize,
+        skip: impl Fn(i64) -> bool,
+    ) -> (Vec<(usize, usize)>, usize) {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut skipped = 0;
+        for i in a..b {
+            if skip(self.recs[i].offset) {
+                skipped += self.recs[i].rows as usize;
+            } else if let Some(last) = runs.last_mut()
+                && last.1 == i
+            {
+                last.1 = i + 1;
+            } else {
+                runs.push((i, i + 1));
+            }
+        }
+        (runs, skipped)
+    }
+
+    /// Removes everything, keeping the allocations.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.recs.clear();
+    }
+}
 
 /// Inserts rows and reads resume state.
 #[derive(Clone)]
@@ -19,6 +105,8 @@ pub(crate) struct Writer {
     client: Client,
     timeout: Duration,
     metrics: SinkMetrics,
+    /// `INSERT INTO <table>(<columns>) FORMAT RowBinary`, per table.
+    sql: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -35,10 +123,19 @@ impl Writer {
             // the rows, or "insert ended" would not mean "stored".
             client = client.with_setting("insert_distributed_sync", "1");
         }
+        let sql = TABLES
+            .iter()
+            .zip(TABLE_COLUMNS)
+            .map(|(t, cols)| {
+                let cols: Vec<String> = cols.iter().map(|c| format!("`{c}`")).collect();
+                format!("INSERT INTO {t}({}) FORMAT RowBinary", cols.join(","))
+            })
+            .collect();
         Writer {
             client,
             timeout,
             metrics,
+            sql,
         }
     }
 
@@ -52,37 +149,70 @@ impl Writer {
             .map_err(|e| Error::ch("ping", e))
     }
 
-    /// One INSERT of `rows` into `R::TABLE`; returns when the server has stored them.
-    pub(crate) async fn insert<R: SinkRow>(&self, rows: &[&R]) -> Result<()> {
+    /// One INSERT into table `t` of the records `runs` (ranges of record indexes) of
+    /// `buf`; returns when the server has stored them.
+    pub(crate) async fn insert(
+        &self,
+        t: usize,
+        buf: &TableBuf,
+        runs: &[(usize, usize)],
+    ) -> Result<()> {
         failpoint::hit(Point::BeforeInsert);
-        let op = || format!("insert into {}", R::TABLE);
+        let table = TABLES[t];
+        let op = || format!("insert into {table}");
         let started = Instant::now();
         let mut ins = self
             .client
-            .insert::<R>(R::TABLE)
-            .await
-            .map_err(|e| Error::ch(op(), e))?
-            .with_timeouts(Some(self.timeout), Some(self.timeout));
-        let half = rows.len() / 2;
-        let mut bytes = 0usize;
-        for (i, r) in rows.iter().enumerate() {
-            if i == half && i > 0 {
-                failpoint::hit(Point::MidInsert);
+            .insert_formatted_with(self.sql[t].clone())
+            .with_timeouts(Some(self.timeout), Some(self.timeout))
+            .buffered_with_capacity(CHUNK);
+        let total: usize = runs.iter().map(|&(a, b)| buf.rows(a, b)).sum();
+        let half = total / 2;
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        for &(a, b) in runs {
+            // Whole runs at once, except that a run crossing half the rows is cut after
+            // the record that reaches it: the `mid_insert` failpoint is hit there, with the
+            // first half sent.
+            let mut cut = b;
+            if rows < half && half > 0 {
+                let mut acc = rows;
+                for k in a..b {
+                    acc += buf.rows(k, k + 1);
+                    if acc >= half {
+                        cut = k + 1;
+                        break;
+                    }
+                }
             }
-            bytes += r.approx_bytes();
-            ins.write(*r).await.map_err(|e| Error::ch(op(), e))?;
+            for (i, j) in [(a, cut), (cut, b)] {
+                if i >= j {
+                    continue;
+                }
+                let mut data = buf.bytes(i, j);
+                bytes += data.len();
+                while !data.is_empty() {
+                    let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
+                    data = &data[n..];
+                }
+                let before = rows;
+                rows += buf.rows(i, j);
+                if before < half && rows >= half {
+                    ins.flush().await.map_err(|e| Error::ch(op(), e))?;
+                    failpoint::hit(Point::MidInsert);
+                }
+            }
         }
         ins.end().await.map_err(|e| Error::ch(op(), e))?;
         failpoint::hit(Point::AfterInsert);
         let m = &self.metrics;
         m.insert_duration
-            .with_label_values(&[R::TABLE])
+            .with_label_values(&[table])
             .observe(started.elapsed().as_secs_f64());
         m.rows_inserted
-            .with_label_values(&[R::TABLE])
-            .inc_by(rows.len() as u64);
+            .with_label_values(&[table])
+            .inc_by(rows as u64);
         m.bytes_inserted
-            .with_label_values(&[R::TABLE])
+            .with_label_values(&[table])
             .inc_by(bytes as u64);
         Ok(())
     }

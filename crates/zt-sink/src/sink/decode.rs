@@ -1,0 +1,146 @@
+//! The decode stage: received records are decoded (`zt_model::decode`) and mapped to rows
+//! on a thread of their own, in the order they were received.
+//!
+//! Decoding is the sink's main CPU cost. Done inline, it stopped while a flush's INSERTs
+//! ran (the sink task does not poll the consumer while an insert is in flight, which is
+//! what keeps rebalances safe), and ClickHouse sat idle while the task decoded. With this
+//! stage, the records received before a flush are decoded while the flush's INSERTs run.
+//! The consumer is still only ever polled by the sink task, never during an insert: this
+//! thread only turns bytes into rows.
+//!
+//! Bounded by records and bytes in flight, so a fast broker cannot make it buffer more than
+//! about one batch ahead.
+
+use std::sync::mpsc;
+
+use tokio::sync::mpsc as tmpsc;
+use zt_model::Event;
+
+use super::context::PartKey;
+use super::dlq::Reason;
+use super::error_text;
+use crate::config::SinkConfig;
+use crate::error::{Error, Result};
+use crate::rows::{EncodedRows, Origin, map_event};
+
+/// A received record, not yet decoded.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    pub(crate) key: PartKey,
+    /// The assignment of the partition it was received under.
+    pub(crate) epoch: u64,
+    pub(crate) offset: i64,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) value: Vec<u8>,
+}
+
+/// A record with its rows, or why it has none (it is dead-lettered).
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub(crate) raw: Raw,
+    pub(crate) rows: std::result::Result<EncodedRows, (Reason, String)>,
+}
+
+/// Decodes, maps and encodes one record.
+pub(crate) fn decode(raw: &Raw) -> std::result::Result<EncodedRows, (Reason, String)> {
+    let origin = Origin {
+        topic: raw.key.0.clone(),
+        partition: raw.key.1,
+        offset: raw.offset,
+    };
+    match zt_model::decode::<Event>(&raw.value) {
+        Ok(ev) => map_event(&ev, &origin)
+            .map_err(|e| (Reason::Unmappable, e.to_string()))
+            .and_then(|rows| {
+                rows.encode()
+                    .map_err(|e| (Reason::Unmappable, e.to_string()))
+            }),
+        Err(e) => Err((Reason::DecodeFailed, error_text(&e))),
+    }
+}
+
+/// The decode thread and its queues.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    tx: mpsc::Sender<Raw>,
+    rx: tmpsc::UnboundedReceiver<Decoded>,
+    pending: usize,
+    pending_bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+impl Decoder {
+    /// Starts the thread. It stops when the decoder is dropped.
+    pub(crate) fn start(cfg: &SinkConfig) -> Result<Self> {
+        let (tx, in_rx) = mpsc::channel::<Raw>();
+        let (out_tx, rx) = tmpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("zt-sink-decode".into())
+            .spawn(move || {
+                while let Ok(raw) = in_rx.recv() {
+                    let rows = decode(&raw);
+                    if out_tx.send(Decoded { raw, rows }).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                path: "sink decode thread".into(),
+                source,
+            })?;
+        Ok(Decoder {
+            tx,
+            rx,
+            pending: 0,
+            pending_bytes: 0,
+            // About one batch ahead: enough to keep decoding through a flush.
+            max_records: (cfg.batch_max_rows as usize).clamp(1_000, 50_000),
+            max_bytes: usize::try_from(cfg.batch_max_bytes)
+                .unwrap_or(usize::MAX)
+                .clamp(1 << 20, 64 << 20),
+        })
+    }
+
+    /// True when another record may be submitted.
+    pub(crate) fn has_room(&self) -> bool {
+        self.pending < self.max_records && self.pending_bytes < self.max_bytes
+    }
+
+    /// Records submitted and not yet taken back with [`Decoder::next`].
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Queues a record for decoding.
+    pub(crate) fn submit(&mut self, raw: Raw) {
+        self.pending += 1;
+        self.pending_bytes += raw.value.len();
+        // The thread only stops when `rx` is dropped or it panicked; `next` reports the
+        // latter.
+        let _ = self.tx.send(raw);
+    }
+
+    /// The next decoded record if one is ready.
+    pub(crate) fn try_next(&mut self) -> Option<Decoded> {
+        let d = self.rx.try_recv().ok()?;
+        self.pending -= 1;
+        self.pending_bytes -= d.raw.value.len();
+        Some(d)
+    }
+
+    /// The next decoded record, in submission order. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Result<Decoded> {
+        match self.rx.recv().await {
+            Some(d) => {
+                self.pending -= 1;
+                self.pending_bytes -= d.raw.value.len();
+                Ok(d)
+            }
+            None => Err(Error::Io {
+                path: "sink decode thread".into(),
+                source: std::io::Error::other("the decode thread stopped"),
+            }),
+        }
+    }
+}
