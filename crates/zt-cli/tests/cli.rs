@@ -53,6 +53,8 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
             ("ZT__PII__SALT", "s3cr3t-salt-value"),
             ("ZT__CLICKHOUSE__PASSWORD", "ch-password-value"),
             ("ZT__KAFKA__PRODUCER__LINGER_MS", "25"),
+            ("ZT__KAFKA__OPTIONS__SASL_USERNAME", "zt-user"),
+            ("ZT__KAFKA__OPTIONS__SASL_PASSWORD", "kafka-password-value"),
         ],
     );
     let (out, err) = text(&o);
@@ -64,6 +66,8 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
     assert!(!out.contains("s3cr3t-salt-value") && !err.contains("s3cr3t-salt-value"));
     assert!(!out.contains("ch-password-value") && !err.contains("ch-password-value"));
     assert!(out.contains("<redacted>"));
+    assert!(out.contains("sasl_username = \"zt-user\""), "{out}");
+    assert!(!out.contains("kafka-password-value") && !err.contains("kafka-password-value"));
     assert!(
         !err.contains("warning: pii.salt"),
         "a real salt gives no warning"

@@ -23,7 +23,7 @@ pub fn base_config(cfg: &KafkaConfig) -> Result<ClientConfig> {
     cfg.validate()?;
     let mut c = ClientConfig::new();
     for (k, v) in &cfg.options {
-        c.set(k, v);
+        c.set(crate::config::librdkafka_key(k), v);
     }
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", &cfg.client_id);

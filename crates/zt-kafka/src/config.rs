@@ -21,8 +21,9 @@ pub struct KafkaConfig {
     /// Consumer tuning.
     pub consumer: ConsumerConfig,
     /// Extra librdkafka options passed through unchanged, e.g. `"security.protocol" =
-    /// "SASL_SSL"`. Keys that a first-class setting above or the clients' guarantees own
-    /// (see [`RESERVED_OPTIONS`]) are refused. Values of keys containing `password` or
+    /// "SASL_SSL"`; `_` in a key reads as `.` so environment variables can set them
+    /// (`ZT__KAFKA__OPTIONS__SASL_PASSWORD`). Keys that a first-class setting above or the
+    /// clients' guarantees own (see [`RESERVED_OPTIONS`]) are refused. Values of keys containing `password` or
     /// `secret` are redacted when the configuration is printed. Default empty.
     #[serde(serialize_with = "redact_options")]
     pub options: BTreeMap<String, String>,
@@ -95,6 +96,13 @@ pub const RESERVED_OPTIONS: &[(&str, &str)] = &[
     ("group.id", "each component's consumer group"),
 ];
 
+/// The librdkafka name of a passthrough key. Environment variables cannot carry dots, so
+/// `ZT__KAFKA__OPTIONS__SASL_PASSWORD` arrives as `sasl_password`: underscores are read as
+/// dots (no librdkafka property has an underscore in its name).
+pub fn librdkafka_key(key: &str) -> String {
+    key.replace('_', ".")
+}
+
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.ends_with(".key.pem")
@@ -158,7 +166,8 @@ impl KafkaConfig {
             ));
         }
         for key in self.options.keys() {
-            if let Some((_, owner)) = RESERVED_OPTIONS.iter().find(|(k, _)| k == key) {
+            let name = librdkafka_key(key);
+            if let Some((_, owner)) = RESERVED_OPTIONS.iter().find(|(k, _)| *k == name) {
                 return Err(config_err(
                     format!("kafka.options.\"{key}\""),
                     format!("clashes with a first-class setting; use {owner}"),
@@ -287,6 +296,16 @@ mod tests {
         let err = k.validate().unwrap_err().to_string();
         assert!(err.contains("kafka.options.\"acks\""), "{err}");
         assert!(err.contains("acks=all"), "{err}");
+    }
+
+    #[test]
+    fn underscored_keys_read_as_librdkafka_names() {
+        assert_eq!(librdkafka_key("sasl_password"), "sasl.password");
+        let mut k = kafka();
+        k.options
+            .insert("enable_idempotence".into(), "false".into());
+        let err = k.validate().unwrap_err().to_string();
+        assert!(err.contains("enable_idempotence"), "{err}");
     }
 
     #[test]
