@@ -230,6 +230,7 @@ async fn main() {
             partitions: PARTITIONS,
             replication_factor: 1,
             compacted: false,
+            keep_forever: false,
             purpose: "bench",
         }],
     )

@@ -118,5 +118,6 @@ pub fn sample_event(source: Source) -> Event {
             ..Default::default()
         },
         payload,
+        person_id: None,
     }
 }

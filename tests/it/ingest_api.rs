@@ -102,6 +102,7 @@ async fn mixed_batch_reads_back_exactly() {
             }],
             ..Default::default()
         }),
+        person_id: None,
     };
     assert_eq!(got, &want);
     assert!((got.received_at - now_ms()).abs() < 60_000);
@@ -501,7 +502,7 @@ async fn schema_registry_reads() {
     assert!(schema.contains("\"name\":\"zt.Event\"") || schema.contains("zt.Event"));
     assert_eq!(
         get(format!("/subjects/{subject}/versions")).await.json(),
-        json!([1])
+        json!([1, 2])
     );
     assert_eq!(
         get("/schemas/ids/7".into()).await.json()["error_code"],

@@ -59,6 +59,7 @@ fn ev(id: &str, event_type: &str, occurred_at: i64, payload: Payload) -> Event {
         identities: Identities::default(),
         context: Context::default(),
         payload,
+        person_id: None,
     }
 }
 

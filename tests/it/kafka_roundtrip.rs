@@ -24,6 +24,7 @@ async fn make_topic() -> String {
         partitions: PARTITIONS,
         replication_factor: 1,
         compacted: false,
+        keep_forever: false,
         purpose: "test",
     };
     let out = create_topics(&kafka_config(), std::slice::from_ref(&spec))

@@ -7,10 +7,13 @@
 //!   tests that share the stack's server;
 //! - a poison row (ClickHouse refuses it) and an undecodable record: both dead-lettered
 //!   with the error (the server's text for the row), read back from the broker, and the
-//!   rest of the partition loaded and committed.
+//!   rest of the partition loaded and committed;
+//! - the event's resolved `person_id` (set on `zt.events.resolved`) written to the
+//!   `person_id` column of every table that has one, and '' where the event has none.
 
 mod sink_support;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -349,5 +352,97 @@ async fn poison_row_is_dead_lettered_and_the_partition_goes_on() {
         metric(&metrics, "zt_sink_rows_inserted_total", "table=\"orders\""),
         erp_records - 1.0
     );
+    drop_database(&env).await;
+}
+
+#[derive(Debug, serde::Deserialize, clickhouse::Row)]
+struct PersonIds {
+    event_id: String,
+    person_ids: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_id_lands_in_every_table_with_the_column() {
+    let env = setup("person", &[], &clickhouse_url()).await;
+    let p = build_producer(&kafka_config()).unwrap();
+    // Every source, each table's events both with a person id (as on zt.events.resolved)
+    // and without (as on the source topics).
+    let mut produced = Vec::new();
+    let mut want_person: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..80u32 {
+        let (mut ev, lines) = event(i);
+        if i % 3 != 0 {
+            ev.person_id = Some(format!("p_{i:04}_人"));
+        }
+        let bytes = zt_model::encode(&ev).unwrap();
+        let topic = env.topic(ev.source);
+        let (partition, offset) = send(&p, &topic, &bytes).await;
+        want_person.insert(
+            ev.event_id.clone(),
+            ev.person_id.clone().unwrap_or_default(),
+        );
+        produced.push(Produced {
+            topic,
+            partition,
+            offset,
+            source: ev.source,
+            event_id: ev.event_id,
+            lines,
+            bytes,
+        });
+    }
+    let n = produced.len() as u64;
+
+    let mut sink = env.spawn_sink(1, &[]);
+    wait_for("every event", Duration::from_secs(90), async || {
+        events_count(&env).await >= n
+    })
+    .await;
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let problems = check_exactly_once(&env, &produced).await;
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // Per table: each event's rows carry exactly the event's person id ('' for none).
+    let feeds = |table: &str, s: Source| match table {
+        "events" => true,
+        "orders" | "order_lines" => s == Source::Erp,
+        "shipments" => s == Source::Logistics,
+        "tickets" => s == Source::Service,
+        "customers" => s == Source::Crm,
+        _ => unreachable!("{table}"),
+    };
+    for table in [
+        "events",
+        "orders",
+        "order_lines",
+        "shipments",
+        "tickets",
+        "customers",
+    ] {
+        let want: BTreeMap<String, Vec<String>> = produced
+            .iter()
+            .filter(|p| feeds(table, p.source))
+            .map(|p| (p.event_id.clone(), vec![want_person[&p.event_id].clone()]))
+            .collect();
+        // The check can fail: the table has events with and without a person id.
+        assert!(
+            want.values().any(|v| v[0].is_empty()) && want.values().any(|v| !v[0].is_empty()),
+            "{table}: {want:?}"
+        );
+        let got: BTreeMap<String, Vec<String>> = env
+            .client()
+            .query(&format!(
+                "SELECT event_id, groupUniqArray(person_id) AS person_ids FROM {table} \
+                 GROUP BY event_id"
+            ))
+            .fetch_all::<PersonIds>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.event_id, r.person_ids))
+            .collect();
+        assert_eq!(got, want, "{table}");
+    }
     drop_database(&env).await;
 }

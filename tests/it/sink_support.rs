@@ -217,6 +217,7 @@ pub async fn setup(test: &str, partitions: &[(Source, i32)], ch_url: &str) -> En
             partitions: env.partitions[&s],
             replication_factor: 1,
             compacted: false,
+            keep_forever: false,
             purpose: "test",
         })
         .collect();
@@ -225,6 +226,7 @@ pub async fn setup(test: &str, partitions: &[(Source, i32)], ch_url: &str) -> En
         partitions: 1,
         replication_factor: 1,
         compacted: false,
+        keep_forever: false,
         purpose: "test",
     });
     create_topics(&kafka_config(), &specs)

@@ -1,12 +1,17 @@
 """Golden bytes of the Confluent wire format, produced independently of the Rust crate.
 
-    python golden.py write   # re-encode the fixture and overwrite order_paid.hex
-    python golden.py check   # exit 1 if the committed hex is stale
+    python golden.py write   # re-encode the fixture, overwrite order_paid.hex and order_paid.v1.hex
+    python golden.py check   # exit 1 if either committed hex is stale
 
 The Rust side (crates/zt-model/tests/golden.rs) builds the same event by hand and must
 produce exactly these bytes. The two implementations share nothing but the schema file
 and the Avro specification, so agreement means both follow the spec (or both misread it
 the same way, which the decode checks on each side make unlikely).
+
+order_paid.v1.hex is the same event written with the superseded schema
+schemas/avro/history/event.v1.avsc (no `person_id`), as the records already on the topics
+were written: both sides must read it with the current schema as reader (Avro schema
+resolution), `person_id` taking its default null.
 
 Wire format: magic byte 0x00, schema id as a 4-byte big-endian unsigned int, Avro binary
 body. The schema id is defined in crates/zt-model/src/catalogue.rs: the low 31 bits of the
@@ -37,9 +42,15 @@ import fastavro
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "schemas" / "avro"
 EVENT_SCHEMA = SCHEMA_DIR / "event.avsc"
+# The version of event.avsc before `person_id` was added.
+EVENT_SCHEMA_V1 = SCHEMA_DIR / "history" / "event.v1.avsc"
 GOLDEN_DIR = REPO / "crates" / "zt-model" / "tests" / "golden"
 FIXTURE = GOLDEN_DIR / "order_paid.json"
 GOLDEN_HEX = GOLDEN_DIR / "order_paid.hex"
+GOLDEN_V1_HEX = GOLDEN_DIR / "order_paid.v1.hex"
+
+# Fields of the fixture that event.v1.avsc does not have.
+V1_ABSENT = ("person_id",)
 
 MAGIC = 0
 HEADER_LEN = 5
@@ -139,9 +150,18 @@ def unframe(message: bytes) -> tuple[int, bytes]:
     return sid, message[HEADER_LEN:]
 
 
+def as_v1(fixture: dict) -> dict:
+    """The fixture as a writer with event.v1.avsc had it: without the fields v1 lacks."""
+    return {k: v for k, v in fixture.items() if k not in V1_ABSENT}
+
+
 def encode(fixture: dict, schema_path: Path = EVENT_SCHEMA) -> bytes:
     """The framed message for `fixture` (in stored form)."""
     text, parsed = load_schema(schema_path)
+    missing = [f["name"] for f in json.loads(text)["fields"] if f["name"] not in fixture]
+    if missing:
+        # fastavro would quietly write a default for a missing top-level field.
+        raise ValueError(f"fixture lacks fields of {schema_path.name}: {missing}")
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, parsed, to_datum(fixture))
     return frame(schema_id(text), buf.getvalue())
@@ -169,12 +189,16 @@ def _from_reader(value):
     return value
 
 
-def decode(message: bytes, schema_path: Path = EVENT_SCHEMA) -> tuple[int, dict]:
-    """Schema id and datum (in the fixture's stored form) of a framed message."""
+def decode(
+    message: bytes, schema_path: Path = EVENT_SCHEMA, reader_path: Path | None = None
+) -> tuple[int, dict]:
+    """Schema id and datum (in the fixture's stored form) of a framed message written with
+    `schema_path`, resolved against `reader_path` when given (Avro schema resolution)."""
     sid, body = unframe(message)
     _, parsed = load_schema(schema_path)
+    reader = load_schema(reader_path)[1] if reader_path is not None else None
     fo = io.BytesIO(body)
-    datum = fastavro.schemaless_reader(fo, parsed, None, return_record_name=True)
+    datum = fastavro.schemaless_reader(fo, parsed, reader, return_record_name=True)
     if fo.read():
         raise ValueError("trailing bytes after the Avro body")
     return sid, _from_reader(datum)
@@ -184,15 +208,26 @@ def read_golden_hex(path: Path = GOLDEN_HEX) -> bytes:
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
+def goldens() -> list[tuple[Path, bytes]]:
+    """(hex file, the message it must hold) for every golden file."""
+    fixture = load_fixture()
+    return [
+        (GOLDEN_HEX, encode(fixture)),
+        (GOLDEN_V1_HEX, encode(as_v1(fixture), EVENT_SCHEMA_V1)),
+    ]
+
+
 def main(argv: list[str]) -> int:
     if argv[1:] == ["write"]:
-        message = encode(load_fixture())
-        GOLDEN_HEX.write_text(message.hex() + "\n", encoding="ascii")
-        print(f"wrote {len(message)} bytes to {GOLDEN_HEX.relative_to(REPO)}")
+        for path, message in goldens():
+            path.write_text(message.hex() + "\n", encoding="ascii")
+            print(f"wrote {len(message)} bytes to {path.relative_to(REPO)}")
         return 0
     if argv[1:] == ["check"]:
-        if encode(load_fixture()) != read_golden_hex():
-            print(f"{GOLDEN_HEX.relative_to(REPO)} is stale: run python golden.py write")
+        stale = [path for path, message in goldens() if message != read_golden_hex(path)]
+        for path in stale:
+            print(f"{path.relative_to(REPO)} is stale: run python golden.py write")
+        if stale:
             return 1
         print("golden hex is up to date")
         return 0

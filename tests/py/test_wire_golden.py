@@ -2,7 +2,9 @@
 
 The committed crates/zt-model/tests/golden/order_paid.hex is what fastavro makes of the
 fixture order_paid.json; crates/zt-model/tests/golden.rs checks that the Rust encoder
-makes the same bytes from a hand-written struct. See golden.py for the conventions.
+makes the same bytes from a hand-written struct. order_paid.v1.hex is the same event
+written with the superseded schema history/event.v1.avsc, which both sides must read with
+the current schema. See golden.py for the conventions.
 """
 
 from __future__ import annotations
@@ -175,6 +177,56 @@ def test_control_changing_an_amount_changes_the_bytes(message: bytes):
     assert encoded != message
     assert encoded[: golden.HEADER_LEN] == message[: golden.HEADER_LEN]
     assert golden.decode(encoded)[1] == changed
+
+
+def test_person_id_is_the_last_field_read_by_hand(message: bytes):
+    # person_id was appended to zt.Event: the body ends with its ["null","string"] union,
+    # branch 1 (a string), then the string. Read from the spec, as above.
+    person_id = golden.load_fixture()["person_id"]
+    assert person_id
+    tail = person_id.encode("utf-8")
+    assert message.endswith(tail)
+    start = len(message) - len(tail) - 2
+    branch, pos = _zigzag_varint(message, start)
+    assert branch == 1
+    assert _string(message, pos) == (person_id, len(message))
+
+
+# ---- the previous version: event.v1.avsc, without person_id --------------------------
+
+
+@pytest.fixture(scope="module")
+def message_v1() -> bytes:
+    return golden.read_golden_hex(golden.GOLDEN_V1_HEX)
+
+
+def test_v1_golden_is_the_fixture_written_with_the_v1_schema(message_v1: bytes):
+    assert golden.GOLDEN_V1_HEX.read_text(encoding="ascii").count("\n") == 1
+    assert golden.encode(golden.as_v1(golden.load_fixture()), golden.EVENT_SCHEMA_V1) == (
+        message_v1
+    ), "order_paid.v1.hex is stale: run `python tests/py/golden.py write`"
+
+
+def test_v1_header_is_the_v1_id_not_the_current_one(message_v1: bytes, message: bytes):
+    v1_id = golden.schema_id(golden.EVENT_SCHEMA_V1.read_text(encoding="utf-8"))
+    assert int.from_bytes(message_v1[1:5], "big") == v1_id
+    assert v1_id != int.from_bytes(message[1:5], "big")
+    # The id every record written before person_id carries (docs/wire-format.md).
+    assert v1_id == 925107643
+
+
+def test_v1_bytes_read_with_the_current_schema_give_person_id_null(message_v1: bytes):
+    _, datum = golden.decode(message_v1, golden.EVENT_SCHEMA_V1, golden.EVENT_SCHEMA)
+    want = golden.load_fixture()
+    want["person_id"] = None
+    assert datum == want
+
+
+def test_control_v1_bytes_do_not_read_as_the_current_schema(message_v1: bytes):
+    # Without resolution the v1 body is one field short: the current schema alone must
+    # not accept it, or the resolution test above would prove nothing.
+    with pytest.raises(Exception):
+        golden.decode(message_v1, golden.EVENT_SCHEMA)
 
 
 def test_check_script_works_from_any_directory(tmp_path: Path):

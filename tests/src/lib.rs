@@ -114,5 +114,6 @@ pub fn order_event(i: u32) -> Event {
             }],
             ..Default::default()
         }),
+        person_id: None,
     }
 }

@@ -41,6 +41,17 @@ enum Command {
     Migrate(MigrateArgs),
     /// Load the event topics into ClickHouse, effectively once (docs/sink.md).
     Sink,
+    /// Run a stream processor (docs/identity.md, docs/profiles.md).
+    #[command(subcommand)]
+    Process(ProcessCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProcessCmd {
+    /// Resolve every event to a person; publish zt.events.resolved, links and merges.
+    Identity,
+    /// Keep one live profile per person; publish snapshots to zt.profiles.
+    Profiles,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +151,22 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 zt_sink::migrate_command(&settings.clickhouse, &opts, a.dry_run).await?
             );
             Ok(())
+        }
+        Command::Process(which) => {
+            let s = settings;
+            let which = match which {
+                ProcessCmd::Identity => zt_process::Which::Identity(zt_process::IdentityParams {
+                    kafka: s.kafka,
+                    topics: s.topics,
+                    identity: s.identity,
+                }),
+                ProcessCmd::Profiles => zt_process::Which::Profiles(zt_process::ProfilesParams {
+                    kafka: s.kafka,
+                    topics: s.topics,
+                    profiles: s.profiles,
+                }),
+            };
+            zt_process::serve(&s.admin, which).await
         }
         Command::Sink => {
             let s = settings;

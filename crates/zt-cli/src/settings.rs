@@ -36,6 +36,10 @@ pub struct Settings {
     pub pii: PiiConfig,
     /// `[ingest]`
     pub ingest: IngestConfig,
+    /// `[identity]`
+    pub identity: zt_process::IdentityConfig,
+    /// `[profiles]`
+    pub profiles: zt_process::ProfilesConfig,
 }
 
 /// `[pii]`: normalisation and hashing of phones and e-mails at the edge.
@@ -80,6 +84,8 @@ impl Settings {
         self.ingest.validate()?;
         self.clickhouse.validate()?;
         self.sink.validate()?;
+        self.identity.validate()?;
+        self.profiles.validate()?;
         Ok(())
     }
 

@@ -357,6 +357,50 @@ impl IdentityGraph {
         Ok(big)
     }
 
+    /// Orders identifiers as [`IdentityGraph::resolve`] does: by priority, then value.
+    fn ordered<'a>(&self, ids: &'a [Identifier]) -> Vec<&'a Identifier> {
+        let mut ids: Vec<&Identifier> = ids.iter().collect();
+        ids.sort_by_key(|i| (self.rank(i.kind), (*i).clone()));
+        ids.dedup();
+        ids
+    }
+
+    /// True when [`IdentityGraph::resolve`] of `ids` could not change the graph: every
+    /// identifier is known and each one not marked shared is already in the cluster of the
+    /// best one. (A pair a guard refused is reported as unsettled; resolving it again is
+    /// harmless and refused again.)
+    pub fn is_settled(&mut self, ids: &[Identifier]) -> bool {
+        let ordered: Vec<Identifier> = self.ordered(ids).into_iter().cloned().collect();
+        let Some(first) = ordered.first() else {
+            return true;
+        };
+        let Some(&primary) = self.index.get(first) else {
+            return false;
+        };
+        let root = self.find(primary);
+        for id in &ordered[1..] {
+            let Some(&n) = self.index.get(id) else {
+                return false;
+            };
+            if !self.shared.contains(&n) && self.find(n) != root {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The person an event carrying `ids` belongs to: the person of its best identifier
+    /// (None when it carries none or they are unknown).
+    pub fn person_for(&mut self, ids: &[Identifier]) -> Option<String> {
+        let first = self.ordered(ids).first().map(|i| (*i).clone())?;
+        self.person_of(&first)
+    }
+
+    /// Identifiers marked shared (refused by a per-kind limit).
+    pub fn shared_count(&self) -> usize {
+        self.shared.len()
+    }
+
     /// Links the identifiers of one event and says which person it belongs to.
     pub fn resolve(&mut self, ids: &[Identifier]) -> Resolution {
         let mut res = Resolution::default();

@@ -220,6 +220,18 @@ impl TopicsConfig {
     pub fn profiles(&self) -> String {
         format!("{}.profiles", self.prefix)
     }
+    /// `<prefix>.identity.edges`: the identity graph's log (one partition, internal).
+    pub fn identity_edges(&self) -> String {
+        format!("{}.identity.edges", self.prefix)
+    }
+    /// `<prefix>.profiles.state` (compacted): the profiles processor's changelog.
+    pub fn profiles_state(&self) -> String {
+        format!("{}.profiles.state", self.prefix)
+    }
+    /// `<prefix>.profiles.transfers`: profile state moved by merges (internal).
+    pub fn profiles_transfers(&self) -> String {
+        format!("{}.profiles.transfers", self.prefix)
+    }
     /// `<prefix>.funnels`.
     pub fn funnels(&self) -> String {
         format!("{}.funnels", self.prefix)

@@ -27,6 +27,8 @@ pub struct TopicSpec {
     pub replication_factor: i32,
     /// `cleanup.policy=compact` when true (latest value per key is kept forever).
     pub compacted: bool,
+    /// `retention.ms=-1` when true: a log that is never deleted (the identity graph's).
+    pub keep_forever: bool,
     /// What the topic carries.
     pub purpose: &'static str,
 }
@@ -79,15 +81,35 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
         ),
         (t.profiles(), true, "profile snapshots, latest per person"),
         (t.funnels(), false, "funnel and experiment aggregates"),
+        (
+            t.identity_edges(),
+            false,
+            "identity graph log, one partition, kept forever (internal)",
+        ),
+        (
+            t.profiles_state(),
+            true,
+            "profiles processor state, latest per person (internal changelog)",
+        ),
+        (
+            t.profiles_transfers(),
+            false,
+            "profile state moved by merges (internal, co-partitioned with events.resolved)",
+        ),
     ]);
+    let edges = t.identity_edges();
     out.into_iter()
         .map(|(name, compacted, purpose)| TopicSpec {
-            partitions: t
-                .partition_overrides
-                .get(&name)
-                .copied()
-                .unwrap_or(t.partitions),
+            partitions: if name == edges {
+                1
+            } else {
+                t.partition_overrides
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(t.partitions)
+            },
             replication_factor: t.replication_factor,
+            keep_forever: name == edges,
             name,
             compacted,
             purpose,
@@ -109,8 +131,13 @@ pub async fn create_topics(
                 s.partitions,
                 TopicReplication::Fixed(s.replication_factor),
             );
-            if s.compacted {
+            let t = if s.compacted {
                 t.set("cleanup.policy", "compact")
+            } else {
+                t
+            };
+            if s.keep_forever {
+                t.set("retention.ms", "-1")
             } else {
                 t
             }
@@ -184,14 +211,22 @@ mod tests {
                 "zt.events.resolved",
                 "zt.profiles",
                 "zt.funnels",
+                "zt.identity.edges",
+                "zt.profiles.state",
+                "zt.profiles.transfers",
             ]
         );
+        let edges = t.iter().find(|s| s.name == "zt.identity.edges").unwrap();
+        assert_eq!((edges.partitions, edges.keep_forever), (1, true));
         let compacted: Vec<&str> = t
             .iter()
             .filter(|s| s.compacted)
             .map(|s| s.name.as_str())
             .collect();
-        assert_eq!(compacted, ["zt.identity.links", "zt.profiles"]);
+        assert_eq!(
+            compacted,
+            ["zt.identity.links", "zt.profiles", "zt.profiles.state"]
+        );
         assert_eq!(t[3].partitions, 12);
         assert_eq!(t[0].partitions, 4);
     }

@@ -303,6 +303,7 @@ impl AvroRecord for Event {
             ("identities", self.identities.to_avro()),
             ("context", self.context.to_avro()),
             ("payload", Value::Union(branch, Box::new(payload))),
+            ("person_id", opt_s(&self.person_id)),
         ])
     }
 
@@ -338,6 +339,7 @@ impl AvroRecord for Event {
             identities: r.record("identities")?,
             context: r.record("context")?,
             payload,
+            person_id: r.opt_string("person_id")?,
         })
     }
 }

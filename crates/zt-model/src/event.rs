@@ -134,6 +134,10 @@ pub struct Event {
     pub context: Context,
     /// The domain payload.
     pub payload: Payload,
+    /// The person the identity processor resolved the event to: `None` on the source
+    /// topics `zt.events.<source>` (ingest does not resolve), set on `zt.events.resolved`.
+    /// Added in version 2 of `event.avsc`; records written with version 1 read as `None`.
+    pub person_id: Option<String>,
 }
 
 /// `occurred_at` shifted by the skew between the sender's clock and ingest's clock:

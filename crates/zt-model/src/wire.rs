@@ -124,12 +124,13 @@ pub fn decode_with<T: TopLevel>(cat: &Catalogue, bytes: &[u8]) -> Result<T> {
 
 // ---- direct reader for zt.Event --------------------------------------------------------
 
-/// SHA-256 of the Parsing Canonical Form of the `zt.Event` schema [`read_event`] reads.
+/// SHA-256 of the Parsing Canonical Form of the `zt.Event` schema [`read_event`] reads
+/// (version 2, `person_id` last).
 /// A new schema version changes it: [`read_event`] is then not used (decoding goes through
 /// `Value` and stays correct, only slower) and the test `direct_event_reader_fits_the_
 /// current_schema` fails until the reader follows the new version.
 const EVENT_READER_SCHEMA: &str =
-    "dbac7f600aca5c7f6939dc65a90faea428cfd224848be0c5c941cfa31843bf39";
+    "111f7d7a64b106dfe500bd96d16f5791c0c94fd30ddf1c7162622a12c645e7b6";
 
 fn canonical_sha256(schema: &apache_avro::Schema) -> String {
     use sha2::{Digest, Sha256};
@@ -395,6 +396,7 @@ fn read_event(input: &mut &[u8]) -> Result<Event> {
         }),
         _ => return Err(Error::Wire("union index out of range")),
     };
+    let person_id = c.opt_string()?;
     Ok(Event {
         event_id,
         event_type,
@@ -407,6 +409,7 @@ fn read_event(input: &mut &[u8]) -> Result<Event> {
         identities,
         context,
         payload,
+        person_id,
     })
 }
 
@@ -592,6 +595,133 @@ mod tests {
             "zt.Event changed: update wire::read_event to the new field order, then this hash"
         );
         assert!(event_reader_fits(e));
+    }
+
+    fn sample(person_id: Option<&str>) -> Event {
+        use crate::event::*;
+        Event {
+            event_id: "erp:1".into(),
+            event_type: "order.paid".into(),
+            source: Source::Erp,
+            source_event_id: Some("1".into()),
+            occurred_at: 1_750_000_000_000,
+            sent_at: Some(1_750_000_000_100),
+            received_at: 1_750_000_000_200,
+            event_time: 1_750_000_000_100,
+            identities: Identities {
+                crm_customer_id: Some("C1".into()),
+                ..Default::default()
+            },
+            context: Context {
+                channel: Some("tmall".into()),
+                ..Default::default()
+            },
+            payload: Payload::Order(OrderPayload {
+                order_id: "O1".into(),
+                status: "paid".into(),
+                currency: "CNY".into(),
+                total_minor: 100,
+                ..Default::default()
+            }),
+            person_id: person_id.map(str::to_owned),
+        }
+    }
+
+    /// The version of `zt.Event` before `person_id`: `history/event.v1.avsc`.
+    fn event_v1() -> &'static SchemaEntry {
+        let v1 = Catalogue::builtin().versions("zt.Event").next().unwrap();
+        assert_eq!((v1.file.as_str(), v1.version), ("history/event.v1.avsc", 1));
+        v1
+    }
+
+    /// A body as a v1 writer wrote it: the current value without `person_id`.
+    fn v1_body(ev: &Event) -> Vec<u8> {
+        let Value::Record(mut fields) = ev.to_avro() else {
+            unreachable!("an event is a record")
+        };
+        assert_eq!(fields.pop().map(|(k, _)| k).as_deref(), Some("person_id"));
+        let value = Value::Record(fields);
+        let mut body = Vec::new();
+        write_value(&value, &mut body).unwrap();
+        // The fast writer and apache-avro's validating one agree on the v1 schema too.
+        assert_eq!(
+            apache_avro::to_avro_datum(&event_v1().schema, value).unwrap(),
+            body
+        );
+        body
+    }
+
+    #[test]
+    fn v1_keeps_the_id_already_on_the_topics() {
+        // Every zt.Event written before person_id carries this id (docs/wire-format.md);
+        // the history file must keep exactly that schema.
+        assert_eq!(event_v1().id, 925_107_643);
+        assert!(!event_v1().latest);
+        assert_ne!(
+            Catalogue::builtin().latest("zt.Event").unwrap().id,
+            925_107_643
+        );
+    }
+
+    #[test]
+    fn v1_bytes_decode_with_person_id_none() {
+        let ev = sample(None);
+        let framed = frame(event_v1().id, &v1_body(&ev));
+        assert_eq!(decode::<Event>(&framed).unwrap(), ev);
+        // A v1 record of an event that has a person id cannot carry it: still None.
+        let resolved = sample(Some("p_0a1b2c3d"));
+        let framed = frame(event_v1().id, &v1_body(&resolved));
+        let back = decode::<Event>(&framed).unwrap();
+        assert_eq!(back.person_id, None);
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn v1_bytes_cut_short_or_padded_are_errors() {
+        let body = v1_body(&sample(None));
+        let id = event_v1().id;
+        assert!(decode::<Event>(&frame(id, &body[..body.len() - 1])).is_err());
+        let mut long = body.clone();
+        long.push(0);
+        assert!(matches!(
+            decode::<Event>(&frame(id, &long)),
+            Err(Error::Wire(_))
+        ));
+    }
+
+    #[test]
+    fn person_id_round_trips_through_every_reader() {
+        let cat = Catalogue::builtin();
+        let latest = cat.latest("zt.Event").unwrap();
+        for person_id in [Some("p_0a1b2c3d"), Some(""), Some("p_人"), None] {
+            let ev = sample(person_id);
+            let bytes = encode(&ev).unwrap();
+            assert_eq!(bytes, encode_validated(cat, &ev).unwrap());
+            // The direct reader (decode's path for the current version)...
+            assert_eq!(decode::<Event>(&bytes).unwrap(), ev);
+            let mut body = &bytes[HEADER_LEN..];
+            assert_eq!(read_event(&mut body).unwrap(), ev);
+            assert!(body.is_empty());
+            // ...the Value reader...
+            let value = decode_value(latest, latest, &bytes[HEADER_LEN..]).unwrap();
+            assert_eq!(Event::from_avro(value).unwrap(), ev);
+            // ...and apache-avro's own decoder.
+            let mut body = &bytes[HEADER_LEN..];
+            let value = apache_avro::from_avro_datum(&latest.schema, &mut body, None).unwrap();
+            assert_eq!(Event::from_avro(value).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn person_id_is_the_last_field_on_the_wire() {
+        let with = encode(&sample(Some("p_0a1b2c3d"))).unwrap();
+        let without = encode(&sample(None)).unwrap();
+        // Union branch 1, length 10 (zig-zag 20), the UTF-8 bytes.
+        assert_eq!(&with[with.len() - 12..], b"\x02\x14p_0a1b2c3d");
+        assert_eq!(without.last(), Some(&0));
+        assert_eq!(&with[..with.len() - 12], &without[..without.len() - 1]);
+        // A current-version body without the person_id union is one field short.
+        assert!(decode::<Event>(&without[..without.len() - 1]).is_err());
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! two sides share only the schema file and the Avro specification. When this fails after
 //! a deliberate change to the schema or the fixture, regenerate the hex with
 //! `python tests/py/golden.py write`, update the literal, and review both diffs.
+//!
+//! `tests/golden/order_paid.v1.hex` is the same event as fastavro writes it with the
+//! superseded `schemas/avro/history/event.v1.avsc` (before `person_id`): it must decode
+//! through schema resolution, with `person_id` `None`.
 
 use zt_model::{
     Catalogue, Context, Event, ExperimentAssignment, Identities, OrderLine, OrderPayload, Payload,
@@ -14,9 +18,15 @@ use zt_model::{
 
 /// Lowercase hex, one line, written by `tests/py/golden.py write`.
 const GOLDEN_HEX: &str = include_str!("golden/order_paid.hex");
+/// The same event written with `history/event.v1.avsc`, by `tests/py/golden.py write`.
+const GOLDEN_V1_HEX: &str = include_str!("golden/order_paid.v1.hex");
 
 fn golden_bytes() -> Vec<u8> {
     hex::decode(GOLDEN_HEX.trim()).expect("order_paid.hex is hex")
+}
+
+fn golden_v1_bytes() -> Vec<u8> {
+    hex::decode(GOLDEN_V1_HEX.trim()).expect("order_paid.v1.hex is hex")
 }
 
 fn s(v: &str) -> Option<String> {
@@ -108,6 +118,8 @@ fn order_paid() -> Event {
                 },
             ],
         }),
+        // As the identity processor re-publishes it on zt.events.resolved.
+        person_id: s("p_3f9a2c71e5b04d88"),
     }
 }
 
@@ -130,6 +142,47 @@ fn header_is_magic_byte_and_catalogue_id() {
     assert_eq!(bytes[0], 0x00);
     let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
     assert_eq!(id, Catalogue::builtin().latest("zt.Event").unwrap().id);
+}
+
+#[test]
+fn v1_golden_bytes_decode_with_person_id_none() {
+    let bytes = golden_v1_bytes();
+    let cat = Catalogue::builtin();
+    let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+    let writer = cat.by_id(id).expect("the v1 id is in the catalogue");
+    assert_eq!(
+        (writer.file.as_str(), writer.version, writer.latest),
+        ("history/event.v1.avsc", 1, false)
+    );
+    assert_ne!(id, cat.latest("zt.Event").unwrap().id);
+    let decoded = decode::<Event>(&bytes).expect("decode v1");
+    let want = Event {
+        person_id: None,
+        ..order_paid()
+    };
+    assert_eq!(decoded, want);
+    // Re-encoding writes the current version: the golden bytes minus person_id.
+    assert_eq!(
+        hex::encode(encode(&decoded).unwrap()),
+        hex::encode(encode(&want).unwrap())
+    );
+}
+
+#[test]
+fn control_person_id_is_in_the_golden_bytes() {
+    let mut ev = order_paid();
+    ev.person_id = None;
+    let bytes = encode(&ev).unwrap();
+    assert_ne!(bytes, golden_bytes());
+    // Same header and body up to person_id: only the trailing union differs.
+    let golden = golden_bytes();
+    let tail = b"\x02$p_3f9a2c71e5b04d88";
+    assert_eq!(&golden[golden.len() - tail.len()..], &tail[..]);
+    assert_eq!(
+        &golden[..golden.len() - tail.len()],
+        &bytes[..bytes.len() - 1]
+    );
+    assert_eq!(bytes.last(), Some(&0));
 }
 
 #[test]

@@ -313,9 +313,11 @@ fn event() -> impl Strategy<Value = Event> {
             identities(),
             context(),
             payload_for(source),
+            // Null on the source topics, a resolved person on zt.events.resolved.
+            ostr(),
         )
             .prop_map(
-                move |((id, sid, occ, sent, recv, et), ids, ctx, payload)| Event {
+                move |((id, sid, occ, sent, recv, et), ids, ctx, payload, person_id)| Event {
                     event_id: id,
                     event_type: event_type.to_owned(),
                     source,
@@ -327,6 +329,7 @@ fn event() -> impl Strategy<Value = Event> {
                     identities: ids,
                     context: ctx,
                     payload,
+                    person_id,
                 },
             )
     })
@@ -490,5 +493,6 @@ fn sample_event() -> Event {
             total_minor: 100,
             ..Default::default()
         }),
+        person_id: None,
     }
 }

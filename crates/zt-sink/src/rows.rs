@@ -1,7 +1,9 @@
 //! Rows of the sink's tables (`schemas/clickhouse/0001`–`0006`) and the mapping from one
 //! canonical event to them. Field order and types follow the DDL column for column
-//! (materialized and defaulted columns are left out and computed by the server); the
-//! sink's integration tests insert every row type into the real tables.
+//! (materialized columns are left out and computed by the server; `person_id`, whose
+//! `DEFAULT ''` predates the event's `person_id`, is written: the event's resolved person,
+//! '' when it has none); the sink's integration tests insert every row type into the real
+//! tables.
 
 use clickhouse::Row;
 use serde::Serialize;
@@ -72,6 +74,7 @@ pub struct EventRow {
     pub order_id: String,
     pub waybill_no: String,
     pub ticket_id: String,
+    pub person_id: String,
     pub channel: String,
     pub campaign: String,
     pub utm_source: String,
@@ -113,6 +116,7 @@ sink_row!(
         order_id,
         waybill_no,
         ticket_id,
+        person_id,
         channel,
         campaign,
         utm_source,
@@ -159,6 +163,7 @@ pub struct OrderRow {
     pub anonymous_id: String,
     pub phone_hash: String,
     pub email_hash: String,
+    pub person_id: String,
     pub channel: String,
     pub campaign: String,
     pub utm_source: String,
@@ -192,6 +197,7 @@ sink_row!(
         anonymous_id,
         phone_hash,
         email_hash,
+        person_id,
         channel,
         campaign,
         utm_source,
@@ -222,6 +228,7 @@ pub struct OrderLineRow {
     pub refunded_quantity: i32,
     pub currency: String,
     pub crm_customer_id: String,
+    pub person_id: String,
     pub channel: String,
     pub campaign: String,
     pub private_domain: u8,
@@ -246,6 +253,7 @@ sink_row!(
         coupon_code,
         currency,
         crm_customer_id,
+        person_id,
         channel,
         campaign,
         _topic
@@ -269,6 +277,7 @@ pub struct ShipmentRow {
     pub destination_city: String,
     pub promised_at_ms: Option<i64>,
     pub crm_customer_id: String,
+    pub person_id: String,
     pub channel: String,
     pub occurred_at_ms: i64,
     pub received_at_ms: i64,
@@ -293,6 +302,7 @@ sink_row!(
         warehouse,
         destination_city,
         crm_customer_id,
+        person_id,
         channel,
         _topic
     ],
@@ -319,6 +329,7 @@ pub struct TicketRow {
     pub complaint_reason: String,
     pub crm_customer_id: String,
     pub user_id: String,
+    pub person_id: String,
     pub order_id: String,
     pub channel: String,
     pub occurred_at_ms: i64,
@@ -344,6 +355,7 @@ sink_row!(
         complaint_reason,
         crm_customer_id,
         user_id,
+        person_id,
         order_id,
         channel,
         _topic
@@ -410,6 +422,7 @@ pub struct CustomerRow {
     pub anonymous_id: String,
     pub phone_hash: String,
     pub email_hash: String,
+    pub person_id: String,
     pub channel: String,
     pub campaign: String,
     pub private_domain: u8,
@@ -447,6 +460,7 @@ impl SinkRow for CustomerRow {
                 &self.anonymous_id,
                 &self.phone_hash,
                 &self.email_hash,
+                &self.person_id,
                 &self.channel,
                 &self.campaign,
                 &self._topic,
@@ -640,6 +654,9 @@ fn payload_json(p: &Payload) -> String {
 /// Maps one event to the rows of every table it feeds.
 pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
     let id = &ev.identities;
+    // Set on zt.events.resolved by the identity processor; '' (the columns' default) for
+    // events from the source topics.
+    let person_id = s(&ev.person_id);
     let cx = &ev.context;
     let (amount_minor, currency) = amount(ev);
     let exp_ids: Vec<String> = cx
@@ -670,6 +687,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
             order_id: s(&id.order_id),
             waybill_no: s(&id.waybill_no),
             ticket_id: s(&id.ticket_id),
+            person_id: person_id.clone(),
             channel: s(&cx.channel),
             campaign: s(&cx.campaign),
             utm_source: s(&cx.utm_source),
@@ -720,6 +738,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
                 anonymous_id: s(&id.anonymous_id),
                 phone_hash: s(&id.phone_hash),
                 email_hash: s(&id.email_hash),
+                person_id: person_id.clone(),
                 channel: s(&cx.channel),
                 campaign: s(&cx.campaign),
                 utm_source: s(&cx.utm_source),
@@ -753,6 +772,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
                     refunded_quantity: l.refunded_quantity,
                     currency: p.currency.clone(),
                     crm_customer_id: s(&id.crm_customer_id),
+                    person_id: person_id.clone(),
                     channel: s(&cx.channel),
                     campaign: s(&cx.campaign),
                     private_domain: u8::from(cx.private_domain),
@@ -779,6 +799,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
             destination_city: s(&p.destination_city),
             promised_at_ms: p.promised_at,
             crm_customer_id: s(&id.crm_customer_id),
+            person_id: person_id.clone(),
             channel: s(&cx.channel),
             occurred_at_ms: ev.occurred_at,
             received_at_ms: ev.received_at,
@@ -804,6 +825,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
             complaint_reason: s(&p.complaint_reason),
             crm_customer_id: s(&id.crm_customer_id),
             user_id: s(&id.user_id),
+            person_id: person_id.clone(),
             order_id: s(&id.order_id),
             channel: s(&cx.channel),
             occurred_at_ms: ev.occurred_at,
@@ -859,6 +881,7 @@ pub fn map_event(ev: &Event, o: &Origin) -> Result<Rows, MapError> {
             anonymous_id: s(&id.anonymous_id),
             phone_hash: s(&id.phone_hash),
             email_hash: s(&id.email_hash),
+            person_id: person_id.clone(),
             channel: s(&cx.channel),
             campaign: s(&cx.campaign),
             private_domain: u8::from(cx.private_domain),
@@ -917,6 +940,7 @@ mod tests {
                 ..Default::default()
             },
             payload,
+            person_id: None,
         }
     }
 
@@ -964,6 +988,57 @@ mod tests {
                 .all(|l| l._offset == 41 && l.order_id == "O1")
         );
         assert!(r.approx_bytes() > 100);
+    }
+
+    #[test]
+    fn person_id_goes_to_every_table_that_has_the_column() {
+        let order = Payload::Order(OrderPayload {
+            order_id: "O1".into(),
+            lines: vec![OrderLine::default(), OrderLine::default()],
+            ..Default::default()
+        });
+        let payloads = [
+            (order, "order.paid"),
+            (
+                Payload::Shipment(ShipmentPayload::default()),
+                "shipment.created",
+            ),
+            (Payload::Ticket(TicketPayload::default()), "ticket.opened"),
+            (
+                Payload::Customer(CustomerPayload::default()),
+                "customer.updated",
+            ),
+            (Payload::Tracking(TrackingPayload::default()), "track"),
+        ];
+        for (payload, event_type) in payloads {
+            let mut ev = base(payload, event_type);
+            // From a source topic: no person yet, the columns' default.
+            let r = map_event(&ev, &origin()).unwrap();
+            let all = |r: &Rows| -> Vec<String> {
+                let mut v: Vec<String> = r.events.iter().map(|x| x.person_id.clone()).collect();
+                v.extend(r.orders.iter().map(|x| x.person_id.clone()));
+                v.extend(r.order_lines.iter().map(|x| x.person_id.clone()));
+                v.extend(r.shipments.iter().map(|x| x.person_id.clone()));
+                v.extend(r.tickets.iter().map(|x| x.person_id.clone()));
+                v.extend(r.customers.iter().map(|x| x.person_id.clone()));
+                v
+            };
+            assert_eq!(all(&r), vec![String::new(); r.len()], "{event_type}");
+            // From zt.events.resolved.
+            ev.person_id = Some("p_0a1b2c3d".into());
+            let r = map_event(&ev, &origin()).unwrap();
+            assert_eq!(
+                all(&r),
+                vec!["p_0a1b2c3d".to_owned(); r.len()],
+                "{event_type}"
+            );
+            let bytes = r.approx_bytes();
+            ev.person_id = None;
+            assert_eq!(
+                map_event(&ev, &origin()).unwrap().approx_bytes() + 10 * r.len(),
+                bytes
+            );
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(crate) fn normalize(
         identities,
         context,
         payload,
+        person_id: None,
     })
 }
 

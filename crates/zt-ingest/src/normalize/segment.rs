@@ -381,5 +381,6 @@ pub(crate) fn normalize(
             ip_country: None,
         },
         payload: Payload::Tracking(payload),
+        person_id: None,
     })
 }

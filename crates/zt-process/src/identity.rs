@@ -1,0 +1,659 @@
+//! `zt process identity`: resolves every canonical event to a person.
+//!
+//! **The graph is a log.** The identity graph ([`zt_identity::IdentityGraph`]) is the fold
+//! of `zt.identity.edges`, a single-partition topic: one [`EdgeRecord`] per input event
+//! that could change the graph (it carries an identifier the graph does not know, or two
+//! that are not yet one person). Every instance folds the whole log, in log order, so every
+//! instance holds the same graph at the same log position, whichever instance appended an
+//! edge; a restart rebuilds the graph by folding the log again (`zt_identity_restore_seconds`).
+//! The graph is global, like a Kafka Streams global table: instances in one consumer group
+//! split the *input* partitions, and a rebalance moves no graph state at all.
+//!
+//! **Per batch** of input records: append the edges the batch needs and wait for their
+//! acknowledgement; fold the log up to (at least) those edges; look up each event's person;
+//! send the resolved events (`zt.events.resolved`, Avro `zt.Event` with `person_id`, keyed by
+//! person id), the links and merges the batch's edges caused (`zt.identity.links`, keyed
+//! `kind:value`; `zt.identity.merges`, keyed by the old person id), and dead letters; wait
+//! for every acknowledgement; then commit the input offsets.
+//!
+//! **Delivery guarantee: effectively once, without broker transactions.** A crash replays
+//! the input after the last commit. Folding an edge twice changes nothing (a union of two
+//! identifiers already together), so the graph is the same. The links and merges an edge
+//! caused are remembered by the input position that appended it the *first* time; when the
+//! replayed event is processed they are sent again, with the same content and `version`
+//! (the edge's log offset), so nothing the first run failed to send is lost and the
+//! repeated records are identical to the first ones (compacted / ReplacingMergeTree
+//! readers keep one). This holds also when the crash came between appending an edge and
+//! sending its effects: the replayed record either finds its edge already folded (and its
+//! effects kept under its input position) or appends it again and folds the first copy on
+//! the way. Resolved events are sent again
+//! with their `event_id`; downstream state is idempotent per event id (profiles) or
+//! deduplicated by it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use zt_identity::{Identifier, IdentityGraph, Resolution};
+use zt_kafka::{KafkaConfig, TopicsConfig};
+use zt_model::{DeadLetter, Event, Source};
+use zt_runtime::health::Health;
+use zt_runtime::shutdown::Shutdown;
+
+use crate::config::IdentityConfig;
+use crate::error::{Error, Result};
+use crate::records::{EdgeRecord, IdentityLink, IdentityMerge};
+use crate::runtime::{self, Ctx, Out, PartKey, RebalanceEvent};
+
+/// Header of a resolved event: a JSON array of the event's identifiers (`kind:value`)
+/// that belong to its person. An identifier a guard refused is not in it.
+pub const PERSON_IDS_HEADER: &str = "zt-person-ids";
+
+/// The identity processor's metrics. Labels never carry ids or personal data.
+#[derive(Debug, Clone)]
+pub struct IdentityMetrics {
+    /// Input records by outcome: resolved, anonymous (no identifier), dead_letter.
+    pub events: IntCounterVec,
+    /// Edges appended to the graph log by this instance.
+    pub edges_appended: IntCounter,
+    /// Edges folded into the graph (all instances' edges).
+    pub edges_folded: IntCounter,
+    /// Merges sent.
+    pub merges: IntCounter,
+    /// Guard refusals sent, by reason (exclusive_conflict, limit:<kind>).
+    pub refusals: IntCounterVec,
+    /// Identifiers in the graph.
+    pub identifiers: IntGauge,
+    /// Persons in the graph.
+    pub persons: IntGauge,
+    /// Seconds the last restore (fold of the whole log) took.
+    pub restore_seconds: prometheus::Gauge,
+    /// Consumer lag per input partition.
+    pub lag: IntGaugeVec,
+    /// Errors by kind.
+    pub errors: IntCounterVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    let _ = r.register(Box::new(m.clone()));
+    m
+}
+
+impl IdentityMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(r: &Registry) -> Self {
+        let cv = |n: &str, h: &str, l: &[&str]| {
+            reg(r, IntCounterVec::new(Opts::new(n, h), l).expect("metric"))
+        };
+        let c = |n: &str, h: &str| reg(r, IntCounter::new(n, h).expect("metric"));
+        let g = |n: &str, h: &str| reg(r, IntGauge::new(n, h).expect("metric"));
+        IdentityMetrics {
+            events: cv(
+                "zt_identity_events_total",
+                "input events by outcome (resolved, anonymous, dead_letter)",
+                &["outcome"],
+            ),
+            edges_appended: c(
+                "zt_identity_edges_appended_total",
+                "edges this instance appended to the graph log",
+            ),
+            edges_folded: c(
+                "zt_identity_edges_folded_total",
+                "edges folded into the graph, from every instance",
+            ),
+            merges: c("zt_identity_merges_total", "person merges sent"),
+            refusals: cv(
+                "zt_identity_guard_refusals_total",
+                "links the graph's guards refused, by reason",
+                &["reason"],
+            ),
+            identifiers: g("zt_identity_graph_identifiers", "identifiers in the graph"),
+            persons: g("zt_identity_graph_persons", "persons in the graph"),
+            restore_seconds: reg(
+                r,
+                prometheus::Gauge::new(
+                    "zt_identity_restore_seconds",
+                    "seconds the last restore of the graph from its log took",
+                )
+                .expect("metric"),
+            ),
+            lag: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "zt_identity_consumer_lag",
+                        "records behind the high watermark, per input partition",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("metric"),
+            ),
+            errors: cv("zt_identity_errors_total", "errors by kind", &["kind"]),
+        }
+    }
+}
+
+/// An input position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Pos {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl Pos {
+    fn of(m: &OwnedMessage) -> Pos {
+        Pos {
+            topic: m.topic().into(),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    fn parse(s: &str) -> Option<Pos> {
+        let mut it = s.rsplitn(3, '/');
+        let offset = it.next()?.parse().ok()?;
+        let partition = it.next()?.parse().ok()?;
+        let topic = it.next()?;
+        Some(Pos {
+            topic: topic.into(),
+            partition,
+            offset,
+        })
+    }
+}
+
+/// An input record decoded with its identifiers, or why it could not be.
+type Decoded = std::result::Result<(Event, Vec<Identifier>), String>;
+
+/// What folding one edge did, kept until the input record that appended it is done.
+#[derive(Debug, Clone)]
+struct Effects {
+    resolution: Resolution,
+    version: u64,
+    at: i64,
+}
+
+/// The graph and the position of its log.
+struct GraphLog {
+    graph: IdentityGraph,
+    /// Next offset of the log to fold.
+    next: i64,
+    /// Effects by the input position of the edge's first append, per input partition.
+    effects: HashMap<(Arc<str>, i32), BTreeMap<i64, Effects>>,
+    /// Effects below these positions are never needed again (committed).
+    floor: HashMap<(Arc<str>, i32), i64>,
+}
+
+impl GraphLog {
+    fn fold(&mut self, offset: i64, value: Option<&[u8]>, metrics: &IdentityMetrics) -> Result<()> {
+        self.next = offset + 1;
+        let Some(bytes) = value else { return Ok(()) };
+        let edge: EdgeRecord = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                // Not written by a resolver; nothing can be folded from it.
+                metrics.errors.with_label_values(&["bad_edge"]).inc();
+                tracing::warn!(offset, error = %e, "unreadable edge in the graph log skipped");
+                return Ok(());
+            }
+        };
+        metrics.edges_folded.inc();
+        let res = self.graph.resolve(&edge.ids);
+        if res.links.is_empty() && res.merges.is_empty() && res.refusals.is_empty() {
+            return Ok(());
+        }
+        let Some(pos) = Pos::parse(&edge.src) else {
+            return Ok(());
+        };
+        let part = (pos.topic.clone(), pos.partition);
+        if self.floor.get(&part).is_some_and(|f| pos.offset < *f) {
+            return Ok(());
+        }
+        self.effects
+            .entry(part)
+            .or_default()
+            .entry(pos.offset)
+            .or_insert(Effects {
+                resolution: res,
+                version: offset as u64,
+                at: edge.at,
+            });
+        Ok(())
+    }
+
+    fn prune(&mut self, committed: &HashMap<PartKey, i64>) {
+        for ((t, p), o) in committed {
+            let key: (Arc<str>, i32) = (t.as_str().into(), *p);
+            if let Some(m) = self.effects.get_mut(&key) {
+                *m = m.split_off(o);
+            }
+            let f = self.floor.entry(key).or_insert(*o);
+            *f = (*f).max(*o);
+        }
+    }
+}
+
+/// Everything `zt process identity` needs.
+#[derive(Debug, Clone)]
+pub struct IdentityParams {
+    /// Broker.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// The processor's section.
+    pub identity: IdentityConfig,
+}
+
+impl IdentityParams {
+    fn inputs(&self) -> Vec<String> {
+        if self.identity.topics.is_empty() {
+            Source::ALL
+                .into_iter()
+                .map(|s| self.topics.events(s))
+                .collect()
+        } else {
+            self.identity.topics.clone()
+        }
+    }
+}
+
+struct Processor {
+    p: IdentityParams,
+    inputs: Vec<String>,
+    consumer: StreamConsumer<Ctx>,
+    ctx: Ctx,
+    log_reader: BaseConsumer,
+    producer: FutureProducer,
+    log: GraphLog,
+    metrics: IdentityMetrics,
+    edges_topic: String,
+    last_prune: Instant,
+}
+
+/// Runs the identity processor until `shutdown`.
+pub async fn run(
+    params: IdentityParams,
+    registry: &Registry,
+    health: &Health,
+    shutdown: Shutdown,
+) -> Result<()> {
+    params.identity.validate()?;
+    params.kafka.validate()?;
+    let metrics = IdentityMetrics::new(registry);
+    let ready = health.register("kafka");
+    ready.set_not_ready("restoring the identity graph");
+    let inputs = params.inputs();
+    let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone());
+    let consumer = runtime::group_consumer(
+        &params.kafka,
+        &params.identity.group_id,
+        &inputs,
+        ctx.clone(),
+        5_000,
+    )?;
+    let log_reader = runtime::reader(&params.kafka, &params.identity.group_id)?;
+    let producer = zt_kafka::build_producer(&params.kafka)?;
+    let edges_topic = params.topics.identity_edges();
+    let parts = runtime::partitions_of(&log_reader, &inputs)?;
+    let edge_parts = runtime::partitions_of(&log_reader, std::slice::from_ref(&edges_topic))?;
+    if edge_parts.len() != 1 {
+        return Err(Error::Topics(format!(
+            "{edges_topic} must have exactly 1 partition (the graph's log is totally ordered), has {}",
+            edge_parts.len()
+        )));
+    }
+    let mut proc = Processor {
+        inputs,
+        consumer,
+        ctx,
+        log_reader,
+        producer,
+        log: GraphLog {
+            graph: IdentityGraph::new(params.identity.graph()),
+            next: 0,
+            effects: HashMap::new(),
+            floor: HashMap::new(),
+        },
+        metrics,
+        edges_topic,
+        last_prune: Instant::now(),
+        p: params,
+    };
+    // Effects of edges whose input is committed are never needed: skip them while folding.
+    let committed = runtime::committed(&proc.consumer, &parts)?;
+    proc.log.prune(&committed);
+    let started = Instant::now();
+    proc.catch_up(None)?;
+    let secs = started.elapsed().as_secs_f64();
+    proc.metrics.restore_seconds.set(secs);
+    tracing::info!(
+        seconds = secs,
+        identifiers = proc.log.graph.len(),
+        persons = proc.log.graph.persons(),
+        log_offset = proc.log.next,
+        "identity graph restored"
+    );
+    // Tail the log from here on.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&proc.edges_topic, 0, Offset::Offset(proc.log.next))?;
+    proc.log_reader.assign(&tpl)?;
+    ready.set_ready();
+    tracing::info!(inputs = ?proc.inputs, group = %proc.p.identity.group_id, "identity processor started");
+    let out = proc.run_loop(&shutdown).await;
+    proc.consumer.unsubscribe();
+    out
+}
+
+impl Processor {
+    /// Folds the log up to its high watermark (`None`) or past `until`.
+    fn catch_up(&mut self, until: Option<i64>) -> Result<()> {
+        match until {
+            None => {
+                let topic = self.edges_topic.clone();
+                let metrics = self.metrics.clone();
+                let log = &mut self.log;
+                let from = log.next;
+                let next = runtime::read_to_end(&self.log_reader, &topic, 0, from, |m| {
+                    log.fold(m.offset(), m.payload(), &metrics)
+                })?;
+                self.log.next = next;
+            }
+            Some(target) => {
+                let mut idle = 0;
+                while self.log.next <= target {
+                    match self.log_reader.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) => {
+                            idle = 0;
+                            self.log.fold(m.offset(), m.payload(), &self.metrics)?;
+                        }
+                        Some(Err(e)) => return Err(Error::Kafka(e)),
+                        None => {
+                            idle += 1;
+                            if idle > 300 {
+                                return Err(Error::Topics(format!(
+                                    "{}: offset {target} acknowledged but not readable after 60 s",
+                                    self.edges_topic
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.identifiers.set(self.log.graph.len() as i64);
+        self.metrics.persons.set(self.log.graph.persons() as i64);
+        Ok(())
+    }
+
+    /// Folds whatever other instances appended, without waiting.
+    fn drain_log(&mut self) -> Result<()> {
+        while let Some(r) = self.log_reader.poll(Duration::ZERO) {
+            let m = r?;
+            self.log.fold(m.offset(), m.payload(), &self.metrics)?;
+        }
+        self.metrics.identifiers.set(self.log.graph.len() as i64);
+        self.metrics.persons.set(self.log.graph.persons() as i64);
+        Ok(())
+    }
+
+    async fn run_loop(&mut self, shutdown: &Shutdown) -> Result<()> {
+        let age = Duration::from_millis(self.p.identity.batch_max_age_ms);
+        while !shutdown.is_triggered() {
+            let (batch, events) = runtime::collect(
+                &self.consumer,
+                &self.ctx,
+                self.p.identity.batch_max_records,
+                age,
+                shutdown,
+            )
+            .await?;
+            self.apply_rebalance(events);
+            if batch.is_empty() {
+                self.drain_log()?;
+                continue;
+            }
+            self.process(&batch).await?;
+            if self.last_prune.elapsed() > Duration::from_secs(30) {
+                let parts = runtime::partitions_of(&self.log_reader, &self.inputs)?;
+                let committed = runtime::committed(&self.consumer, &parts)?;
+                self.log.prune(&committed);
+                self.last_prune = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_rebalance(&mut self, events: Vec<RebalanceEvent>) {
+        // The graph is global: nothing moves. A replayed record finds the effects of the
+        // edge its previous owner appended (kept by input position until committed).
+        for e in events {
+            if let RebalanceEvent::Assigned(keys) = e {
+                tracing::debug!(partitions = keys.len(), "input partitions assigned");
+            }
+        }
+    }
+
+    async fn process(&mut self, batch: &[OwnedMessage]) -> Result<()> {
+        let t = &self.p.topics.clone();
+        // Fold what other instances appended, so the batch sees the freshest graph.
+        self.drain_log()?;
+        // 1. Decode, find the edges the batch needs, append them.
+        let mut items: Vec<(Pos, Decoded)> = Vec::with_capacity(batch.len());
+        let mut edges = Vec::new();
+        for m in batch {
+            let pos = Pos::of(m);
+            let decoded = match m.payload() {
+                None => Err("record has no value".to_owned()),
+                Some(b) => zt_model::decode::<Event>(b).map_err(|e| e.to_string()),
+            };
+            let item = decoded.map(|ev| {
+                let ids = Identifier::from_identities(&ev.identities);
+                if !ids.is_empty() && !self.log.graph.is_settled(&ids) {
+                    let edge = EdgeRecord {
+                        src: pos.key(),
+                        ids: ids.clone(),
+                        at: ev.event_time,
+                    };
+                    edges.push(Out {
+                        topic: self.edges_topic.clone(),
+                        key: edge.src.clone().into_bytes(),
+                        value: Some(serde_json::to_vec(&edge).expect("edge serializes")),
+                        headers: vec![],
+                    });
+                }
+                (ev, ids)
+            });
+            items.push((pos, item));
+        }
+        if !edges.is_empty() {
+            let acks = runtime::send_all(&self.producer, &edges).await?;
+            self.metrics.edges_appended.inc_by(edges.len() as u64);
+            let last = acks.iter().map(|a| a.1).max().unwrap_or(-1);
+            self.catch_up(Some(last))?;
+        }
+        // 2. Resolve and send.
+        let mut out = Vec::with_capacity(batch.len() * 2);
+        let mut merges = 0u64;
+        for (pos, item) in items {
+            match item {
+                Err(reason) => {
+                    self.metrics
+                        .events
+                        .with_label_values(&["dead_letter"])
+                        .inc();
+                    let m = batch
+                        .iter()
+                        .find(|m| {
+                            m.offset() == pos.offset
+                                && m.partition() == pos.partition
+                                && *m.topic() == *pos.topic
+                        })
+                        .expect("position from the batch");
+                    out.push(dead_letter(
+                        t,
+                        &pos,
+                        m.payload().unwrap_or_default(),
+                        &reason,
+                    ));
+                }
+                Ok((mut ev, ids)) => {
+                    let person = self.log.graph.person_for(&ids);
+                    if let Some(fx) = self
+                        .log
+                        .effects
+                        .get_mut(&(pos.topic.clone(), pos.partition))
+                        .and_then(|m| m.remove(&pos.offset))
+                    {
+                        merges += fx.resolution.merges.len() as u64;
+                        effects_out(t, &fx, &self.metrics, &mut out);
+                    }
+                    // The identifiers that are this person's (a guard may have kept one
+                    // of the event's identifiers with another person).
+                    let own: Vec<String> = match &person {
+                        Some(p) => ids
+                            .iter()
+                            .filter(|i| self.log.graph.person_of(i).as_ref() == Some(p))
+                            .map(ToString::to_string)
+                            .collect(),
+                        None => vec![],
+                    };
+                    let key = person.clone().unwrap_or_else(|| ev.event_id.clone());
+                    self.metrics
+                        .events
+                        .with_label_values(&[if person.is_some() {
+                            "resolved"
+                        } else {
+                            "anonymous"
+                        }])
+                        .inc();
+                    ev.person_id = person;
+                    match zt_model::encode(&ev) {
+                        Ok(bytes) => out.push(Out {
+                            topic: t.events_resolved(),
+                            key: key.into_bytes(),
+                            value: Some(bytes),
+                            headers: vec![
+                                ("zt-src", pos.key()),
+                                (
+                                    PERSON_IDS_HEADER,
+                                    serde_json::to_string(&own).expect("strings serialize"),
+                                ),
+                            ],
+                        }),
+                        Err(e) => {
+                            self.metrics.errors.with_label_values(&["encode"]).inc();
+                            return Err(Error::Corrupt {
+                                topic: pos.topic.to_string(),
+                                partition: pos.partition,
+                                offset: pos.offset,
+                                reason: format!("re-encoding the event failed: {e}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        runtime::send_all(&self.producer, &out).await?;
+        self.metrics.merges.inc_by(merges);
+        // 3. Commit.
+        runtime::commit(&self.consumer, &runtime::next_offsets(batch))
+    }
+}
+
+fn effects_out(t: &TopicsConfig, fx: &Effects, metrics: &IdentityMetrics, out: &mut Vec<Out>) {
+    for (id, person) in &fx.resolution.links {
+        let link = IdentityLink {
+            id_type: id.kind.as_str().to_owned(),
+            id_value: id.value.clone(),
+            person_id: person.clone(),
+            version: fx.version,
+            linked_at_ms: fx.at,
+        };
+        out.push(Out {
+            topic: t.identity_links(),
+            key: id.to_string().into_bytes(),
+            value: Some(serde_json::to_vec(&link).expect("link serializes")),
+            headers: vec![],
+        });
+    }
+    for m in &fx.resolution.merges {
+        let merge = IdentityMerge {
+            from: m.from.clone(),
+            into: m.into.clone(),
+            version: fx.version,
+            merged_at_ms: fx.at,
+        };
+        out.push(Out {
+            topic: t.identity_merges(),
+            key: m.from.clone().into_bytes(),
+            value: Some(serde_json::to_vec(&merge).expect("merge serializes")),
+            headers: vec![],
+        });
+    }
+    for r in &fx.resolution.refusals {
+        metrics
+            .refusals
+            .with_label_values(&[r.reason.as_str()])
+            .inc();
+    }
+}
+
+fn dead_letter(t: &TopicsConfig, pos: &Pos, original: &[u8], reason: &str) -> Out {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let dl = DeadLetter {
+        dlq_id: format!("identity:{}", pos.key()),
+        stage: "identity".into(),
+        source: pos
+            .topic
+            .rsplit('.')
+            .next()
+            .filter(|s| s.parse::<Source>().is_ok())
+            .unwrap_or("unknown")
+            .to_owned(),
+        reason: "undecodable".into(),
+        field: None,
+        message: reason.to_owned(),
+        original: original.to_vec(),
+        content_type: Some("application/vnd.zt.event+avro".into()),
+        received_at: now,
+        failed_at: now,
+        origin_topic: Some(pos.topic.to_string()),
+        origin_partition: Some(pos.partition),
+        origin_offset: Some(pos.offset),
+    };
+    Out {
+        topic: t.dlq(),
+        key: dl.dlq_id.clone().into_bytes(),
+        value: Some(zt_model::encode(&dl).expect("dead letter encodes")),
+        headers: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        let p = Pos {
+            topic: "zt.events.erp".into(),
+            partition: 3,
+            offset: 42,
+        };
+        assert_eq!(Pos::parse(&p.key()), Some(p));
+        assert_eq!(Pos::parse("x"), None);
+    }
+}

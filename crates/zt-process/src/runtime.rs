@@ -1,0 +1,368 @@
+//! What the processors share: the consumer context (rebalances, lag, client errors),
+//! batches, sending a batch of records and waiting for every acknowledgement, committing,
+//! and reading a partition to its end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGaugeVec};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use zt_kafka::{ConsumerOptions, KafkaConfig};
+use zt_runtime::health::ReadyHandle;
+use zt_runtime::shutdown::Shutdown;
+
+use crate::error::{Error, Result};
+
+/// A topic and partition.
+pub type PartKey = (String, i32);
+
+/// A rebalance, as seen by the processing loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// Partitions assigned.
+    Assigned(Vec<PartKey>),
+    /// Partitions revoked.
+    Revoked(Vec<PartKey>),
+}
+
+/// Consumer context: queues rebalances for the loop, exports lag, counts client errors.
+#[derive(Clone)]
+pub struct Ctx {
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    lag: IntGaugeVec,
+    errors: IntCounterVec,
+    ready: ReadyHandle,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+fn keys(tpl: &TopicPartitionList) -> Vec<PartKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl Ctx {
+    /// A context exporting lag to `lag` (labels topic, partition) and errors to `errors`
+    /// (label kind).
+    pub fn new(lag: IntGaugeVec, errors: IntCounterVec, ready: ReadyHandle) -> Self {
+        Ctx {
+            events: Arc::default(),
+            lag,
+            errors,
+            ready,
+        }
+    }
+
+    /// Rebalances since the last call, in order.
+    pub fn take_events(&self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, e: RebalanceEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.lag
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.with_label_values(&["kafka"]).inc();
+        tracing::warn!(error = %error, reason, "kafka client error");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.ready.set_not_ready("all brokers down");
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                self.push(RebalanceEvent::Revoked(keys(tpl)));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                self.errors.with_label_values(&["rebalance"]).inc();
+                tracing::warn!(error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.push(RebalanceEvent::Assigned(keys(tpl)));
+        }
+    }
+}
+
+/// A group member that commits only when told (after its outputs are acknowledged).
+pub fn group_consumer(
+    kafka: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+    ctx: Ctx,
+    lag_interval_ms: u64,
+) -> Result<StreamConsumer<Ctx>> {
+    let mut cc = zt_kafka::client::consumer_config(
+        kafka,
+        &ConsumerOptions {
+            group_id: group.to_owned(),
+            auto_commit: false,
+        },
+    )?;
+    // Range assignment keeps co-partitioned topics together (partition n of every input
+    // topic goes to the same member), which the profiles processor relies on.
+    cc.set("partition.assignment.strategy", "range");
+    if lag_interval_ms > 0 {
+        cc.set("statistics.interval.ms", lag_interval_ms.to_string());
+    }
+    let c: StreamConsumer<Ctx> = cc.create_with_context(ctx)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    c.subscribe(&names)?;
+    Ok(c)
+}
+
+/// A consumer outside any group, for reading partitions by offset (restores, logs).
+pub fn reader(kafka: &KafkaConfig, name: &str) -> Result<BaseConsumer> {
+    let mut cc = zt_kafka::client::consumer_config(
+        kafka,
+        &ConsumerOptions {
+            group_id: format!("{name}.reader"),
+            auto_commit: false,
+        },
+    )?;
+    cc.set("enable.partition.eof", "false");
+    Ok(cc.create()?)
+}
+
+/// Collects up to `max` records, waiting at most `age` for the first batch to fill.
+/// Returns early (possibly empty) on shutdown or when a rebalance happened, so the caller
+/// can apply it before processing anything.
+pub async fn collect(
+    consumer: &StreamConsumer<Ctx>,
+    ctx: &Ctx,
+    max: usize,
+    age: Duration,
+    shutdown: &Shutdown,
+) -> Result<(Vec<OwnedMessage>, Vec<RebalanceEvent>)> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + age;
+    while out.len() < max {
+        let r = tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            r = consumer.recv() => r,
+        };
+        let events = ctx.take_events();
+        if !events.is_empty() {
+            // Whatever was collected before belongs to the assignment before this
+            // rebalance: drop it, the new assignment starts again from the committed
+            // offsets. The record this very call returned was fetched for the new
+            // assignment (the callbacks ran inside it, before it returned): keep it, or it
+            // would be skipped.
+            out.clear();
+            if let Ok(m) = r {
+                out.push(m.detach());
+            }
+            return Ok((out, events));
+        }
+        match r {
+            Ok(m) => out.push(m.detach()),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok((out, ctx.take_events()))
+}
+
+/// A record to send.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Topic.
+    pub topic: String,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value; None is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers (name, value).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Sends every record and waits for every acknowledgement; the offsets, in order.
+pub async fn send_all(producer: &FutureProducer, records: &[Out]) -> Result<Vec<(i32, i64)>> {
+    let futures = records.iter().map(|r| {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).key(&r.key[..]);
+        if let Some(v) = &r.value {
+            rec = rec.payload(&v[..]);
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        producer.send(rec, Timeout::Never)
+    });
+    let mut out = Vec::with_capacity(records.len());
+    for r in futures::future::join_all(futures).await {
+        match r {
+            Ok(d) => out.push((d.partition, d.offset)),
+            Err((e, _)) => return Err(Error::Kafka(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Commits `next` offsets (the offset of the next record to read) synchronously.
+pub fn commit<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    next: &BTreeMap<PartKey, i64>,
+) -> Result<()> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in next {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    Ok(())
+}
+
+/// The next offset of every partition in `batch` (last offset + 1).
+pub fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<PartKey, i64> {
+    let mut next: BTreeMap<PartKey, i64> = BTreeMap::new();
+    for m in batch {
+        let e = next
+            .entry((m.topic().to_owned(), m.partition()))
+            .or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    next
+}
+
+/// The group's committed offsets for `parts` (partitions without one are absent).
+pub fn committed<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    parts: &[PartKey],
+) -> Result<HashMap<PartKey, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The partitions of `topics`.
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[String],
+) -> Result<Vec<PartKey>> {
+    let mut out = Vec::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t)
+            .map(|m| m.partitions().len())
+            .unwrap_or(0);
+        if n == 0 {
+            return Err(Error::Topics(format!(
+                "topic {t} does not exist (run `zt topics create`)"
+            )));
+        }
+        out.extend((0..n as i32).map(|p| (t.clone(), p)));
+    }
+    Ok(out)
+}
+
+/// Reads `topic`/`partition` from `from` up to its high watermark at the time of the
+/// call, handing every record to `f`. Returns the next offset.
+pub fn read_to_end(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
+) -> Result<i64> {
+    let (low, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let start = from.max(low);
+    if start >= high {
+        return Ok(start.max(from));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    reader.assign(&tpl)?;
+    let mut next = start;
+    let mut idle = 0u32;
+    while next < high {
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                next = m.offset() + 1;
+                f(&m)?;
+            }
+            Some(Err(e)) => return Err(Error::Kafka(e)),
+            None => {
+                idle += 1;
+                if idle > 120 {
+                    return Err(Error::Topics(format!(
+                        "{topic} partition {partition}: no progress at offset {next} of {high} for 60 s"
+                    )));
+                }
+            }
+        }
+    }
+    reader.unassign()?;
+    Ok(next)
+}
