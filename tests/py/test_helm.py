@@ -71,6 +71,8 @@ REQUIRED_VALUES = {
 VALUE_SETS = ["default", "ci"]
 # Kinds that are CustomResourceDefinitions: no schema in kubernetes-validate.
 CRD_KINDS = {"ServiceMonitor"}
+# The processors `zt process` has; funnels is still refused by the chart.
+PROCESSORS = ("identity", "profiles")
 RECOMMENDED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -184,13 +186,21 @@ def test_rendered_objects(rendered):
     if kind == "default":
         expected += [("Secret", "config"), ("Secret", "hooks")]
     else:
-        # existingSecret: the chart creates no Secret; a ServiceMonitor is on.
-        expected += [("ServiceMonitor", "metrics")]
+        # existingSecret: the chart creates no Secret; a ServiceMonitor is on; the identity
+        # and profiles processors are on.
+        expected += [
+            ("ServiceMonitor", "metrics"),
+            ("Deployment", "identity"),
+            ("Deployment", "profiles"),
+        ]
     assert names == sorted(expected)
-    # No processor exists yet: nothing runs `zt process ...`.
-    for name, pod in pod_specs(docs):
-        for c in pod["spec"]["containers"]:
-            assert "process" not in c["args"], name
+    # `zt process ...` runs only in the processors' Deployments, and never `funnels`.
+    for d in by_kind(docs, "Deployment"):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        if component(d) in PROCESSORS:
+            assert c["args"][-2:] == ["process", component(d)]
+        else:
+            assert "process" not in c["args"], d["metadata"]["name"]
 
 
 def test_migrations_and_topics_run_as_pre_install_and_pre_upgrade_hooks(rendered):
@@ -307,8 +317,9 @@ def test_selectors_match_their_pods(rendered):
     services = {component(s): s for s in by_kind(docs, "Service")}
     assert services["ingest"]["spec"]["selector"].items() <= ingest_pods.items()
     assert not services["ingest"]["spec"]["selector"].items() <= sink_pods.items()
-    # The metrics Service reaches every long-running component.
-    for pods in (ingest_pods, sink_pods):
+    # The metrics Service reaches every long-running component, processors included.
+    for d in deployments.values():
+        pods = d["spec"]["template"]["metadata"]["labels"]
         assert services["metrics"]["spec"]["selector"].items() <= pods.items()
     (pdb,) = by_kind(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= ingest_pods.items()
@@ -373,9 +384,10 @@ def security_problems(name: str, pod: dict) -> list[str]:
 
 
 def test_every_pod_is_non_root_read_only_and_unprivileged(rendered):
-    _, docs = rendered
+    kind, docs = rendered
     pods = pod_specs(docs)
-    assert len(pods) == 4  # ingest, sink, migrate, topics
+    # ingest, sink, migrate, topics; ci adds the identity and profiles processors.
+    assert len(pods) == (4 if kind == "default" else 6)
     for name, pod in pods:
         assert security_problems(name, pod) == []
 
@@ -413,9 +425,24 @@ def test_config_change_rolls_the_pods(chart):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"processors": {"identity": {"enabled": True}}}, "zt process identity"),
-        ({"processors": {"funnels": {"enabled": True}}}, "zt process funnels"),
+        ({"processors": {"funnels": {"enabled": True}}}, "`zt process funnels` does not exist"),
         ({"sink": {"replicas": 13}}, "exceeds the topics' partitions (12)"),
+        (
+            {"processors": {"identity": {"enabled": True, "replicas": 13}}},
+            "processors.identity.replicas (13) exceeds the partitions of its input topics (12)",
+        ),
+        (
+            {"processors": {"profiles": {"enabled": True, "replicas": 13}}},
+            "processors.profiles.replicas (13) exceeds the partitions of zt.events.resolved (12)",
+        ),
+        (
+            {
+                "processors": {"profiles": {"enabled": True}},
+                "config": {"topics": {"partition_overrides": {"zt.profiles.state": 24}}},
+            },
+            "zt.events.resolved=12, zt.identity.merges=12, zt.profiles.transfers=12, "
+            "zt.profiles=12, zt.profiles.state=24",
+        ),
         ({"config": {"pii": {"salt": "x" * 20}}}, "config.pii.salt is set by the chart"),
         ({"config": {"clickhouse": {"password": "p"}}}, "config.clickhouse.password is set by"),
         ({"config": {"kafka": {"bootstrap_servers": "a:1"}}}, "use kafka.bootstrapServers"),
@@ -431,14 +458,120 @@ def test_render_refuses(chart, change, message):
 
 
 def test_processor_guard_matches_the_binary(zt_bin):
-    # The chart refuses processors because `zt process` does not exist. When it arrives,
-    # this fails: replace the `fail` in templates/processors.yaml with the Deployment.
+    # The chart deploys the processors `zt process` has and refuses the others: when
+    # `zt process funnels` arrives, this fails; render its Deployment in
+    # templates/processors.yaml (and drop its `fail`).
     r = subprocess.run(
         [str(zt_bin), "process", "--help"], capture_output=True, text=True, env=clean_env(), timeout=30
     )
-    assert r.returncode != 0 and "unrecognized subcommand" in r.stderr, (
-        "`zt process` exists now: render its Deployments in templates/processors.yaml"
+    assert r.returncode == 0, r.stderr
+    commands = set(re.findall(r"^  ([a-z][a-z-]*)  ", r.stdout.split("Commands:", 1)[1], re.M))
+    assert commands - {"help"} == set(PROCESSORS), r.stdout
+    r = subprocess.run(
+        [str(zt_bin), "process", "funnels"], capture_output=True, text=True, env=clean_env(), timeout=30
     )
+    assert r.returncode != 0 and "unrecognized subcommand" in r.stderr, (
+        "`zt process funnels` exists now: render its Deployment in templates/processors.yaml"
+    )
+
+
+def processor_values(**processors) -> dict:
+    values = values_for("default")
+    values["processors"] = {name: {"enabled": True, **p} for name, p in processors.items()}
+    return values
+
+
+def test_processors_render_as_consumer_group_deployments(chart):
+    docs = render(chart, processor_values(identity={"replicas": 12}, profiles={"replicas": 12}))
+    deployments = {component(d): d for d in by_kind(docs, "Deployment")}
+    assert set(deployments) == {"ingest", "sink", *PROCESSORS}
+    sink = deployments["sink"]
+    sink_pod = sink["spec"]["template"]["spec"]
+    for name in PROCESSORS:
+        d = deployments[name]
+        assert d["metadata"]["name"] == f"{RELEASE}-zhongtai-{name}"
+        assert d["spec"]["replicas"] == 12  # = config.topics.partitions: allowed
+        # Rolled one by one like the sink: a surge member could be left without partitions.
+        assert d["spec"]["strategy"] == sink["spec"]["strategy"]
+        pod = d["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["name"] == name
+        assert c["args"] == ["--config", "/etc/zhongtai/zhongtai.toml", "process", name]
+        # The release's ConfigMap, mounted where --config points.
+        assert pod["volumes"] == sink_pod["volumes"]
+        (cfg,) = [v for v in pod["volumes"] if v["name"] == "config"]
+        assert cfg["configMap"]["name"] == f"{RELEASE}-zhongtai"
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["config"]["mountPath"] == "/etc/zhongtai" and mounts["config"]["readOnly"]
+        assert [p["name"] for p in c["ports"]] == ["admin"]
+        for probe, path in (
+            ("startupProbe", "/livez"),
+            ("livenessProbe", "/livez"),
+            ("readinessProbe", "/readyz"),
+        ):
+            assert (c[probe]["httpGet"]["path"], c[probe]["httpGet"]["port"]) == (path, "admin")
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+        # Neither reads the PII salt nor ClickHouse: no secret reaches them.
+        assert "ZT__PII__SALT" not in json.dumps(c) and "ZT__CLICKHOUSE" not in json.dumps(c)
+        assert pod["terminationGracePeriodSeconds"] == 60
+        ann = d["spec"]["template"]["metadata"]["annotations"]
+        assert ann["checksum/config"] == sink["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"
+        ]
+        assert security_problems(name, d["spec"]["template"]) == []
+        kube_validate(manifests([d])[0])
+    # No PodDisruptionBudget for them (the sink has none either).
+    assert [component(p) for p in by_kind(docs, "PodDisruptionBudget")] == ["ingest"]
+    # Off by default.
+    defaults = render(chart, values_for("default"))
+    assert not {component(d) for d in by_kind(defaults, "Deployment")} & set(PROCESSORS)
+
+
+def test_processor_replicas_are_bounded_by_their_own_inputs(chart):
+    # identity splits the source topics' partitions: a larger source topic raises its
+    # bound; profiles is bounded by zt.events.resolved alone.
+    overrides = {"zt.events.tracking": 24}
+    values = processor_values(identity={"replicas": 24}, profiles={"replicas": 4})
+    values["config"] = {"topics": {"partitions": 4, "partition_overrides": overrides}}
+    docs = render(chart, values)
+    replicas = {component(d): d["spec"].get("replicas") for d in by_kind(docs, "Deployment")}
+    assert (replicas["identity"], replicas["profiles"]) == (24, 4)
+    values["processors"]["profiles"]["replicas"] = 5
+    with pytest.raises(helm.HelmError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "processors.profiles.replicas (5) exceeds the partitions of zt.events.resolved (4)" in str(
+        e.value
+    )
+    # Explicit identity inputs: only their partitions count.
+    values = processor_values(identity={"replicas": 5})
+    values["config"] = {
+        "topics": {"partitions": 4, "partition_overrides": overrides},
+        "identity": {"topics": ["zt.events.crm", "zt.events.erp"]},
+    }
+    with pytest.raises(helm.HelmError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "processors.identity.replicas (5) exceeds the partitions of its input topics (4)" in str(
+        e.value
+    )
+    # Co-partitioned topics raised together: allowed, and the bound follows.
+    values = processor_values(profiles={"replicas": 8})
+    values["config"] = {
+        "topics": {
+            "partitions": 4,
+            "partition_overrides": {
+                t: 8
+                for t in (
+                    "zt.events.resolved",
+                    "zt.identity.merges",
+                    "zt.profiles.transfers",
+                    "zt.profiles",
+                    "zt.profiles.state",
+                )
+            },
+        }
+    }
+    (profiles,) = [d for d in by_kind(render(chart, values), "Deployment") if component(d) == "profiles"]
+    assert profiles["spec"]["replicas"] == 8
 
 
 def test_sink_replicas_may_reach_the_largest_partition_override(chart):
@@ -538,6 +671,9 @@ def test_configmap_is_the_toml_the_binary_reads(rendered, zt_bin, tmp_path):
         assert erp["mapping"]["renames"] == {"order_no": "order_id", "cust_no": "customer_id"}
         assert effective["sink"]["batch_max_bytes"] == 67108864  # not 6.7108864e+07
         assert effective["clickhouse"]["cluster"] == "prod"
+        # The processors' sections reach the binary too.
+        assert effective["identity"]["max_per_person"]["anonymous_id"] == 100
+        assert effective["profiles"]["rfm"]["high_score"] == 4
 
 
 def test_zt_config_check_refuses_an_unknown_key(zt_bin, tmp_path, chart):
@@ -601,6 +737,12 @@ _DELETE = object()
         ("secrets.piiSalt", _DELETE, "secrets"),  # no salt and no existing Secret
         ("secrets.piiSalt", "short", "secrets/piiSalt"),
         ("sink.replicas", -1, "sink/replicas"),
+        ("processors.identity", {"enabled": True, "replicas": -1}, "processors/identity/replicas"),
+        ("processors.profiles", {"enabled": True, "replica": 2}, "processors/profiles"),
+        ("config.identity", {"priority": ["phone"]}, "config/identity/priority/0"),
+        ("config.identity", {"max_per_person": {"phone_hash": 0}}, "config/identity/max_per_person"),
+        ("config.profiles", {"rfm": {"high_score": 6}}, "config/profiles/rfm/high_score"),
+        ("config.profiles", {"rfm": {"frequency": [2, 3]}}, "config/profiles/rfm/frequency"),
         ("ingest.replicas", -3, "ingest/replicas"),
         ("ingest.autoscaling", {"minReplicas": 0}, "ingest/autoscaling/minReplicas"),
         ("image.pullPolicy", "Sometimes", "image/pullPolicy"),

@@ -98,11 +98,39 @@ members than that.
 {{- $max }}
 {{- end }}
 
-{{/* Checks a consumer-group Deployment's replicas against the partitions. Args: ctx, component, replicas. */}}
+{{/*
+The partition count `zt topics create` gives one platform topic: its partition_overrides
+entry, else config.topics.partitions. Args: ctx, topic (full name).
+*/}}
+{{- define "zhongtai.topicPartitions" -}}
+{{- $topics := get .ctx.Values.config "topics" | default dict }}
+{{- $overrides := get $topics "partition_overrides" | default dict }}
+{{- if hasKey $overrides .topic }}
+{{- int (get $overrides .topic) }}
+{{- else }}
+{{- int (get $topics "partitions" | default 4) }}
+{{- end }}
+{{- end }}
+
+{{/* The topic name prefix (config.topics.prefix, default zt). */}}
+{{- define "zhongtai.topicPrefix" -}}
+{{- $topics := get .Values.config "topics" | default dict }}
+{{- get $topics "prefix" | default "zt" }}
+{{- end }}
+
+{{/*
+Checks a consumer-group Deployment's replicas against the partitions. Args: ctx, component,
+replicas; optional: partitions (the bound; default the largest of any platform topic),
+partitionsOf (what the bound counts), valuePath (the value named in the message; default
+<component>.replicas).
+*/}}
 {{- define "zhongtai.checkReplicas" -}}
 {{- $max := int (include "zhongtai.maxPartitions" .ctx) }}
+{{- if hasKey . "partitions" }}{{ $max = int .partitions }}{{ end }}
+{{- $of := .partitionsOf | default "the topics' partitions" }}
+{{- $path := .valuePath | default (printf "%s.replicas" .component) }}
 {{- if gt (int .replicas) $max }}
-{{- fail (printf "%s.replicas (%d) exceeds the topics' partitions (%d): the extra consumer-group members would stay idle and never ready; raise config.topics.partitions (and the topics' real partition count) first" .component (int .replicas) $max) }}
+{{- fail (printf "%s (%d) exceeds %s (%d): the extra consumer-group members would stay idle and never ready; raise config.topics.partitions (and the topics' real partition count) first" $path (int .replicas) $of $max) }}
 {{- end }}
 {{- end }}
 
@@ -221,13 +249,17 @@ volumeMounts:
 {{- end }}
 
 {{/*
-A long-running consumer-group component (`zt <args>`): the sink today, the processors when
-their binaries exist. Args: ctx, component, args (list), replicas, resources, grace,
-annotations, salt (bool), password (bool).
+A long-running consumer-group component (`zt <args>`): the sink and the processors. Args:
+ctx, component, args (list), replicas, resources, grace, annotations, salt (bool),
+password (bool); optional partitions, partitionsOf, valuePath (see zhongtai.checkReplicas).
 */}}
 {{- define "zhongtai.consumerDeployment" -}}
 {{- $ctx := .ctx }}
-{{- include "zhongtai.checkReplicas" (dict "ctx" $ctx "component" .component "replicas" .replicas) }}
+{{- $check := dict "ctx" $ctx "component" .component "replicas" .replicas }}
+{{- range $k := list "partitions" "partitionsOf" "valuePath" }}
+{{- if hasKey $ $k }}{{ $_ := set $check $k (get $ $k) }}{{ end }}
+{{- end }}
+{{- include "zhongtai.checkReplicas" $check }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
