@@ -431,3 +431,59 @@ async fn journey_across_six_sources_ends_in_the_hand_written_profile() {
     wrong.refunded_minor += 1;
     assert_ne!(*got, wrong);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phone_shared_by_many_devices_is_capped_by_the_device_limit() {
+    // At most 3 devices per person: a phone seen with 5 devices keeps 3, the other two
+    // stay persons of their own (the guard refuses the link and marks them shared).
+    let env = setup_with(
+        "shared",
+        2,
+        10,
+        "[identity.max_per_person]\nanonymous_id = 3\nphone_hash = 5\nemail_hash = 5\n",
+    )
+    .await;
+    let events: Vec<Event> = (1..=5)
+        .map(|n| {
+            ev(
+                &format!("s-{n}"),
+                "track",
+                T0 + n,
+                Identities {
+                    anonymous_id: some(&format!("dev-s{n}")),
+                    phone_hash: some("PH-S"),
+                    ..ids()
+                },
+                Payload::Tracking(TrackingPayload {
+                    name: some("Product Viewed"),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect();
+    env.produce(&producer(), &events).await;
+    let mut identity = env.spawn("identity", 0, &[]);
+    let mut profiles = env.spawn("profiles", 0, &[]);
+    let drained = env.wait_drained(Duration::from_secs(90));
+    signal(&identity, "TERM");
+    signal(&profiles, "TERM");
+    let _ = wait_exit(&mut identity, Duration::from_secs(20));
+    let _ = wait_exit(&mut profiles, Duration::from_secs(20));
+    assert!(drained, "{}", env.logs());
+    let links: BTreeMap<String, IdentityLink> = latest_json(&env.topics.identity_links());
+    let phone = pid("phone_hash", "PH-S");
+    let (with_phone, alone): (Vec<_>, Vec<_>) = (1..=5)
+        .map(|n| {
+            let dev = format!("dev-s{n}");
+            let p = links[&format!("anonymous_id:{dev}")].person_id.clone();
+            (dev, p)
+        })
+        .partition(|(_, p)| *p == phone);
+    assert_eq!(with_phone.len(), 3, "{with_phone:?} {alone:?}");
+    for (dev, p) in &alone {
+        assert_eq!(*p, pid("anonymous_id", dev), "{dev} stays its own person");
+    }
+    // The phone's profile lists exactly its three devices.
+    let profiles_by_person: BTreeMap<String, ProfileSnapshot> = latest_json(&env.topics.profiles());
+    assert_eq!(profiles_by_person[&phone].anonymous_ids.len(), 3);
+}

@@ -41,6 +41,11 @@ pub struct Env {
 }
 
 pub async fn setup(test: &str, partitions: i32, batch: usize) -> Env {
+    setup_with(test, partitions, batch, "").await
+}
+
+/// [`setup`] with extra TOML appended to the config file.
+pub async fn setup_with(test: &str, partitions: i32, batch: usize, extra: &str) -> Env {
     let prefix = unique(&format!("zt-it-{test}"));
     let topics = TopicsConfig {
         prefix: prefix.clone(),
@@ -86,6 +91,7 @@ batch_max_age_ms = 50
 group_id = "{pg}"
 batch_max_records = {batch}
 batch_max_age_ms = 50
+{extra}
 "#,
         kafka = kafka_bootstrap(),
         ig = env.identity_group,

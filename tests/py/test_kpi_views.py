@@ -153,6 +153,10 @@ def apply_migrations(engine: Engine, db: str) -> None:
     engine.execute(f"CREATE DATABASE {db}")
     for f in ddl_files():
         for stmt in split_statements(f.read_text(encoding="utf-8")):
+            if engine.name == "live":
+                # ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS; `zt migrate` rewrites it
+                # to a plain ADD COLUMN of the missing columns, and this database is new.
+                stmt = re.sub(r"ADD COLUMN IF NOT EXISTS", "ADD COLUMN", stmt)
             try:
                 engine.execute(stmt.replace("{database}", db))
             except Exception as e:

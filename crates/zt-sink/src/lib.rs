@@ -14,6 +14,7 @@ pub mod error;
 pub mod failpoint;
 pub mod metrics;
 pub mod migrate;
+pub mod processed;
 pub mod rowbinary;
 pub mod rows;
 pub mod sink;

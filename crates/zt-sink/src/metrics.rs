@@ -18,7 +18,8 @@ pub struct SinkMetrics {
     /// `zt_sink_bytes_inserted_total{table}`: RowBinary bytes inserted (before compression).
     pub bytes_inserted: IntCounterVec,
     /// `zt_sink_rows_skipped_total{table}`: rows not inserted because ClickHouse already
-    /// held their record (the effectively-once resume at work).
+    /// held their record (the effectively-once resume at work), or because the record was a
+    /// tombstone (no value) of a compacted processed topic (one per tombstone).
     pub rows_skipped: IntCounterVec,
     /// `zt_sink_insert_duration_seconds{table}`.
     pub insert_duration: HistogramVec,
@@ -85,7 +86,7 @@ impl SinkMetrics {
             rows_skipped: counter(
                 r,
                 "zt_sink_rows_skipped_total",
-                "rows not inserted because ClickHouse already held their record",
+                "rows not inserted because ClickHouse already held their record (or tombstones)",
                 &["table"],
             ),
             insert_duration: reg(

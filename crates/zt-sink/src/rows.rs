@@ -1,4 +1,5 @@
-//! Rows of the sink's tables (`schemas/clickhouse/0001`–`0006`) and the mapping from one
+//! Rows of the sink's tables (`schemas/clickhouse/0001`–`0006`; `0007`, `0008`, `0010` for
+//! the processed topics, mapped in [`crate::processed`]) and the mapping from one
 //! canonical event to them. Field order and types follow the DDL column for column
 //! (materialized columns are left out and computed by the server; `person_id`, whose
 //! `DEFAULT ''` predates the event's `person_id`, is written: the event's resolved person,
@@ -8,6 +9,8 @@
 use clickhouse::Row;
 use serde::Serialize;
 use zt_model::{Event, Payload};
+
+pub use crate::processed::{IdentityLinkRow, IdentityMergeRow, ProfileRow};
 
 /// Where a record came from: every row carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,7 +471,47 @@ impl SinkRow for CustomerRow {
     }
 }
 
-/// Every row one event maps to.
+sink_row!(
+    IdentityLinkRow,
+    "identity_links",
+    fixed = 33,
+    strings = [id_type, id_value, person_id, _topic],
+    arrays = []
+);
+sink_row!(
+    ProfileRow,
+    "profiles",
+    fixed = 120,
+    strings = [
+        person_id,
+        crm_customer_id,
+        phone_hash,
+        email_hash,
+        acquisition_channel,
+        acquisition_campaign,
+        currency,
+        tier,
+        province,
+        city,
+        traits_json,
+        merged_into,
+        last_order_id,
+        last_order_status,
+        last_shipment_status,
+        rfm_segment,
+        _topic
+    ],
+    arrays = [user_ids, anonymous_ids, consents_granted, consents_denied]
+);
+sink_row!(
+    IdentityMergeRow,
+    "identity_merges",
+    fixed = 28,
+    strings = [from_person, into_person, _topic],
+    arrays = []
+);
+
+/// Every row one record maps to.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Rows {
     /// Always exactly one.
@@ -485,6 +528,12 @@ pub struct Rows {
     pub ad_spend: Vec<AdSpendRow>,
     #[allow(missing_docs)]
     pub customers: Vec<CustomerRow>,
+    /// From `<prefix>.identity.links` ([`crate::processed`]).
+    pub identity_links: Vec<IdentityLinkRow>,
+    /// From `<prefix>.profiles`.
+    pub profiles: Vec<ProfileRow>,
+    /// From `<prefix>.identity.merges`.
+    pub identity_merges: Vec<IdentityMergeRow>,
 }
 
 impl Rows {
@@ -497,6 +546,9 @@ impl Rows {
             + self.tickets.len()
             + self.ad_spend.len()
             + self.customers.len()
+            + self.identity_links.len()
+            + self.profiles.len()
+            + self.identity_merges.len()
     }
 
     /// True when there are no rows.
@@ -513,6 +565,9 @@ impl Rows {
         self.tickets.append(&mut other.tickets);
         self.ad_spend.append(&mut other.ad_spend);
         self.customers.append(&mut other.customers);
+        self.identity_links.append(&mut other.identity_links);
+        self.profiles.append(&mut other.profiles);
+        self.identity_merges.append(&mut other.identity_merges);
     }
 
     /// Removes every row, keeping the allocations.
@@ -524,6 +579,9 @@ impl Rows {
         self.tickets.clear();
         self.ad_spend.clear();
         self.customers.clear();
+        self.identity_links.clear();
+        self.profiles.clear();
+        self.identity_merges.clear();
     }
 
     /// Approximate bytes over all tables.
@@ -538,11 +596,14 @@ impl Rows {
             + b(&self.tickets)
             + b(&self.ad_spend)
             + b(&self.customers)
+            + b(&self.identity_links)
+            + b(&self.profiles)
+            + b(&self.identity_merges)
     }
 }
 
 /// The column lists of the sink's tables, in [`crate::TABLES`] order.
-pub const TABLE_COLUMNS: [&[&str]; 7] = [
+pub const TABLE_COLUMNS: [&[&str]; 10] = [
     <EventRow as clickhouse::Row>::COLUMN_NAMES,
     <OrderRow as clickhouse::Row>::COLUMN_NAMES,
     <OrderLineRow as clickhouse::Row>::COLUMN_NAMES,
@@ -550,6 +611,9 @@ pub const TABLE_COLUMNS: [&[&str]; 7] = [
     <TicketRow as clickhouse::Row>::COLUMN_NAMES,
     <AdSpendRow as clickhouse::Row>::COLUMN_NAMES,
     <CustomerRow as clickhouse::Row>::COLUMN_NAMES,
+    <IdentityLinkRow as clickhouse::Row>::COLUMN_NAMES,
+    <ProfileRow as clickhouse::Row>::COLUMN_NAMES,
+    <IdentityMergeRow as clickhouse::Row>::COLUMN_NAMES,
 ];
 
 /// Every row one record maps to, RowBinary-encoded, table after table in
@@ -559,7 +623,7 @@ pub struct EncodedRows {
     /// The tables' rows, one table after the other.
     pub data: Vec<u8>,
     /// Per table: (rows, bytes).
-    pub tables: [(u32, u32); 7],
+    pub tables: [(u32, u32); 10],
 }
 
 impl EncodedRows {
@@ -593,7 +657,7 @@ impl Rows {
         }
         let mut out = EncodedRows {
             data: Vec::with_capacity(self.approx_bytes() + 64),
-            tables: [(0, 0); 7],
+            tables: [(0, 0); 10],
         };
         put(&self.events, &mut out, 0)?;
         put(&self.orders, &mut out, 1)?;
@@ -602,6 +666,9 @@ impl Rows {
         put(&self.tickets, &mut out, 4)?;
         put(&self.ad_spend, &mut out, 5)?;
         put(&self.customers, &mut out, 6)?;
+        put(&self.identity_links, &mut out, 7)?;
+        put(&self.profiles, &mut out, 8)?;
+        put(&self.identity_merges, &mut out, 9)?;
         Ok(out)
     }
 }

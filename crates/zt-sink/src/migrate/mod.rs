@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
-use sql::{Renderer, Target, split_statements};
+use sql::{AddColumns, Renderer, Target, split_statements};
 
 include!(concat!(env!("OUT_DIR"), "/ddl_files.rs"));
 
@@ -238,9 +238,16 @@ pub async fn plan(cfg: &ClickHouseConfig, opts: &MigrateOptions) -> Result<Plan>
         cfg.database
     )];
     setup.extend(migrations_table_ddl(&cfg.database, &target)?);
+    // Every file is rendered, applied ones too, so that the renderer knows the sharded
+    // tables an applied file created (a pending `ALTER TABLE` of one must reach its
+    // `_local` table as well); only the pending files' statements are kept.
+    let pending = render_files(&files, &cfg.database, &target)?
+        .into_iter()
+        .filter(|(f, _)| todo.iter().any(|t| t.version == f.version))
+        .collect();
     Ok(Plan {
         applied: done,
-        pending: render_files(&todo, &cfg.database, &target)?,
+        pending,
         setup,
     })
 }
@@ -277,7 +284,9 @@ struct AppliedRow {
 }
 
 /// Applies the plan's pending files in order, recording each after its last statement.
-/// Returns the names of the files applied.
+/// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` statements run as a plain `ADD COLUMN` of the
+/// columns the table lacks (ClickHouse 18.16 does not parse `IF NOT EXISTS` there; see
+/// [`AddColumns`]). Returns the names of the files applied.
 pub async fn apply(cfg: &ClickHouseConfig, plan: &Plan) -> Result<Vec<String>> {
     let server = cfg.server_client();
     for s in &plan.setup {
@@ -291,11 +300,32 @@ pub async fn apply(cfg: &ClickHouseConfig, plan: &Plan) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for (file, stmts) in &plan.pending {
         for s in stmts {
+            let op = || format!("migration {}", file.name);
+            let stmt = match AddColumns::parse(s) {
+                Some(add) => {
+                    let (db, table) = add
+                        .table
+                        .split_once('.')
+                        .unwrap_or((cfg.database.as_str(), add.table.as_str()));
+                    let present: Vec<String> = server
+                        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+                        .bind(db)
+                        .bind(table)
+                        .fetch_all()
+                        .await
+                        .map_err(|e| Error::ch(op(), e))?;
+                    match add.statement(&present) {
+                        Some(stmt) => stmt,
+                        None => continue,
+                    }
+                }
+                None => s.clone(),
+            };
             server
-                .query(s)
+                .query(&stmt)
                 .execute()
                 .await
-                .map_err(|e| Error::ch(format!("migration {}", file.name), e))?;
+                .map_err(|e| Error::ch(op(), e))?;
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

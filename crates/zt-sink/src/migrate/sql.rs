@@ -232,6 +232,96 @@ impl Renderer {
     }
 }
 
+/// An `ALTER TABLE t [ON CLUSTER 'c'] ADD COLUMN IF NOT EXISTS a T, ADD COLUMN IF NOT
+/// EXISTS b U, ...` statement, taken apart. ClickHouse 18.16 does not parse `IF NOT EXISTS`
+/// there, so `zt migrate` runs such a statement as a plain `ADD COLUMN` of the columns the
+/// table lacks ([`AddColumns::statement`]), which every version understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddColumns {
+    /// `ALTER TABLE t [ON CLUSTER 'c'] `.
+    pub head: String,
+    /// The table as written (`db.t`).
+    pub table: String,
+    /// Per column: its name and its `ADD COLUMN name type ...` clause without
+    /// `IF NOT EXISTS`.
+    pub columns: Vec<(String, String)>,
+}
+
+impl AddColumns {
+    /// Parses `stmt`; `None` unless it is an `ALTER TABLE` whose every command is an
+    /// `ADD COLUMN IF NOT EXISTS`.
+    pub fn parse(stmt: &str) -> Option<Self> {
+        let s = strip_leading_comments(stmt);
+        let words = Words::new(s);
+        if !words.starts_with(&["ALTER", "TABLE"]) {
+            return None;
+        }
+        let (name_start, name_end) = words.name_after(&["ALTER", "TABLE"]).ok()?;
+        let add = name_end + find_word(&s[name_end..], "ADD")?;
+        let mut columns = Vec::new();
+        for cmd in split_top_level_commas(&s[add..]) {
+            let w: Vec<&str> = cmd.split_whitespace().collect();
+            let kw: Vec<String> = w.iter().take(5).map(|x| x.to_ascii_uppercase()).collect();
+            if w.len() < 7 || kw != ["ADD", "COLUMN", "IF", "NOT", "EXISTS"] {
+                return None;
+            }
+            let name = w[5].trim_matches('`').to_owned();
+            columns.push((name, format!("ADD COLUMN {}", w[5..].join(" "))));
+        }
+        if columns.is_empty() {
+            return None;
+        }
+        Some(AddColumns {
+            head: s[..add].to_owned(),
+            table: s[name_start..name_end].to_owned(),
+            columns,
+        })
+    }
+
+    /// The statement adding only the columns `present` does not name; `None` when there
+    /// is none to add.
+    pub fn statement(&self, present: &[String]) -> Option<String> {
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|(name, _)| !present.iter().any(|p| p == name))
+            .map(|(_, clause)| clause.as_str())
+            .collect();
+        if missing.is_empty() {
+            None
+        } else {
+            Some(format!("{}{}", self.head, missing.join(", ")))
+        }
+    }
+}
+
+/// `s` split at commas outside parentheses and quotes, each part trimmed.
+fn split_top_level_commas(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b',' if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(s[start..].trim());
+    out.into_iter().filter(|p| !p.is_empty()).collect()
+}
+
 /// The upper-cased leading words of a statement, with their byte positions.
 struct Words<'a> {
     s: &'a str,
@@ -340,6 +430,32 @@ fn has_column(columns: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_column_if_not_exists_is_taken_apart() {
+        let s = "-- c\nALTER TABLE zt.profiles_local ON CLUSTER 'p'\n    ADD COLUMN IF NOT EXISTS a String,\n    add column if not exists `b` Nullable(Float64) DEFAULT (1, 2)";
+        let a = AddColumns::parse(s).unwrap();
+        assert_eq!(a.table, "zt.profiles_local");
+        assert_eq!(a.head, "ALTER TABLE zt.profiles_local ON CLUSTER 'p'\n    ");
+        assert_eq!(
+            a.statement(&[]).unwrap(),
+            "ALTER TABLE zt.profiles_local ON CLUSTER 'p'\n    ADD COLUMN a String, ADD COLUMN `b` Nullable(Float64) DEFAULT (1, 2)"
+        );
+        assert_eq!(
+            a.statement(&["a".into()]).unwrap(),
+            "ALTER TABLE zt.profiles_local ON CLUSTER 'p'\n    ADD COLUMN `b` Nullable(Float64) DEFAULT (1, 2)"
+        );
+        assert_eq!(a.statement(&["a".into(), "b".into()]), None);
+        assert_eq!(AddColumns::parse("ALTER TABLE t ADD COLUMN a String"), None);
+        assert_eq!(
+            AddColumns::parse("ALTER TABLE t ADD COLUMN IF NOT EXISTS a String, DROP COLUMN b"),
+            None
+        );
+        assert_eq!(
+            AddColumns::parse("CREATE TABLE t (a String) ENGINE = Log"),
+            None
+        );
+    }
 
     #[test]
     fn splits_outside_quotes_and_comments() {

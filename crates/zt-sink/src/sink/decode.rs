@@ -1,5 +1,6 @@
-//! The decode stage: received records are decoded (`zt_model::decode`) and mapped to rows
-//! on a thread of their own, in the order they were received.
+//! The decode stage: received records are decoded (`zt_model::decode`, or the processors'
+//! JSON records for the processed topics, [`crate::processed`]) and mapped to rows on a
+//! thread of their own, in the order they were received.
 //!
 //! Decoding is the sink's main CPU cost. Done inline, it stopped while a flush's INSERTs
 //! ran (the sink task does not poll the consumer while an insert is in flight, which is
@@ -11,6 +12,7 @@
 //! Bounded by records and bytes in flight, so a fast broker cannot make it buffer more than
 //! about one batch ahead.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use tokio::sync::mpsc as tmpsc;
@@ -21,7 +23,9 @@ use super::dlq::Reason;
 use super::error_text;
 use crate::config::SinkConfig;
 use crate::error::{Error, Result};
+use crate::processed::{RecordError, TopicKind, map_processed};
 use crate::rows::{EncodedRows, Origin, map_event};
+use crate::sink::TABLES;
 
 /// A received record, not yet decoded.
 #[derive(Debug)]
@@ -31,7 +35,10 @@ pub(crate) struct Raw {
     pub(crate) epoch: u64,
     pub(crate) offset: i64,
     pub(crate) timestamp_ms: Option<i64>,
+    /// The value (empty when the record has none).
     pub(crate) value: Vec<u8>,
+    /// The record has no value (a tombstone).
+    pub(crate) null: bool,
 }
 
 /// A record with its rows, or why it has none (it is dead-lettered).
@@ -39,15 +46,30 @@ pub(crate) struct Raw {
 pub(crate) struct Decoded {
     pub(crate) raw: Raw,
     pub(crate) rows: std::result::Result<EncodedRows, (Reason, String)>,
+    /// A tombstone of a processed topic: no rows, counted as skipped for this table
+    /// (index into [`TABLES`]).
+    pub(crate) tombstone: Option<usize>,
 }
 
-/// Decodes, maps and encodes one record.
-pub(crate) fn decode(raw: &Raw) -> std::result::Result<EncodedRows, (Reason, String)> {
+/// Decodes, maps and encodes one record of a topic of `kind`.
+pub(crate) fn decode(
+    raw: &Raw,
+    kind: TopicKind,
+) -> std::result::Result<EncodedRows, (Reason, String)> {
     let origin = Origin {
         topic: raw.key.0.clone(),
         partition: raw.key.1,
         offset: raw.offset,
     };
+    if kind != TopicKind::Events {
+        return match map_processed(kind, &raw.value, &origin) {
+            Ok(rows) => rows
+                .encode()
+                .map_err(|e| (Reason::Unmappable, e.to_string())),
+            Err(RecordError::Decode(m)) => Err((Reason::DecodeFailed, m)),
+            Err(RecordError::Map(e)) => Err((Reason::Unmappable, e.to_string())),
+        };
+    }
     match zt_model::decode::<Event>(&raw.value) {
         Ok(ev) => map_event(&ev, &origin)
             .map_err(|e| (Reason::Unmappable, e.to_string()))
@@ -72,15 +94,34 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// Starts the thread. It stops when the decoder is dropped.
-    pub(crate) fn start(cfg: &SinkConfig) -> Result<Self> {
+    /// `kinds` names the consumed topics that are not events ([`TopicKind::Events`] is
+    /// the default).
+    pub(crate) fn start(cfg: &SinkConfig, kinds: HashMap<String, TopicKind>) -> Result<Self> {
         let (tx, in_rx) = mpsc::channel::<Raw>();
         let (out_tx, rx) = tmpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("zt-sink-decode".into())
             .spawn(move || {
                 while let Ok(raw) = in_rx.recv() {
-                    let rows = decode(&raw);
-                    if out_tx.send(Decoded { raw, rows }).is_err() {
+                    let kind = kinds
+                        .get(raw.key.0.as_str())
+                        .copied()
+                        .unwrap_or(TopicKind::Events);
+                    let (rows, tombstone) = if raw.null && kind != TopicKind::Events {
+                        // Compaction deletes: nothing to load (the table keeps the last
+                        // snapshot; see docs/sink.md).
+                        let t = kind.tables()[0];
+                        debug_assert!(t < TABLES.len());
+                        (Ok(EncodedRows::default()), Some(t))
+                    } else {
+                        (decode(&raw, kind), None)
+                    };
+                    let d = Decoded {
+                        raw,
+                        rows,
+                        tombstone,
+                    };
+                    if out_tx.send(d).is_err() {
                         break;
                     }
                 }

@@ -2,7 +2,11 @@
 //!
 //! **Input.** The configured topics (by default the six `<prefix>.events.<source>`),
 //! consumed as the consumer group `sink.group_id`. Every value is a `zt.Event` in the
-//! Confluent wire format, decoded with [`zt_model::decode`].
+//! Confluent wire format, decoded with [`zt_model::decode`], except on the processors'
+//! JSON topics `<prefix>.identity.links`, `<prefix>.profiles` and
+//! `<prefix>.identity.merges` (when listed), whose records become one row of
+//! `identity_links`, `profiles` or `identity_merges` ([`crate::processed`]); their
+//! tombstones (no value) are skipped.
 //!
 //! **On the wire to ClickHouse.** Each event becomes one `events` row plus the rows of its
 //! domain table (`orders` and `order_lines`, `shipments`, `tickets`, `ad_spend`,
@@ -68,6 +72,7 @@ use crate::config::{ClickHouseConfig, SinkConfig};
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::metrics::SinkMetrics;
+use crate::processed::TopicKind;
 use context::{PartKey, RebalanceEvent, SinkContext};
 use decode::{Decoded, Decoder, Raw};
 use dlq::{Reason, Rejected};
@@ -75,7 +80,7 @@ use offsets::OffsetSet;
 use writer::{TableBuf, Writer};
 
 /// The tables the sink writes, in insert order. Indexes are used in the resume state.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 10] = [
     "events",
     "orders",
     "order_lines",
@@ -83,6 +88,9 @@ pub const TABLES: [&str; 7] = [
     "tickets",
     "ad_spend",
     "customers",
+    "identity_links",
+    "profiles",
+    "identity_merges",
 ];
 
 /// Everything the sink needs to run.
@@ -98,6 +106,9 @@ pub struct SinkParams {
     pub topics: Vec<String>,
     /// The dead-letter topic.
     pub dlq_topic: String,
+    /// The consumed topics that carry the processors' JSON records (by their configured
+    /// names); every other topic carries events.
+    pub kinds: HashMap<String, TopicKind>,
 }
 
 impl SinkParams {
@@ -114,12 +125,18 @@ impl SinkParams {
         } else {
             sink.topics.clone()
         };
+        let kinds = list
+            .iter()
+            .map(|t| (t.clone(), TopicKind::of(t, topics)))
+            .filter(|(_, k)| *k != TopicKind::Events)
+            .collect();
         SinkParams {
             kafka,
             clickhouse,
             sink,
             topics: list,
             dlq_topic: topics.dlq(),
+            kinds,
         }
     }
 
@@ -204,7 +221,7 @@ pub async fn run(
     if !resume {
         tracing::warn!("ZT_SINK_DISABLE_RESUME=1: effectively-once resume is OFF (test only)");
     }
-    let decoder = Decoder::start(&params.sink)?;
+    let decoder = Decoder::start(&params.sink, params.kinds.clone())?;
     let mut sink = Sink {
         p: params,
         consumer: Arc::new(consumer),
@@ -283,7 +300,7 @@ struct Original {
 #[derive(Debug, Default)]
 struct Batch {
     /// Per table (in [`TABLES`] order), the RowBinary rows of the batch's records.
-    tables: [TableBuf; 7],
+    tables: [TableBuf; 10],
     originals: Vec<Original>,
     records: usize,
     /// Kafka value bytes of the records.
@@ -458,6 +475,7 @@ impl Sink {
             offset: m.offset(),
             timestamp_ms: m.timestamp().to_millis(),
             value: m.payload().unwrap_or(&[]).to_vec(),
+            null: m.payload().is_none(),
         })
     }
 
@@ -528,13 +546,18 @@ impl Sink {
 
     async fn on_decoded(&mut self, d: Decoded) -> Result<()> {
         self.apply_rebalance_events();
-        let Decoded { raw, rows: mapped } = d;
+        let Decoded {
+            raw,
+            rows: mapped,
+            tombstone,
+        } = d;
         let Raw {
             key,
             epoch,
             offset,
             timestamp_ms,
             value,
+            null: _,
         } = raw;
         if self.assigned.get(&key) != Some(&epoch) {
             // Received under an assignment that was revoked since: the partition's next
@@ -574,6 +597,7 @@ impl Sink {
             self.p.sink.batch_max_rows as usize,
             self.p.sink.batch_max_bytes,
         );
+        let skipped = tombstone.map(|t| self.metrics.rows_skipped.with_label_values(&[TABLES[t]]));
         let Some(st) = self.state_mut(topic, partition) else {
             return Ok(()); // revoked while dead-lettering
         };
@@ -584,6 +608,9 @@ impl Sink {
         b.last_offset = Some(offset);
         b.records += 1;
         b.value_bytes += value.len();
+        if let Some(c) = skipped {
+            c.inc();
+        }
         b.first_at.get_or_insert_with(Instant::now);
         b.originals.push(Original {
             offset,
@@ -617,7 +644,14 @@ impl Sink {
         if !self.resume {
             return Ok(Some(st));
         }
-        let all: Vec<usize> = (0..TABLES.len()).collect();
+        // Only the tables this topic's records feed (the others may not even exist).
+        let all: &[usize] = self
+            .p
+            .kinds
+            .get(&key.0)
+            .copied()
+            .unwrap_or(TopicKind::Events)
+            .tables();
         let mut backoff = Backoff::new(&self.p.sink);
         loop {
             for s in &mut st.present {
@@ -626,7 +660,7 @@ impl Sink {
             let present = &mut st.present;
             let r = self
                 .writer
-                .present(&key.0, key.1, (first, i64::MAX), &all, |t, o| {
+                .present(&key.0, key.1, (first, i64::MAX), all, |t, o| {
                     present[t].insert(o)
                 })
                 .await;
@@ -729,9 +763,19 @@ impl Sink {
                     Some(w.insert(i, &t[i], &r[i].0).await)
                 }
             };
-            let (r0, r1, r2, r3, r4, r5, r6) =
-                tokio::join!(go(0), go(1), go(2), go(3), go(4), go(5), go(6));
-            [r0, r1, r2, r3, r4, r5, r6]
+            let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9) = tokio::join!(
+                go(0),
+                go(1),
+                go(2),
+                go(3),
+                go(4),
+                go(5),
+                go(6),
+                go(7),
+                go(8),
+                go(9)
+            );
+            [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9]
         };
         // Then, table by table, whatever failed goes the careful way: re-read what the
         // table holds, retry with backoff, bisect a rejected INSERT down to the record.
