@@ -325,7 +325,14 @@ fn expected(p: &str) -> ProfileSnapshot {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn journey_across_six_sources_ends_in_the_hand_written_profile() {
-    let env = setup("journey", 2, 3).await;
+    let database = zt_integration_tests::unique("zt_journey");
+    let sink_group = format!("{database}-sink");
+    // The sink part of the run: the processors' outputs into a database of its own.
+    let extra = format!(
+        "[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[sink]\ngroup_id = \"{sink_group}\"\nbatch_max_age_ms = 200\n",
+        zt_integration_tests::clickhouse_url()
+    );
+    let env = setup_with("journey", 2, 3, &extra).await;
     let producer = producer();
     let (first, rest) = journey();
     env.produce(&producer, &first).await;
@@ -430,6 +437,77 @@ async fn journey_across_six_sources_ends_in_the_hand_written_profile() {
     let mut wrong = expected(&c1);
     wrong.refunded_minor += 1;
     assert_ne!(*got, wrong);
+
+    // And on into ClickHouse: `zt migrate`, then `zt sink` over the resolved events, links,
+    // merges and profiles.
+    let sink_topics = [
+        t.events_resolved(),
+        t.identity_links(),
+        t.identity_merges(),
+        t.profiles(),
+    ];
+    let list = sink_topics
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let migrate = std::process::Command::new(zt_binary())
+        .args(["--config"])
+        .arg(&env.config)
+        .arg("migrate")
+        .output()
+        .expect("zt migrate");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text.replacen("[sink]\n", &format!("[sink]\ntopics = [{list}]\n"), 1);
+    std::fs::write(&env.config, text).expect("config");
+    let mut sink = env.spawn_cmd("sink", 0, &["sink"], &[]);
+    let loaded = wait_group(&sink_group, &sink_topics, Duration::from_secs(90));
+    signal(&sink, "TERM");
+    let _ = wait_exit(&mut sink, Duration::from_secs(20));
+    assert!(loaded, "sink did not load:\n{}", env.logs());
+    let ch = clickhouse::Client::default()
+        .with_url(zt_integration_tests::clickhouse_url())
+        .with_validation(false)
+        .with_database(&database);
+    let row: (u32, i64, i64, String, String, String, u8) = ch
+        .query(
+            "SELECT paid_orders, net_ltv_minor, refunded_minor, last_shipment_status, \
+             rfm_segment, merged_into, repurchase FROM profiles FINAL WHERE person_id = ?",
+        )
+        .bind(&c1)
+        .fetch_one()
+        .await
+        .expect("profile row of C-1");
+    assert_eq!(
+        row,
+        (
+            2,
+            38_000,
+            2_000,
+            "delivered".into(),
+            "general_value".into(),
+            String::new(),
+            1
+        )
+    );
+    let person_of_crm: String = ch
+        .query("SELECT person_id FROM identity_links FINAL WHERE id_type = 'crm_customer_id' AND id_value = 'C-1'")
+        .fetch_one()
+        .await
+        .expect("link row");
+    assert_eq!(person_of_crm, c1);
+    // Every resolved event landed once, with the person the processor gave it.
+    let (events, with_person): (u64, u64) = ch
+        .query("SELECT count(), countIf(person_id != '') FROM events")
+        .fetch_one()
+        .await
+        .expect("events");
+    assert_eq!((events, with_person), (14, 13));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -104,12 +104,17 @@ batch_max_age_ms = 50
 impl Env {
     /// Starts `zt process <which>`; its log goes to `<which>-<run>.log`.
     pub fn spawn(&self, which: &str, run: usize, envs: &[(&str, &str)]) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("{which}-{run}.log")))
+        self.spawn_cmd(which, run, &["process", which], envs)
+    }
+
+    /// Starts `zt <args>`; its log goes to `<name>-<run>.log`.
+    pub fn spawn_cmd(&self, name: &str, run: usize, args: &[&str], envs: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}-{run}.log")))
             .expect("log file");
         let mut cmd = Command::new(zt_binary());
         cmd.arg("--config")
             .arg(&self.config)
-            .args(["process", which])
+            .args(args)
             .env("NO_COLOR", "1")
             .env_remove("ZT_PROFILES_DISABLE_RESTORE")
             .stdout(Stdio::null())
@@ -214,6 +219,18 @@ fn partitions(c: &BaseConsumer, topic: &str) -> i32 {
         .find(|t| t.name() == topic)
         .map(|t| t.partitions().len() as i32)
         .unwrap_or(0)
+}
+
+/// Waits until `group` has committed everything of `topics`, or `timeout`.
+pub fn wait_group(group: &str, topics: &[String], timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if group_done(group, topics) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
 }
 
 /// True when `group` has committed the high watermark of every partition of `topics`.
