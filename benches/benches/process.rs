@@ -1,5 +1,5 @@
-//! Stream processor run: events/s through `zt process identity` and through `zt process
-//! profiles`, each next to a raw consume → produce passthrough (same consumer and producer
+//! Stream processor run: events/s through `zt process identity`, `zt process profiles` and
+//! `zt process funnels`, each next to a raw consume → produce passthrough (same consumer and producer
 //! settings, same batching, no processing) over the same broker, in the same run.
 //!
 //! `cargo bench -p zt-benches --bench process`. By default it starts its own tansu on a
@@ -362,6 +362,40 @@ async fn run() {
     shutdown.trigger();
     task.await.unwrap().unwrap();
 
+    // Funnels read the same input as profiles: the same passthrough is their raw limit.
+    let shutdown = Shutdown::new();
+    let fc = zt_process::FunnelsConfig {
+        group_id: format!("{}-funnels", topics.prefix),
+        ..Default::default()
+    };
+    let params = zt_process::FunnelsParams {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        funnels: fc.clone(),
+    };
+    let reg = prometheus::Registry::new();
+    let health = Health::new();
+    let sd = shutdown.clone();
+    let r2 = reg.clone();
+    let task =
+        tokio::spawn(async move { zt_process::funnels::run(params, &r2, &health, sd).await });
+    let f_inputs = vec![
+        topics.events_resolved(),
+        topics.identity_merges(),
+        topics.funnels_transfers(),
+    ];
+    let funnels = measure(
+        &kafka,
+        &reg,
+        "zt_funnels_records_total",
+        &fc.group_id,
+        &f_inputs,
+        n,
+    )
+    .await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+
     println!("broker: {storage}; {n} events, 4 partitions per topic");
     println!("passthrough (sources -> topic)   {raw_identity:>10.0} events/s");
     println!(
@@ -372,6 +406,10 @@ async fn run() {
     println!(
         "profiles                         {profiles:>10.0} events/s   ratio {:.2}",
         profiles / raw_profiles
+    );
+    println!(
+        "funnels                          {funnels:>10.0} events/s   ratio {:.2}",
+        funnels / raw_profiles
     );
     println!("(each clock starts after the stage's first batch, which is not counted)");
     if let Some(b) = broker.as_mut() {

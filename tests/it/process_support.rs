@@ -38,6 +38,11 @@ pub struct Env {
     pub config: PathBuf,
     pub identity_group: String,
     pub profiles_group: String,
+    pub funnels_group: String,
+    /// `drained` waits for the profiles group (default true) and the funnels group
+    /// (default false).
+    pub with_profiles: bool,
+    pub with_funnels: bool,
 }
 
 pub async fn setup(test: &str, partitions: i32, batch: usize) -> Env {
@@ -61,6 +66,9 @@ pub async fn setup_with(test: &str, partitions: i32, batch: usize, extra: &str) 
     let env = Env {
         identity_group: format!("{prefix}-identity"),
         profiles_group: format!("{prefix}-profiles"),
+        funnels_group: format!("{prefix}-funnels"),
+        with_profiles: true,
+        with_funnels: false,
         topics,
         dir,
         config,
@@ -76,6 +84,7 @@ bootstrap_servers = "{kafka}"
 client_id = "zt-it-process"
 [kafka.producer]
 linger_ms = 5
+message_timeout_ms = 120000
 [kafka.consumer]
 session_timeout_ms = 6000
 max_poll_interval_ms = 10000
@@ -91,11 +100,16 @@ batch_max_age_ms = 50
 group_id = "{pg}"
 batch_max_records = {batch}
 batch_max_age_ms = 50
+[funnels]
+group_id = "{fg}"
+batch_max_records = {batch}
+batch_max_age_ms = 50
 {extra}
 "#,
         kafka = kafka_bootstrap(),
         ig = env.identity_group,
         pg = env.profiles_group,
+        fg = env.funnels_group,
     );
     std::fs::write(&env.config, text).expect("write config");
     env
@@ -117,6 +131,7 @@ impl Env {
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("ZT_PROFILES_DISABLE_RESTORE")
+            .env_remove("ZT_FUNNELS_DISABLE_RESTORE")
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in envs {
@@ -160,9 +175,10 @@ impl Env {
             producer
                 .send(
                     FutureRecord::to(&topic).key(&e.event_id).payload(&value),
-                    Duration::from_secs(30),
+                    Duration::from_secs(60),
                 )
                 .await
+                .map_err(|(e, _)| e)
                 .expect("delivered");
         }
     }
@@ -177,7 +193,7 @@ impl Env {
             t.profiles_transfers(),
         ];
         group_done(&self.identity_group, &identity_inputs)
-            && group_done(&self.profiles_group, &profile_inputs)
+            && (!self.with_profiles || group_done(&self.profiles_group, &profile_inputs))
     }
 
     /// Waits until [`Env::drained`] holds twice in a row 1 s apart (transfers may start a
@@ -234,15 +250,25 @@ pub fn wait_group(group: &str, topics: &[String], timeout: Duration) -> bool {
 }
 
 /// True when `group` has committed the high watermark of every partition of `topics`.
+/// A broker that does not answer in time counts as "not yet" (the caller polls again).
 pub fn group_done(group: &str, topics: &[String]) -> bool {
     let c = plain_consumer(group);
     let mut tpl = TopicPartitionList::new();
     let mut highs = BTreeMap::new();
     for t in topics {
-        for p in 0..partitions(&c, t) {
-            let (_, high) = c
-                .fetch_watermarks(t, p, Duration::from_secs(10))
-                .expect("watermarks");
+        let Ok(md) = c.fetch_metadata(Some(t), Duration::from_secs(10)) else {
+            return false;
+        };
+        let n = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t)
+            .map(|m| m.partitions().len() as i32)
+            .unwrap_or(0);
+        for p in 0..n {
+            let Ok((_, high)) = c.fetch_watermarks(t, p, Duration::from_secs(10)) else {
+                return false;
+            };
             highs.insert((t.clone(), p), high);
             tpl.add_partition(t, p);
         }
@@ -311,7 +337,10 @@ pub fn latest_json<T: serde::de::DeserializeOwned>(topic: &str) -> BTreeMap<Stri
 }
 
 pub fn producer() -> FutureProducer {
-    build_producer(&kafka_config()).expect("producer")
+    let mut k = kafka_config();
+    // A busy shared broker (the whole suite at once) may take a while to acknowledge.
+    k.producer.message_timeout_ms = 120_000;
+    build_producer(&k).expect("producer")
 }
 
 /// A canonical event with the given identities and payload.

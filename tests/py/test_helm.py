@@ -71,8 +71,8 @@ REQUIRED_VALUES = {
 VALUE_SETS = ["default", "ci"]
 # Kinds that are CustomResourceDefinitions: no schema in kubernetes-validate.
 CRD_KINDS = {"ServiceMonitor"}
-# The processors `zt process` has; funnels is still refused by the chart.
-PROCESSORS = ("identity", "profiles")
+# The processors `zt process` has, each a Deployment of the chart.
+PROCESSORS = ("identity", "profiles", "funnels")
 RECOMMENDED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -186,15 +186,16 @@ def test_rendered_objects(rendered):
     if kind == "default":
         expected += [("Secret", "config"), ("Secret", "hooks")]
     else:
-        # existingSecret: the chart creates no Secret; a ServiceMonitor is on; the identity
-        # and profiles processors are on.
+        # existingSecret: the chart creates no Secret; a ServiceMonitor is on; the identity,
+        # profiles and funnels processors are on.
         expected += [
             ("ServiceMonitor", "metrics"),
             ("Deployment", "identity"),
             ("Deployment", "profiles"),
+            ("Deployment", "funnels"),
         ]
     assert names == sorted(expected)
-    # `zt process ...` runs only in the processors' Deployments, and never `funnels`.
+    # `zt process ...` runs only in the processors' Deployments, each its own subcommand.
     for d in by_kind(docs, "Deployment"):
         (c,) = d["spec"]["template"]["spec"]["containers"]
         if component(d) in PROCESSORS:
@@ -386,8 +387,8 @@ def security_problems(name: str, pod: dict) -> list[str]:
 def test_every_pod_is_non_root_read_only_and_unprivileged(rendered):
     kind, docs = rendered
     pods = pod_specs(docs)
-    # ingest, sink, migrate, topics; ci adds the identity and profiles processors.
-    assert len(pods) == (4 if kind == "default" else 6)
+    # ingest, sink, migrate, topics; ci adds the identity, profiles and funnels processors.
+    assert len(pods) == (4 if kind == "default" else 7)
     for name, pod in pods:
         assert security_problems(name, pod) == []
 
@@ -425,7 +426,6 @@ def test_config_change_rolls_the_pods(chart):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"processors": {"funnels": {"enabled": True}}}, "`zt process funnels` does not exist"),
         ({"sink": {"replicas": 13}}, "exceeds the topics' partitions (12)"),
         (
             {"processors": {"identity": {"enabled": True, "replicas": 13}}},
@@ -443,6 +443,26 @@ def test_config_change_rolls_the_pods(chart):
             "zt.events.resolved=12, zt.identity.merges=12, zt.profiles.transfers=12, "
             "zt.profiles=12, zt.profiles.state=24",
         ),
+        (
+            {"processors": {"funnels": {"enabled": True, "replicas": 13}}},
+            "processors.funnels.replicas (13) exceeds the partitions of zt.events.resolved (12)",
+        ),
+        (
+            {
+                "processors": {"funnels": {"enabled": True}},
+                "config": {"topics": {"partition_overrides": {"zt.funnels.transfers": 6}}},
+            },
+            "`zt process funnels` needs its co-partitioned topics to have one partition count, "
+            "but config.topics gives zt.events.resolved=12, zt.identity.merges=12, "
+            "zt.funnels.transfers=6, zt.funnels.state=12",
+        ),
+        (
+            {
+                "processors": {"funnels": {"enabled": True}},
+                "config": {"topics": {"partition_overrides": {"zt.identity.merges": 24}}},
+            },
+            "zt.identity.merges=24, zt.funnels.transfers=12",
+        ),
         ({"config": {"pii": {"salt": "x" * 20}}}, "config.pii.salt is set by the chart"),
         ({"config": {"clickhouse": {"password": "p"}}}, "config.clickhouse.password is set by"),
         ({"config": {"kafka": {"bootstrap_servers": "a:1"}}}, "use kafka.bootstrapServers"),
@@ -458,21 +478,29 @@ def test_render_refuses(chart, change, message):
 
 
 def test_processor_guard_matches_the_binary(zt_bin):
-    # The chart deploys the processors `zt process` has and refuses the others: when
-    # `zt process funnels` arrives, this fails; render its Deployment in
-    # templates/processors.yaml (and drop its `fail`).
+    # The chart deploys exactly the processors `zt process` has: when a processor is added
+    # to (or removed from) the binary, this fails; render (or drop) its Deployment in
+    # templates/processors.yaml and update PROCESSORS.
     r = subprocess.run(
         [str(zt_bin), "process", "--help"], capture_output=True, text=True, env=clean_env(), timeout=30
     )
     assert r.returncode == 0, r.stderr
     commands = set(re.findall(r"^  ([a-z][a-z-]*)  ", r.stdout.split("Commands:", 1)[1], re.M))
     assert commands - {"help"} == set(PROCESSORS), r.stdout
+    for name in PROCESSORS:
+        r = subprocess.run(
+            [str(zt_bin), "process", name, "--help"],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=30,
+        )
+        assert r.returncode == 0 and "--config" in r.stdout, (name, r.stderr)
+    # Negative control: a processor the binary lacks is refused, as the chart's args would be.
     r = subprocess.run(
-        [str(zt_bin), "process", "funnels"], capture_output=True, text=True, env=clean_env(), timeout=30
+        [str(zt_bin), "process", "sessions"], capture_output=True, text=True, env=clean_env(), timeout=30
     )
-    assert r.returncode != 0 and "unrecognized subcommand" in r.stderr, (
-        "`zt process funnels` exists now: render its Deployment in templates/processors.yaml"
-    )
+    assert r.returncode != 0 and "unrecognized subcommand" in r.stderr, r.stderr
 
 
 def processor_values(**processors) -> dict:
@@ -482,7 +510,10 @@ def processor_values(**processors) -> dict:
 
 
 def test_processors_render_as_consumer_group_deployments(chart):
-    docs = render(chart, processor_values(identity={"replicas": 12}, profiles={"replicas": 12}))
+    docs = render(
+        chart,
+        processor_values(identity={"replicas": 12}, profiles={"replicas": 12}, funnels={"replicas": 12}),
+    )
     deployments = {component(d): d for d in by_kind(docs, "Deployment")}
     assert set(deployments) == {"ingest", "sink", *PROCESSORS}
     sink = deployments["sink"]
@@ -511,7 +542,7 @@ def test_processors_render_as_consumer_group_deployments(chart):
         ):
             assert (c[probe]["httpGet"]["path"], c[probe]["httpGet"]["port"]) == (path, "admin")
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-        # Neither reads the PII salt nor ClickHouse: no secret reaches them.
+        # None reads the PII salt nor ClickHouse: no secret reaches them.
         assert "ZT__PII__SALT" not in json.dumps(c) and "ZT__CLICKHOUSE" not in json.dumps(c)
         assert pod["terminationGracePeriodSeconds"] == 60
         ann = d["spec"]["template"]["metadata"]["annotations"]
@@ -529,19 +560,24 @@ def test_processors_render_as_consumer_group_deployments(chart):
 
 def test_processor_replicas_are_bounded_by_their_own_inputs(chart):
     # identity splits the source topics' partitions: a larger source topic raises its
-    # bound; profiles is bounded by zt.events.resolved alone.
+    # bound; profiles and funnels are bounded by zt.events.resolved alone.
     overrides = {"zt.events.tracking": 24}
-    values = processor_values(identity={"replicas": 24}, profiles={"replicas": 4})
+    values = processor_values(
+        identity={"replicas": 24}, profiles={"replicas": 4}, funnels={"replicas": 4}
+    )
     values["config"] = {"topics": {"partitions": 4, "partition_overrides": overrides}}
     docs = render(chart, values)
     replicas = {component(d): d["spec"].get("replicas") for d in by_kind(docs, "Deployment")}
-    assert (replicas["identity"], replicas["profiles"]) == (24, 4)
-    values["processors"]["profiles"]["replicas"] = 5
-    with pytest.raises(helm.HelmError) as e:
-        chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    assert "processors.profiles.replicas (5) exceeds the partitions of zt.events.resolved (4)" in str(
-        e.value
-    )
+    assert (replicas["identity"], replicas["profiles"], replicas["funnels"]) == (24, 4, 4)
+    for name in ("profiles", "funnels"):
+        bad = copy.deepcopy(values)
+        bad["processors"][name]["replicas"] = 5
+        with pytest.raises(helm.HelmError) as e:
+            chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+        assert (
+            f"processors.{name}.replicas (5) exceeds the partitions of zt.events.resolved (4)"
+            in str(e.value)
+        )
     # Explicit identity inputs: only their partitions count.
     values = processor_values(identity={"replicas": 5})
     values["config"] = {
@@ -572,6 +608,30 @@ def test_processor_replicas_are_bounded_by_their_own_inputs(chart):
     }
     (profiles,) = [d for d in by_kind(render(chart, values), "Deployment") if component(d) == "profiles"]
     assert profiles["spec"]["replicas"] == 8
+    # The same for funnels: its four topics raised together, the profiles topics untouched
+    # (profiles is off, so they do not constrain it).
+    values = processor_values(funnels={"replicas": 8})
+    values["config"] = {
+        "topics": {
+            "partitions": 4,
+            "partition_overrides": {
+                t: 8
+                for t in (
+                    "zt.events.resolved",
+                    "zt.identity.merges",
+                    "zt.funnels.transfers",
+                    "zt.funnels.state",
+                )
+            },
+        }
+    }
+    (funnels,) = [d for d in by_kind(render(chart, values), "Deployment") if component(d) == "funnels"]
+    assert funnels["spec"]["replicas"] == 8
+    # With profiles on as well, its topics left at 4 are refused.
+    values["processors"]["profiles"] = {"enabled": True, "replicas": 1}
+    with pytest.raises(helm.HelmError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "zt.events.resolved=8, zt.identity.merges=8, zt.profiles.transfers=4" in str(e.value)
 
 
 def test_sink_replicas_may_reach_the_largest_partition_override(chart):
@@ -674,6 +734,16 @@ def test_configmap_is_the_toml_the_binary_reads(rendered, zt_bin, tmp_path):
         # The processors' sections reach the binary too.
         assert effective["identity"]["max_per_person"]["anonymous_id"] == 100
         assert effective["profiles"]["rfm"]["high_score"] == 4
+        # An array of tables (funnel definitions, with their steps) as well.
+        funnels = effective["funnels"]
+        assert funnels["allowed_lateness_ms"] == 7200000
+        assert [f["id"] for f in funnels["definitions"]] == ["signup", "purchase"]
+        assert funnels["definitions"][0]["window_ms"] == 86400000
+        assert funnels["definitions"][1]["steps"][1] == {
+            "name": "paid",
+            "event_type": "order.paid",
+            "track_name": "",
+        }
 
 
 def test_zt_config_check_refuses_an_unknown_key(zt_bin, tmp_path, chart):
@@ -728,6 +798,12 @@ def _with(path: str, value):
 _DELETE = object()
 
 
+def _funnel(**change) -> dict:
+    """config.funnels with one funnel definition, `change` applied to it."""
+    funnel = {"id": "f", "window_ms": 1000, "steps": [{"name": "a", "event_type": "track"}]}
+    return {"definitions": [{**funnel, **change}]}
+
+
 @pytest.mark.parametrize(
     ("path", "value", "where"),
     [
@@ -743,6 +819,19 @@ _DELETE = object()
         ("config.identity", {"max_per_person": {"phone_hash": 0}}, "config/identity/max_per_person"),
         ("config.profiles", {"rfm": {"high_score": 6}}, "config/profiles/rfm/high_score"),
         ("config.profiles", {"rfm": {"frequency": [2, 3]}}, "config/profiles/rfm/frequency"),
+        ("processors.funnels", {"enabled": True, "replicas": -1}, "processors/funnels/replicas"),
+        ("processors.funnels", {"enabled": "yes", "replicas": 1}, "processors/funnels/enabled"),
+        ("config.funnels", {"allowed_lateness_ms": -1}, "config/funnels/allowed_lateness_ms"),
+        ("config.funnels", {"definitions": {"id": "x"}}, "config/funnels/definitions"),
+        ("config.funnels", _funnel(window_ms=0), "config/funnels/definitions/0/window_ms"),
+        ("config.funnels", _funnel(id="bad id"), "config/funnels/definitions/0/id"),
+        ("config.funnels", _funnel(steps=[]), "config/funnels/definitions/0/steps"),
+        ("config.funnels", _funnel(steps=[{"name": "a"}]), "config/funnels/definitions/0/steps/0"),
+        (
+            "config.funnels",
+            _funnel(steps=[{"name": "a", "event_type": "track", "trackname": "A"}]),
+            "config/funnels/definitions/0/steps/0",
+        ),
         ("ingest.replicas", -3, "ingest/replicas"),
         ("ingest.autoscaling", {"minReplicas": 0}, "ingest/autoscaling/minReplicas"),
         ("image.pullPolicy", "Sometimes", "image/pullPolicy"),

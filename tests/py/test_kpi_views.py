@@ -764,6 +764,89 @@ def test_ab_test(kpi):
         assert r["srm_p_value"] == pytest.approx(0.5270893, abs=1e-6)
 
 
+# The streamed counterparts (schemas/clickhouse/0011_funnels_stream.sql): per-person rows as
+# `zt process funnels` writes them, several versions per person, read under FINAL.
+DELETED_VERSION = 1 << 62
+T0 = ms("2024-02-01 12:00")
+
+
+def insert_stream_rows(engine: Engine, db: str, table: str, rows: list[tuple]) -> None:
+    # One INSERT per row: separate parts, so FINAL (not the insert) has to pick the winner;
+    # merges stopped, so the superseded rows stay for the negative controls.
+    engine.execute(f"SYSTEM STOP MERGES {db}.{table}")
+    for r in rows:
+        engine.execute(f"INSERT INTO {db}.{table} VALUES ({', '.join(sql_literal(v) for v in r)})")
+
+
+def test_ab_test_stream_equals_the_batch_view(kpi):
+    # The exposures of test_ab_test as experiment_progress rows (experiment_id, person_id,
+    # variant, exposed_at_ms, converted, converted_at_ms, version, deleted, _topic,
+    # _partition, _offset): control c01 (converted) c02 c03 c06 c10 anon-a1, treatment c05
+    # and c09 (converted) c12 anon-a2. c02 first came converted at version 1, replaced by
+    # version 2; c99 was exposed to treatment and converted, then merged away. Under FINAL
+    # the counts are the batch view's (6/1 and 4/2), so every statistic is the same.
+    rows = []
+    for i, (person, variant, conv) in enumerate([
+            ("c02", "control", 1), ("c99", "treatment", 1), ("c01", "control", 1),
+            ("c02", "control", 0), ("c03", "control", 0), ("c06", "control", 0),
+            ("c10", "control", 0), ("anon-a1", "control", 0), ("c05", "treatment", 1),
+            ("c09", "treatment", 1), ("c12", "treatment", 0), ("anon-a2", "treatment", 0)]):
+        version = 2 if (person == "c02" and i > 0) else 1
+        rows.append(("exp_checkout", person, variant, T0, conv, T0 + 60_000 if conv else 0,
+                     version, 0, "zt.funnels", 0, i))
+    rows.append(("exp_checkout", "c99", "treatment", T0, 1, T0 + 60_000, DELETED_VERSION, 1,
+                 "zt.funnels", 0, len(rows)))
+    insert_stream_rows(kpi.engine, kpi.db, "experiment_progress", rows)
+    stream = {r["variant"]: r for r in kpi.rows("kpi_ab_test_stream")}
+    batch = {r["variant"]: r for r in kpi.rows("kpi_ab_test")}
+    assert set(stream) == {"control", "treatment"}
+    assert pick(stream["treatment"], "exposed", "converted") == (4, 2)
+    assert pick(stream["control"], "exposed", "converted", "is_control") == (6, 1, 1)
+    assert stream["treatment"]["p_value"] == pytest.approx(0.2597965, abs=1e-6)
+    for v in stream:
+        assert set(stream[v]) == set(batch[v])
+        for col, want in batch[v].items():
+            got = stream[v][col]
+            assert got == (approx(want) if isinstance(want, float) else want), (v, col)
+    # Negative control: without FINAL the superseded and merged-away rows count.
+    raw = kpi.engine.rows(f"SELECT variant, count() AS n, sum(converted) AS c FROM "
+                          f"{kpi.db}.experiment_progress WHERE deleted = 0 GROUP BY variant "
+                          "ORDER BY variant")
+    assert [pick(r, "variant", "n", "c") for r in raw] == [("control", 7, 2), ("treatment", 5, 3)]
+
+
+def test_funnel_stream(kpi):
+    # funnel_progress (funnel_id, person_id, level, entry_at_ms, channel, campaign, device,
+    # experiment_id, variant, version, deleted, _topic, _partition, _offset):
+    #   s1 level 5 (ios); s2 level 2 at version 1, then level 3 at version 2 (ios);
+    #   s3 level 1 (android); s4 level 4, merged away; s5 level 0 (never entered).
+    # ios on 2024-01-05, douyin/cny_douyin: entered 2 (s1, s2); step 2: 2, step 3: 2,
+    # steps 4 and 5: 1 (s1). android: step 1: 1.
+    t = ms("2024-01-05 09:00")
+    row = lambda person, level, device, version, deleted, off: (  # noqa: E731
+        "ecommerce", person, level, t if level else 0, "douyin", "cny_douyin", device,
+        "", "", version, deleted, "zt.funnels", 0, off)
+    insert_stream_rows(kpi.engine, kpi.db, "funnel_progress", [
+        row("s1", 5, "ios", 4, 0, 0), row("s2", 2, "ios", 1, 0, 1), row("s2", 3, "ios", 2, 0, 2),
+        row("s3", 1, "android", 1, 0, 3), row("s4", 4, "ios", 3, 0, 4),
+        row("s4", 4, "ios", DELETED_VERSION, 1, 5), row("s5", 0, "", 1, 0, 6)])
+    got = kpi.rows("kpi_funnel_stream", order="device, step")
+    assert [pick(r, "funnel_id", "day", "channel", "campaign", "device", "step", "persons",
+                 "entered") for r in got] == [
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "android", 1, 1, 1),
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "ios", 1, 2, 2),
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "ios", 2, 2, 2),
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "ios", 3, 2, 2),
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "ios", 4, 1, 2),
+        ("ecommerce", "2024-01-05", "douyin", "cny_douyin", "ios", 5, 1, 2)]
+    assert [r["conversion_from_step1"] for r in got] == [
+        approx(1.0), approx(1.0), approx(1.0), approx(1.0), approx(0.5), approx(0.5)]
+    # Negative control: without FINAL, s2's level 2 row and s4 before its merge count.
+    raw = kpi.engine.rows(f"SELECT count() AS n FROM {kpi.db}.funnel_progress "
+                          "WHERE deleted = 0 AND level > 0")
+    assert raw[0]["n"] == 5
+
+
 def test_delivery_time_and_exceptions(kpi):
     # sf: W01 dispatched 01-05 18:00 -> delivered 01-07 18:00 = 48 h (promise 01-08: on
     #     time); W04 01-07 14:00 -> 01-09 02:00 = 36 h (on time); W08 01-11 08:00 ->

@@ -52,6 +52,8 @@ enum ProcessCmd {
     Identity,
     /// Keep one live profile per person; publish snapshots to zt.profiles.
     Profiles,
+    /// Keep funnels and A/B experiments per person in event time; publish rows to zt.funnels.
+    Funnels,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +166,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     kafka: s.kafka,
                     topics: s.topics,
                     profiles: s.profiles,
+                }),
+                ProcessCmd::Funnels => zt_process::Which::Funnels(zt_process::FunnelsParams {
+                    kafka: s.kafka,
+                    topics: s.topics,
+                    funnels: s.funnels,
                 }),
             };
             zt_process::serve(&s.admin, which).await

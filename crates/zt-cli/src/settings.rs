@@ -40,6 +40,8 @@ pub struct Settings {
     pub identity: zt_process::IdentityConfig,
     /// `[profiles]`
     pub profiles: zt_process::ProfilesConfig,
+    /// `[funnels]`
+    pub funnels: zt_process::FunnelsConfig,
 }
 
 /// `[pii]`: normalisation and hashing of phones and e-mails at the edge.
@@ -86,6 +88,7 @@ impl Settings {
         self.sink.validate()?;
         self.identity.validate()?;
         self.profiles.validate()?;
+        self.funnels.validate()?;
         Ok(())
     }
 

@@ -232,6 +232,14 @@ impl TopicsConfig {
     pub fn profiles_transfers(&self) -> String {
         format!("{}.profiles.transfers", self.prefix)
     }
+    /// `<prefix>.funnels.state` (compacted): the funnels processor's changelog.
+    pub fn funnels_state(&self) -> String {
+        format!("{}.funnels.state", self.prefix)
+    }
+    /// `<prefix>.funnels.transfers`: funnel state moved by merges (internal).
+    pub fn funnels_transfers(&self) -> String {
+        format!("{}.funnels.transfers", self.prefix)
+    }
     /// `<prefix>.funnels`.
     pub fn funnels(&self) -> String {
         format!("{}.funnels", self.prefix)

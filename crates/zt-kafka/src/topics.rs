@@ -96,6 +96,16 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
             false,
             "profile state moved by merges (internal, co-partitioned with events.resolved)",
         ),
+        (
+            t.funnels_state(),
+            true,
+            "funnels processor state, latest per person (internal changelog)",
+        ),
+        (
+            t.funnels_transfers(),
+            false,
+            "funnel state moved by merges (internal, co-partitioned with events.resolved)",
+        ),
     ]);
     let edges = t.identity_edges();
     out.into_iter()
@@ -214,6 +224,8 @@ mod tests {
                 "zt.identity.edges",
                 "zt.profiles.state",
                 "zt.profiles.transfers",
+                "zt.funnels.state",
+                "zt.funnels.transfers",
             ]
         );
         let edges = t.iter().find(|s| s.name == "zt.identity.edges").unwrap();
@@ -225,7 +237,12 @@ mod tests {
             .collect();
         assert_eq!(
             compacted,
-            ["zt.identity.links", "zt.profiles", "zt.profiles.state"]
+            [
+                "zt.identity.links",
+                "zt.profiles",
+                "zt.profiles.state",
+                "zt.funnels.state"
+            ]
         );
         assert_eq!(t[3].partitions, 12);
         assert_eq!(t[0].partitions, 4);

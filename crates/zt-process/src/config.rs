@@ -252,6 +252,93 @@ impl ProfilesConfig {
     }
 }
 
+/// `[funnels]`: `zt process funnels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelsConfig {
+    /// Consumer group. Default `zt-funnels`.
+    pub group_id: String,
+    /// Records per processing batch. Default 5000.
+    pub batch_max_records: usize,
+    /// Longest wait to fill a batch, in milliseconds. Default 100.
+    pub batch_max_age_ms: u64,
+    /// Events this much older than the newest event of their partition count as late
+    /// (`zt_funnels_late_events_total`); they still correct the rows. Default 3600000.
+    pub allowed_lateness_ms: i64,
+    /// The event type that counts as an experiment conversion. Default `order.paid`.
+    pub conversion_event_type: String,
+    /// The funnels. Default: the e-commerce funnel `ecommerce`.
+    pub definitions: Vec<crate::funnel::FunnelDef>,
+}
+
+impl Default for FunnelsConfig {
+    fn default() -> Self {
+        FunnelsConfig {
+            group_id: "zt-funnels".into(),
+            batch_max_records: 5_000,
+            batch_max_age_ms: 100,
+            allowed_lateness_ms: 3_600_000,
+            conversion_event_type: "order.paid".into(),
+            definitions: vec![crate::funnel::default_funnel()],
+        }
+    }
+}
+
+impl FunnelsConfig {
+    /// Checks names, sizes and funnel definitions.
+    pub fn validate(&self) -> Result<()> {
+        if self.group_id.trim().is_empty() {
+            return Err(config_err("funnels.group_id", "must not be empty"));
+        }
+        if self.batch_max_records == 0 {
+            return Err(config_err("funnels.batch_max_records", "must be > 0"));
+        }
+        if self.batch_max_age_ms == 0 {
+            return Err(config_err("funnels.batch_max_age_ms", "must be > 0"));
+        }
+        if self.allowed_lateness_ms < 0 {
+            return Err(config_err("funnels.allowed_lateness_ms", "must be >= 0"));
+        }
+        if self.conversion_event_type.trim().is_empty() {
+            return Err(config_err(
+                "funnels.conversion_event_type",
+                "must not be empty",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, f) in self.definitions.iter().enumerate() {
+            let key = |k: &str| format!("funnels.definitions[{i}].{k}");
+            let ok = !f.id.is_empty()
+                && f.id.len() <= 100
+                && f.id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(config_err(
+                    &key("id"),
+                    "must be 1 to 100 of a-z, A-Z, 0-9, _ or -",
+                ));
+            }
+            if !seen.insert(f.id.clone()) {
+                return Err(config_err(&key("id"), "is used by another funnel"));
+            }
+            if f.window_ms <= 0 {
+                return Err(config_err(&key("window_ms"), "must be > 0"));
+            }
+            if f.steps.is_empty() || f.steps.len() > 32 {
+                return Err(config_err(&key("steps"), "must have 1 to 32 steps"));
+            }
+            if let Some(j) = f.steps.iter().position(|s| s.event_type.trim().is_empty()) {
+                return Err(config_err(
+                    &format!("funnels.definitions[{i}].steps[{j}].event_type"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +359,23 @@ mod tests {
             (3, 1, 3, "important_development")
         );
         assert_eq!(c.scores(None, 0, 0).segment, "none");
+    }
+
+    #[test]
+    fn bad_funnels_are_named() {
+        let mut c = FunnelsConfig::default();
+        c.validate().unwrap();
+        c.definitions[0].window_ms = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("funnels.definitions[0].window_ms"), "{e}");
+        let mut c = FunnelsConfig::default();
+        c.definitions.push(c.definitions[0].clone());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("definitions[1].id")
+        );
     }
 
     #[test]

@@ -5,20 +5,26 @@
 //!   `zt.events.resolved`, with the graph's links and merges.
 //! - [`profiles`] keeps one live profile per person from the resolved events and publishes
 //!   a snapshot on every change to the compacted `zt.profiles`.
+//! - [`funnels`] keeps every person's funnel progress (ClickHouse `windowFunnel`
+//!   semantics, in event time, corrected by late events) and first experiment exposures,
+//!   and publishes per-person rows on `zt.funnels`.
 //!
 //! What goes on the wire is listed in [`records`]; each processor's module documentation
 //! states its delivery guarantee (effectively once, without broker transactions).
 
 pub mod config;
 pub mod error;
+pub mod funnel;
+pub mod funnels;
 pub mod identity;
 pub mod profile;
 pub mod profiles;
 pub mod records;
 pub mod runtime;
 
-pub use config::{IdentityConfig, ProfilesConfig, RfmConfig};
+pub use config::{FunnelsConfig, IdentityConfig, ProfilesConfig, RfmConfig};
 pub use error::{Error, Result};
+pub use funnels::FunnelsParams;
 pub use identity::IdentityParams;
 pub use profiles::ProfilesParams;
 
@@ -34,6 +40,8 @@ pub enum Which {
     Identity(IdentityParams),
     /// `zt process profiles`.
     Profiles(ProfilesParams),
+    /// `zt process funnels`.
+    Funnels(FunnelsParams),
 }
 
 /// Runs a processor with its admin server (`/metrics`, `/livez`, `/readyz`) until SIGINT
@@ -43,6 +51,7 @@ pub async fn serve(admin: &AdminConfig, which: Which) -> anyhow::Result<()> {
     let name = match &which {
         Which::Identity(_) => "identity",
         Which::Profiles(_) => "profiles",
+        Which::Funnels(_) => "funnels",
     };
     let metrics = Metrics::new(name);
     let health = Health::new();
@@ -51,6 +60,7 @@ pub async fn serve(admin: &AdminConfig, which: Which) -> anyhow::Result<()> {
     let out = match which {
         Which::Identity(p) => identity::run(p, metrics.registry(), &health, shutdown.clone()).await,
         Which::Profiles(p) => profiles::run(p, metrics.registry(), &health, shutdown.clone()).await,
+        Which::Funnels(p) => funnels::run(p, metrics.registry(), &health, shutdown.clone()).await,
     };
     if let Err(e) = &out {
         health.mark_dead(&format!("{name} stopped: {e}"));

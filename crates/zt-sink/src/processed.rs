@@ -5,6 +5,7 @@
 //! | `<prefix>.identity.links` (compacted) | `IdentityLink` | `identity_links` | the record's `version` |
 //! | `<prefix>.profiles` (compacted) | `ProfileSnapshot` | `profiles` | the record's Kafka offset |
 //! | `<prefix>.identity.merges` | `IdentityMerge` | `identity_merges` | the record's `version` |
+//! | `<prefix>.funnels` | `FunnelRow` / `ExperimentRow` (`crates/zt-process/src/funnel.rs`), by `kind` | `funnel_progress` / `experiment_progress` | the record's `version` |
 //!
 //! A profile's version is its offset: the profiles processor writes a person's snapshots to
 //! one partition in order, so the newest has the highest offset there. Values are read
@@ -30,11 +31,14 @@ pub enum TopicKind {
     Profiles,
     /// `<prefix>.identity.merges`: `IdentityMerge` JSON.
     IdentityMerges,
+    /// `<prefix>.funnels`: `FunnelRow` (`"kind":"funnel"`) or `ExperimentRow`
+    /// (`"kind":"experiment"`) JSON.
+    Funnels,
 }
 
 impl TopicKind {
-    /// The kind of `topic` under the configured topic names: the three processed topics
-    /// by name, everything else events.
+    /// The kind of `topic` under the configured topic names: the processed topics by
+    /// name, everything else events.
     pub fn of(topic: &str, topics: &TopicsConfig) -> Self {
         if topic == topics.identity_links() {
             TopicKind::IdentityLinks
@@ -42,18 +46,22 @@ impl TopicKind {
             TopicKind::Profiles
         } else if topic == topics.identity_merges() {
             TopicKind::IdentityMerges
+        } else if topic == topics.funnels() {
+            TopicKind::Funnels
         } else {
             TopicKind::Events
         }
     }
 
-    /// The tables (indexes into [`crate::TABLES`]) records of this kind feed.
+    /// The tables (indexes into [`crate::TABLES`]) records of this kind feed. The first is
+    /// the one a tombstone is counted for (`rows_skipped`).
     pub fn tables(self) -> &'static [usize] {
         match self {
             TopicKind::Events => &[0, 1, 2, 3, 4, 5, 6],
             TopicKind::IdentityLinks => &[7],
             TopicKind::Profiles => &[8],
             TopicKind::IdentityMerges => &[9],
+            TopicKind::Funnels => &[10, 11],
         }
     }
 }
@@ -138,6 +146,44 @@ pub struct IdentityMergeRow {
     pub _offset: i64,
 }
 
+/// `funnel_progress` (`schemas/clickhouse/0011`): a `FunnelRow` of `<prefix>.funnels`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+#[allow(missing_docs)]
+pub struct FunnelProgressRow {
+    pub funnel_id: String,
+    pub person_id: String,
+    pub level: u8,
+    pub entry_at_ms: i64,
+    pub channel: String,
+    pub campaign: String,
+    pub device: String,
+    pub experiment_id: String,
+    pub variant: String,
+    pub version: u64,
+    pub deleted: u8,
+    pub _topic: String,
+    pub _partition: i32,
+    pub _offset: i64,
+}
+
+/// `experiment_progress` (`schemas/clickhouse/0011`): an `ExperimentRow` of
+/// `<prefix>.funnels`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+#[allow(missing_docs)]
+pub struct ExperimentProgressRow {
+    pub experiment_id: String,
+    pub person_id: String,
+    pub variant: String,
+    pub exposed_at_ms: i64,
+    pub converted: u8,
+    pub converted_at_ms: i64,
+    pub version: u64,
+    pub deleted: u8,
+    pub _topic: String,
+    pub _partition: i32,
+    pub _offset: i64,
+}
+
 /// Why a processed record has no row: not JSON / not an object (`decode_failed`), or a
 /// field missing or of the wrong type (`unmappable`, naming the field).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +252,13 @@ impl Obj<'_> {
             v => Err(bad(f, format!("expected true or false, got {v}"))),
         }
     }
+    /// A 0/1 integer (`u8` flags of the funnel rows).
+    fn bit(&self, f: &'static str) -> Result<u8, RecordError> {
+        match self.int::<u8>(f)? {
+            b @ (0 | 1) => Ok(b),
+            b => Err(bad(f, format!("expected 0 or 1, got {b}"))),
+        }
+    }
     fn strings(&self, f: &'static str) -> Result<Vec<String>, RecordError> {
         let err = |v: &Value| bad(f, format!("expected an array of strings, got {v}"));
         match self.get(f)? {
@@ -264,6 +317,43 @@ pub fn map_processed(kind: TopicKind, value: &[u8], o: &Origin) -> Result<Rows, 
             _partition: o.partition,
             _offset: o.offset,
         }),
+        TopicKind::Funnels => match r.string("kind")?.as_str() {
+            "funnel" => rows.funnel_progress.push(FunnelProgressRow {
+                funnel_id: r.nonempty("funnel_id")?,
+                person_id: r.nonempty("person_id")?,
+                level: r.int("level")?,
+                entry_at_ms: r.int("entry_at_ms")?,
+                channel: r.string("channel")?,
+                campaign: r.string("campaign")?,
+                device: r.string("device")?,
+                experiment_id: r.string("experiment_id")?,
+                variant: r.string("variant")?,
+                version: r.int("version")?,
+                deleted: r.bit("deleted")?,
+                _topic: o.topic.clone(),
+                _partition: o.partition,
+                _offset: o.offset,
+            }),
+            "experiment" => rows.experiment_progress.push(ExperimentProgressRow {
+                experiment_id: r.nonempty("experiment_id")?,
+                person_id: r.nonempty("person_id")?,
+                variant: r.string("variant")?,
+                exposed_at_ms: r.int("exposed_at_ms")?,
+                converted: r.bit("converted")?,
+                converted_at_ms: r.int("converted_at_ms")?,
+                version: r.int("version")?,
+                deleted: r.bit("deleted")?,
+                _topic: o.topic.clone(),
+                _partition: o.partition,
+                _offset: o.offset,
+            }),
+            k => {
+                return Err(bad(
+                    "kind",
+                    format!("expected \"funnel\" or \"experiment\", got {k:?}"),
+                ));
+            }
+        },
         TopicKind::Profiles => rows.profiles.push(ProfileRow {
             person_id: r.nonempty("person_id")?,
             version: u64::try_from(o.offset).map_err(|_| bad("offset", "negative"))?,
@@ -409,6 +499,93 @@ mod tests {
         assert_eq!(enc.rows(), 1);
     }
 
+    fn funnel_row() -> Value {
+        serde_json::json!({
+            "kind": "funnel", "funnel_id": "ecommerce", "person_id": "p1", "level": 3,
+            "entry_at_ms": 1_704_412_800_000_i64, "channel": "douyin", "campaign": "cny",
+            "device": "ios", "experiment_id": "x1", "variant": "control", "version": 7,
+            "deleted": 0, "new_field": true
+        })
+    }
+
+    fn experiment_row() -> Value {
+        serde_json::json!({
+            "kind": "experiment", "experiment_id": "x1", "person_id": "p1",
+            "variant": "treatment", "exposed_at_ms": 5, "converted": 1, "converted_at_ms": 9,
+            "version": 1_u64 << 62, "deleted": 1
+        })
+    }
+
+    #[test]
+    fn funnel_records_map_by_kind() {
+        let v = serde_json::to_vec(&funnel_row()).unwrap();
+        let r = map_processed(TopicKind::Funnels, &v, &origin(3)).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r.funnel_progress[0],
+            FunnelProgressRow {
+                funnel_id: "ecommerce".into(),
+                person_id: "p1".into(),
+                level: 3,
+                entry_at_ms: 1_704_412_800_000,
+                channel: "douyin".into(),
+                campaign: "cny".into(),
+                device: "ios".into(),
+                experiment_id: "x1".into(),
+                variant: "control".into(),
+                version: 7,
+                deleted: 0,
+                _topic: "zt.profiles".into(),
+                _partition: 1,
+                _offset: 3,
+            }
+        );
+        let enc = r.encode().unwrap();
+        assert_eq!((enc.tables[10].0, enc.rows()), (1, 1));
+
+        let v = serde_json::to_vec(&experiment_row()).unwrap();
+        let r = map_processed(TopicKind::Funnels, &v, &origin(4)).unwrap();
+        let e = &r.experiment_progress[0];
+        assert_eq!((e.version, e.deleted, e.converted), (1 << 62, 1, 1));
+        assert_eq!((e.exposed_at_ms, e.converted_at_ms), (5, 9));
+        assert_eq!(e.variant, "treatment");
+        let enc = r.encode().unwrap();
+        assert_eq!((enc.tables[11].0, enc.rows()), (1, 1));
+        assert!(r.approx_bytes() > 48);
+    }
+
+    #[test]
+    fn funnel_record_errors_name_the_field() {
+        let field = |v: Value| {
+            let v = serde_json::to_vec(&v).unwrap();
+            match map_processed(TopicKind::Funnels, &v, &origin(1)) {
+                Err(RecordError::Map(e)) => e.field,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut f = funnel_row();
+        f["kind"] = serde_json::json!("journey");
+        assert_eq!(field(f.clone()), "kind");
+        f.as_object_mut().unwrap().remove("kind");
+        assert_eq!(field(f), "kind");
+        let mut f = funnel_row();
+        f["level"] = serde_json::json!(300);
+        assert_eq!(field(f), "level");
+        let mut f = funnel_row();
+        f["deleted"] = serde_json::json!(2);
+        assert_eq!(field(f), "deleted");
+        let mut e = experiment_row();
+        e["converted"] = serde_json::json!(true);
+        assert_eq!(field(e), "converted");
+        let mut e = experiment_row();
+        e.as_object_mut().unwrap().remove("version");
+        assert_eq!(field(e), "version");
+        assert!(matches!(
+            map_processed(TopicKind::Funnels, b"{not json", &origin(1)),
+            Err(RecordError::Decode(_))
+        ));
+    }
+
     #[test]
     fn kinds_follow_the_configured_names() {
         let t = TopicsConfig {
@@ -426,6 +603,11 @@ mod tests {
             TopicKind::of("x.identity.merges", &t),
             TopicKind::IdentityMerges
         );
+        assert_eq!(TopicKind::of("x.funnels", &t), TopicKind::Funnels);
+        assert_eq!(TopicKind::Funnels.tables(), &[10, 11]);
+        assert_eq!(crate::TABLES[10], "funnel_progress");
+        assert_eq!(crate::TABLES[11], "experiment_progress");
+        assert_eq!(TopicKind::of("x.funnels.state", &t), TopicKind::Events);
         assert_eq!(TopicKind::of("zt.profiles", &t), TopicKind::Events);
         assert_eq!(TopicKind::of("x.events.resolved", &t), TopicKind::Events);
     }

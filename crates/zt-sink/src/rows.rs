@@ -1,5 +1,5 @@
-//! Rows of the sink's tables (`schemas/clickhouse/0001`–`0006`; `0007`, `0008`, `0010` for
-//! the processed topics, mapped in [`crate::processed`]) and the mapping from one
+//! Rows of the sink's tables (`schemas/clickhouse/0001`–`0006`; `0007`, `0008`, `0010`,
+//! `0011` for the processed topics, mapped in [`crate::processed`]) and the mapping from one
 //! canonical event to them. Field order and types follow the DDL column for column
 //! (materialized columns are left out and computed by the server; `person_id`, whose
 //! `DEFAULT ''` predates the event's `person_id`, is written: the event's resolved person,
@@ -10,7 +10,9 @@ use clickhouse::Row;
 use serde::Serialize;
 use zt_model::{Event, Payload};
 
-pub use crate::processed::{IdentityLinkRow, IdentityMergeRow, ProfileRow};
+pub use crate::processed::{
+    ExperimentProgressRow, FunnelProgressRow, IdentityLinkRow, IdentityMergeRow, ProfileRow,
+};
 
 /// Where a record came from: every row carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,6 +512,29 @@ sink_row!(
     strings = [from_person, into_person, _topic],
     arrays = []
 );
+sink_row!(
+    FunnelProgressRow,
+    "funnel_progress",
+    fixed = 42,
+    strings = [
+        funnel_id,
+        person_id,
+        channel,
+        campaign,
+        device,
+        experiment_id,
+        variant,
+        _topic
+    ],
+    arrays = []
+);
+sink_row!(
+    ExperimentProgressRow,
+    "experiment_progress",
+    fixed = 48,
+    strings = [experiment_id, person_id, variant, _topic],
+    arrays = []
+);
 
 /// Every row one record maps to.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -534,6 +559,10 @@ pub struct Rows {
     pub profiles: Vec<ProfileRow>,
     /// From `<prefix>.identity.merges`.
     pub identity_merges: Vec<IdentityMergeRow>,
+    /// From `<prefix>.funnels` (`"kind":"funnel"`).
+    pub funnel_progress: Vec<FunnelProgressRow>,
+    /// From `<prefix>.funnels` (`"kind":"experiment"`).
+    pub experiment_progress: Vec<ExperimentProgressRow>,
 }
 
 impl Rows {
@@ -549,6 +578,8 @@ impl Rows {
             + self.identity_links.len()
             + self.profiles.len()
             + self.identity_merges.len()
+            + self.funnel_progress.len()
+            + self.experiment_progress.len()
     }
 
     /// True when there are no rows.
@@ -568,6 +599,9 @@ impl Rows {
         self.identity_links.append(&mut other.identity_links);
         self.profiles.append(&mut other.profiles);
         self.identity_merges.append(&mut other.identity_merges);
+        self.funnel_progress.append(&mut other.funnel_progress);
+        self.experiment_progress
+            .append(&mut other.experiment_progress);
     }
 
     /// Removes every row, keeping the allocations.
@@ -582,6 +616,8 @@ impl Rows {
         self.identity_links.clear();
         self.profiles.clear();
         self.identity_merges.clear();
+        self.funnel_progress.clear();
+        self.experiment_progress.clear();
     }
 
     /// Approximate bytes over all tables.
@@ -599,11 +635,13 @@ impl Rows {
             + b(&self.identity_links)
             + b(&self.profiles)
             + b(&self.identity_merges)
+            + b(&self.funnel_progress)
+            + b(&self.experiment_progress)
     }
 }
 
 /// The column lists of the sink's tables, in [`crate::TABLES`] order.
-pub const TABLE_COLUMNS: [&[&str]; 10] = [
+pub const TABLE_COLUMNS: [&[&str]; 12] = [
     <EventRow as clickhouse::Row>::COLUMN_NAMES,
     <OrderRow as clickhouse::Row>::COLUMN_NAMES,
     <OrderLineRow as clickhouse::Row>::COLUMN_NAMES,
@@ -614,6 +652,8 @@ pub const TABLE_COLUMNS: [&[&str]; 10] = [
     <IdentityLinkRow as clickhouse::Row>::COLUMN_NAMES,
     <ProfileRow as clickhouse::Row>::COLUMN_NAMES,
     <IdentityMergeRow as clickhouse::Row>::COLUMN_NAMES,
+    <FunnelProgressRow as clickhouse::Row>::COLUMN_NAMES,
+    <ExperimentProgressRow as clickhouse::Row>::COLUMN_NAMES,
 ];
 
 /// Every row one record maps to, RowBinary-encoded, table after table in
@@ -623,7 +663,7 @@ pub struct EncodedRows {
     /// The tables' rows, one table after the other.
     pub data: Vec<u8>,
     /// Per table: (rows, bytes).
-    pub tables: [(u32, u32); 10],
+    pub tables: [(u32, u32); 12],
 }
 
 impl EncodedRows {
@@ -657,7 +697,7 @@ impl Rows {
         }
         let mut out = EncodedRows {
             data: Vec::with_capacity(self.approx_bytes() + 64),
-            tables: [(0, 0); 10],
+            tables: [(0, 0); 12],
         };
         put(&self.events, &mut out, 0)?;
         put(&self.orders, &mut out, 1)?;
@@ -669,6 +709,8 @@ impl Rows {
         put(&self.identity_links, &mut out, 7)?;
         put(&self.profiles, &mut out, 8)?;
         put(&self.identity_merges, &mut out, 9)?;
+        put(&self.funnel_progress, &mut out, 10)?;
+        put(&self.experiment_progress, &mut out, 11)?;
         Ok(out)
     }
 }

@@ -3,10 +3,10 @@
 //! **Input.** The configured topics (by default the six `<prefix>.events.<source>`),
 //! consumed as the consumer group `sink.group_id`. Every value is a `zt.Event` in the
 //! Confluent wire format, decoded with [`zt_model::decode`], except on the processors'
-//! JSON topics `<prefix>.identity.links`, `<prefix>.profiles` and
-//! `<prefix>.identity.merges` (when listed), whose records become one row of
-//! `identity_links`, `profiles` or `identity_merges` ([`crate::processed`]); their
-//! tombstones (no value) are skipped.
+//! JSON topics `<prefix>.identity.links`, `<prefix>.profiles`, `<prefix>.identity.merges`
+//! and `<prefix>.funnels` (when listed), whose records become one row of `identity_links`,
+//! `profiles`, `identity_merges`, or `funnel_progress` / `experiment_progress` by the
+//! record's `kind` ([`crate::processed`]); their tombstones (no value) are skipped.
 //!
 //! **On the wire to ClickHouse.** Each event becomes one `events` row plus the rows of its
 //! domain table (`orders` and `order_lines`, `shipments`, `tickets`, `ad_spend`,
@@ -80,7 +80,7 @@ use offsets::OffsetSet;
 use writer::{TableBuf, Writer};
 
 /// The tables the sink writes, in insert order. Indexes are used in the resume state.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 12] = [
     "events",
     "orders",
     "order_lines",
@@ -91,6 +91,8 @@ pub const TABLES: [&str; 10] = [
     "identity_links",
     "profiles",
     "identity_merges",
+    "funnel_progress",
+    "experiment_progress",
 ];
 
 /// Everything the sink needs to run.
@@ -300,7 +302,7 @@ struct Original {
 #[derive(Debug, Default)]
 struct Batch {
     /// Per table (in [`TABLES`] order), the RowBinary rows of the batch's records.
-    tables: [TableBuf; 10],
+    tables: [TableBuf; 12],
     originals: Vec<Original>,
     records: usize,
     /// Kafka value bytes of the records.
@@ -763,7 +765,7 @@ impl Sink {
                     Some(w.insert(i, &t[i], &r[i].0).await)
                 }
             };
-            let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9) = tokio::join!(
+            let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) = tokio::join!(
                 go(0),
                 go(1),
                 go(2),
@@ -773,9 +775,11 @@ impl Sink {
                 go(6),
                 go(7),
                 go(8),
-                go(9)
+                go(9),
+                go(10),
+                go(11)
             );
-            [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9]
+            [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
         };
         // Then, table by table, whatever failed goes the careful way: re-read what the
         // table holds, retry with backoff, bisect a rejected INSERT down to the record.
