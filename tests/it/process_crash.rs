@@ -366,6 +366,7 @@ const PERSONS: u32 = 120;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_stream_equals_the_reference() {
+    let _heavy = HEAVY.lock().await;
     let env = setup("crash", 2, 40).await;
     let (events, expect) = generate(0x5eed_0001, PERSONS);
     let producer = producer();
@@ -413,6 +414,7 @@ async fn kill_9_mid_stream_equals_the_reference() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_with_rebalances_equal_the_reference() {
+    let _heavy = HEAVY.lock().await;
     let env = setup("rebalance", 4, 40).await;
     let (events, expect) = generate(0x5eed_0002, PERSONS);
     let producer = producer();
@@ -468,6 +470,7 @@ async fn two_instances_with_rebalances_equal_the_reference() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn negative_control_without_restore_the_oracle_finds_losses() {
+    let _heavy = HEAVY.lock().await;
     let env = setup("norestore", 2, 40).await;
     let (events, expect) = generate(0x5eed_0003, 60);
     let producer = producer();

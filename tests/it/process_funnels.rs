@@ -322,6 +322,7 @@ const PERSONS: u32 = 80;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streaming_funnel_equals_window_funnel_with_shuffled_and_late_input() {
+    let _heavy = HEAVY.lock().await;
     let run = start("funnels").await;
     let env = &run.env;
     let (events, expect) = generate(0xf00d_0001, PERSONS);
@@ -363,6 +364,7 @@ async fn streaming_funnel_equals_window_funnel_with_shuffled_and_late_input() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_stream_equals_window_funnel_and_without_restore_it_does_not() {
+    let _heavy = HEAVY.lock().await;
     for restore in [true, false] {
         let run = start(if restore { "fcrash" } else { "fnorestore" }).await;
         let env = &run.env;

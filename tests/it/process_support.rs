@@ -31,6 +31,12 @@ pub fn pid(kind: &str, value: &str) -> String {
     format!("p_{}", hex::encode(&d[..16]))
 }
 
+/// Held by each processor test for its whole run: under `cargo test` the tests of one
+/// binary run in parallel, and several pipelines of `zt` processes at once overload the one
+/// local broker (nextest runs these binaries one test at a time anyway, see
+/// .config/nextest.toml).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One test's private topics, groups and config file.
 pub struct Env {
     pub topics: TopicsConfig,
@@ -320,20 +326,31 @@ pub fn read_all(topic: &str) -> Vec<(i32, i64, String, Option<Vec<u8>>)> {
     out
 }
 
-/// The latest value per key of a JSON topic (the compacted view).
+/// The current value per key of a JSON topic, as a reader of the processors' outputs keeps
+/// it: the highest `version` when the records carry one (a late write of a crashed owner
+/// has a lower one), else the latest offset (the compacted view). Tombstones delete.
 pub fn latest_json<T: serde::de::DeserializeOwned>(topic: &str) -> BTreeMap<String, T> {
-    let mut out = BTreeMap::new();
+    let mut best: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     for (_, _, k, v) in read_all(topic) {
         match v {
             Some(v) => {
-                out.insert(k, serde_json::from_slice(&v).expect("JSON record"));
+                let v: serde_json::Value = serde_json::from_slice(&v).expect("JSON record");
+                let version = v
+                    .get("version")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
+                if best.get(&k).is_none_or(|(old, _)| version >= *old) {
+                    best.insert(k, (version, v));
+                }
             }
             None => {
-                out.remove(&k);
+                best.remove(&k);
             }
         }
     }
-    out
+    best.into_iter()
+        .map(|(k, (_, v))| (k, serde_json::from_value(v).expect("record shape")))
+        .collect()
 }
 
 pub fn producer() -> FutureProducer {

@@ -10,9 +10,9 @@ Grafana dashboard and the Prometheus alerts (deploy/grafana).
 - values.schema.json rejecting bad values, with jsonschema and with Helm itself;
 - yamllint on the values and the rules;
 - every metric name the dashboard and the alerts use appears as a series in a live
-  /metrics scrape of `zt ingest` and `zt sink` against the local stack, and every scrape
-  is clean under `promtool check metrics`; `promtool check rules` on the alerts and on the
-  dashboard's queries.
+  /metrics scrape of `zt ingest`, `zt sink` and `zt process identity|profiles|funnels`
+  against the local stack, and every scrape is clean under `promtool check metrics`;
+  `promtool check rules` on the alerts and on the dashboard's queries.
 
 Each checking helper has a negative control, so a check that cannot fail is noticed.
 The binary is target/debug/zt (built with `cargo build -p zt-cli` when absent; ZT_BIN
@@ -1070,6 +1070,7 @@ class Proc:
 
 
 MARKETING_KEY = "helm-check-marketing-key"
+TRACKING_KEY = "helm-check-tracking-key"
 
 
 def marketing_events() -> bytes:
@@ -1090,13 +1091,52 @@ def marketing_events() -> bytes:
     return json.dumps([ok, unmappable, rejected]).encode()
 
 
+def tracking_batch(run: str) -> bytes:
+    """A Segment batch that makes every labelled processor series appear: funnel steps of
+    a known user (funnel rows), a user id that would join a second user id to the first
+    user's anonymous id (a guard refusal, exclusive_conflict), an anonymous visitor who
+    then logs in as a known user (a merge), and a step two hours older than the newest
+    event of the partition (a late event for the funnels processor)."""
+    now = time.time()
+
+    def at(seconds_ago: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - seconds_ago))
+
+    u1, u2, u3, a1, a2 = (f"helm-{run}-{n}" for n in ("u1", "u2", "u3", "a1", "a2"))
+    calls = [
+        {"type": "track", "event": "Product Viewed", "userId": u1, "anonymousId": a1,
+         "timestamp": at(60)},
+        {"type": "track", "event": "Product Added", "userId": u1, "timestamp": at(0)},
+        {"type": "identify", "userId": u2, "anonymousId": a1, "timestamp": at(0)},
+        {"type": "page", "name": "Home", "anonymousId": a2, "timestamp": at(0)},
+        {"type": "track", "event": "Product Viewed", "userId": u3, "timestamp": at(0)},
+        {"type": "identify", "userId": u3, "anonymousId": a2, "timestamp": at(0)},
+        {"type": "track", "event": "Checkout Started", "userId": u1, "timestamp": at(7200)},
+    ]
+    for i, c in enumerate(calls):
+        c["messageId"] = f"helm-{run}-{i}"
+    return json.dumps({"batch": calls}).encode()
+
+
+def labelled(scrape: str, name: str) -> dict[str, float]:
+    """Series of `name` in a text exposition: the label part -> value."""
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", scrape, re.M)
+    }
+
+
 @pytest.fixture(scope="module")
 def live_scrapes(zt_bin, tmp_path_factory):
-    """Scrapes of /metrics of four live processes against the local stack, after traffic
-    that makes every labelled series appear: a healthy ingest (accepted and rejected
-    events), a healthy sink (rows inserted, a dead letter, lag), an ingest whose topics do
-    not exist (publish errors, 503) and a sink whose ClickHouse is down (errors, /readyz
-    failing)."""
+    """Scrapes of /metrics of live processes against the local stack, after traffic that
+    makes every labelled series appear: a healthy ingest (accepted and rejected events), a
+    healthy sink (rows inserted, a dead letter, lag), an ingest whose topics do not exist
+    (publish errors, 503), a sink whose ClickHouse is down (errors, /readyz failing), the
+    three stream processors reading what the healthy ingest published (resolved events,
+    a merge, a guard refusal, funnel rows, a late event, lag) and, on topics of their own,
+    an identity processor whose graph log holds a record no resolver wrote (bad_edge
+    errors) and profiles and funnels processors with an unreachable second bootstrap
+    broker (kafka client errors)."""
     tmp = tmp_path_factory.mktemp("live")
     kafka = os.environ.get("ZT_TEST_KAFKA", "127.0.0.1:9092")
     ch_url = os.environ.get("ZT_TEST_CLICKHOUSE", "http://127.0.0.1:8123")
@@ -1104,6 +1144,7 @@ def live_scrapes(zt_bin, tmp_path_factory):
     prefix, database = f"zthelm{run}", f"zt_helm_{run}"
     # What `zt ingest hash-key` prints, computed independently.
     digest = hashlib.sha256(MARKETING_KEY.encode()).hexdigest()
+    tracking_digest = hashlib.sha256(TRACKING_KEY.encode()).hexdigest()
     cfg = tmp / "zhongtai.toml"
     cfg.write_text(
         f"""
@@ -1125,14 +1166,56 @@ insert_timeout_ms = 5000
 retry_max_backoff_ms = 500
 [ingest.sources.marketing]
 write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
+[ingest.sources.tracking]
+write_keys = [{{ id = "helm-check-tracking", sha256 = "{tracking_digest}" }}]
+[identity]
+group_id = "{prefix}-identity"
+[profiles]
+group_id = "{prefix}-profiles"
+[funnels]
+group_id = "{prefix}-funnels"
+allowed_lateness_ms = 60000
 """
     )
     base = ["--config", str(cfg)]
-    for args in (["topics", "create"], ["migrate"]):
+    # The failing processors get topics and groups of their own, so that they neither share
+    # the healthy processors' groups nor write to their topics.
+    failing = f"{prefix}x"
+    failing_env = {
+        "ZT__TOPICS__PREFIX": failing,
+        **{f"ZT__{p.upper()}__GROUP_ID": f"{failing}-{p}" for p in PROCESSORS},
+    }
+    dead_broker_env = {
+        **failing_env,
+        "ZT__KAFKA__BOOTSTRAP_SERVERS": f"{kafka},127.0.0.1:{free_port()}",
+        # Connect to every bootstrap broker at once: the dead one fails deterministically.
+        "ZT__KAFKA__OPTIONS__ENABLE_SPARSE_CONNECTIONS": "false",
+    }
+    for args, env in (
+        (["topics", "create"], {}),
+        (["topics", "create"], {"ZT__TOPICS__PREFIX": failing}),
+        (["migrate"], {}),
+    ):
         r = subprocess.run(
-            [str(zt_bin), *base, *args], env=clean_env(), capture_output=True, text=True, timeout=120
+            [str(zt_bin), *base, *args],
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert r.returncode == 0, f"zt {' '.join(args)} failed (is the local stack up?):\n{r.stderr}"
+    # A record in the identity graph log that no resolver wrote (not an edge). The identity
+    # processor reads any partition error of its log reader as fatal, so an unreachable
+    # broker would stop it rather than be counted: its error series comes from this.
+    r = subprocess.run(
+        [tansu(), "cat", "produce", f"{failing}.identity.edges"]
+        + ["--broker", f"tcp://{kafka.split(',')[0]}"],
+        input='{"key": "not-an-edge", "value": "written by no resolver"}\n',
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, f"tansu cat produce failed:\n{r.stdout}{r.stderr}"
 
     procs: dict[str, Proc] = {}
     admin: dict[str, str] = {}
@@ -1146,7 +1229,7 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
             port = free_port()
             public[name] = f"http://127.0.0.1:{port}"
             env["ZT__INGEST__LISTEN"] = f"127.0.0.1:{port}"
-        procs[name] = Proc(name, zt_bin, [*base, command], clean_env(**env), tmp)
+        procs[name] = Proc(name, zt_bin, [*base, *command.split()], clean_env(**env), tmp)
 
     def logs() -> str:
         return "\n".join(p.tail() for p in procs.values())
@@ -1156,6 +1239,11 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
 
     def metrics(name: str) -> str:
         return http("GET", admin[name] + "/metrics")[1]
+
+    def post_tracking() -> tuple[int, str]:
+        key = base64.b64encode(f"{TRACKING_KEY}:".encode()).decode()
+        headers = {"Authorization": f"Basic {key}", "Content-Type": "application/json"}
+        return http("POST", public["ingest"] + "/v1/batch", tracking_batch(run), headers, 30)
 
     def post_events(name: str) -> tuple[int, str]:
         key = base64.b64encode(f"{MARKETING_KEY}:".encode()).decode()
@@ -1180,6 +1268,11 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
             ZT__CLICKHOUSE__URL=f"http://127.0.0.1:{free_port()}",
             ZT__SINK__GROUP_ID=f"{prefix}-down",
         )
+        for p in PROCESSORS:
+            start(p, f"process {p}")
+        start("identity_bad_edge", "process identity", **failing_env)
+        for p in ("profiles", "funnels"):
+            start(f"{p}_broker_failing", f"process {p}", **dead_broker_env)
 
         for name in ("ingest", "ingest_broker_failing"):
             wait_for(f"{name} /readyz", lambda n=name: status(n, "/readyz") == 200, 30, logs)
@@ -1194,6 +1287,10 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
         assert [r["reason"] for r in answer["rejected"]] == ["missing_field"], answer
         code, body = post_events("ingest_broker_failing")
         assert code == 503, (code, body, logs())
+        code, body = post_tracking()
+        assert code == 200, (code, body, logs())
+        answer = json.loads(body)
+        assert answer["accepted"] == 7 and not answer["rejected"], answer
 
         needed = (
             "zt_sink_dead_lettered_total{",
@@ -1213,6 +1310,41 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
             logs,
         )
 
+        # The processors: identity resolves what ingest published; profiles and funnels
+        # read identity's output (checked through their counters); the consumer lag is
+        # exported every 5 s once partitions are assigned and fetched.
+        def counted(name: str, metric: str, labels: str = "") -> float:
+            series = labelled(metrics(name), metric)
+            return sum(v for k, v in series.items() if labels in (k or ""))
+
+        def processors_done() -> bool:
+            return (
+                counted("identity", "zt_identity_events_total", 'outcome="resolved"') >= 7
+                and counted("identity", "zt_identity_events_total", 'outcome="anonymous"') >= 2
+                and counted("identity", "zt_identity_merges_total") >= 1
+                and counted("identity", "zt_identity_guard_refusals_total") >= 1
+                # 7 tracking events with a person, 2 marketing events without one.
+                and counted("profiles", "zt_profiles_records_total", 'kind="event"') >= 9
+                and counted("funnels", "zt_funnels_records_total", 'kind="event"') >= 9
+                and counted("funnels", "zt_funnels_rows_total") >= 1
+                and counted("funnels", "zt_funnels_late_events_total") >= 1
+                and all(f"zt_{p}_consumer_lag{{" in metrics(p) for p in PROCESSORS)
+            )
+
+        wait_for(
+            "the processors to resolve, profile and funnel the events", processors_done, 45, logs
+        )
+        wait_for(
+            "the failing processors to count errors",
+            lambda: 'zt_identity_errors_total{kind="bad_edge"}' in metrics("identity_bad_edge")
+            and all(
+                f'zt_{p}_errors_total{{kind="kafka"}}' in metrics(f"{p}_broker_failing")
+                for p in ("profiles", "funnels")
+            ),
+            30,
+            logs,
+        )
+
         health = {n: (status(n, "/livez"), http("GET", admin[n] + "/readyz")) for n in procs}
         scrapes = {n: metrics(n) for n in procs}
         yield {"scrapes": scrapes, "health": health, "logs": logs}
@@ -1227,7 +1359,12 @@ write_keys = [{{ id = "helm-check", sha256 = "{digest}" }}]
 
 def test_admin_endpoints_behave_as_the_probes_assume(live_scrapes):
     health = live_scrapes["health"]
-    for name in ("ingest", "sink"):
+    for name in ("ingest", "sink", *PROCESSORS):
+        live, (ready, _) = health[name]
+        assert (live, ready) == (200, 200), name
+    # An unreadable graph-log record is skipped, one unreachable bootstrap broker among
+    # reachable ones is retried: counted, but live and ready.
+    for name in ("identity_bad_edge", "profiles_broker_failing", "funnels_broker_failing"):
         live, (ready, _) = health[name]
         assert (live, ready) == (200, 200), name
     # ClickHouse down: not ready (taken out of the Service), but live (not restarted).
@@ -1261,10 +1398,16 @@ def test_dashboard_uses_only_exported_metrics(live_scrapes):
     assert missing_metrics(exprs, exported(live_scrapes)) == {}
 
 
+# Series Prometheus writes itself for every target; no /metrics exports them.
+PROMETHEUS_SERIES = {"up"}
+
+
 def test_alerts_use_only_exported_metrics(live_scrapes):
     exprs = rules_exprs(yaml.safe_load(RULES.read_text()))
     assert len(exprs) >= 8
-    assert missing_metrics(exprs, exported(live_scrapes)) == {}
+    assert missing_metrics(exprs, exported(live_scrapes) | PROMETHEUS_SERIES) == {}
+    # Without the allowance, `up` is reported (the comparison sees it).
+    assert {"up"} in missing_metrics(exprs, exported(live_scrapes)).values()
 
 
 def test_a_dashboard_with_an_unknown_metric_is_caught(live_scrapes):
@@ -1284,6 +1427,13 @@ def promtool_run(args: list[str], stdin: str | None = None) -> subprocess.Comple
     return subprocess.run(
         [promtool(), *args], input=stdin, capture_output=True, text=True, timeout=30
     )
+
+
+def tansu() -> str:
+    """The local stack's broker binary; its `cat produce` writes a raw record."""
+    path = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+    assert Path(path).exists(), "tansu is missing: deploy/local/stack.sh install installs it"
+    return path
 
 
 def promtool() -> str:
@@ -1343,6 +1493,29 @@ def test_alert_rules_and_dashboard_queries_parse(tmp_path):
     bad = {"record": "x:y", "expr": "sum(rate(zt_build_info[5m])"}
     r = promtool_check_rules([{"name": "bad", "rules": [bad]}], tmp_path)
     assert r.returncode != 0
+
+
+def test_processor_down_alert_selects_the_processor_pods(chart):
+    """ZhongtaiProcessorDown reads `up` by the pod label the ServiceMonitor copies onto its
+    targets (the processors are optional, so absent(zt_build_info) would fire wherever they
+    are not deployed): the label must be copied and select exactly the processors' pods."""
+    rules = yaml.safe_load(RULES.read_text())
+    (rule,) = [
+        r for g in rules["spec"]["groups"] for r in g["rules"] if r["alert"] == "ZhongtaiProcessorDown"
+    ]
+    m = re.search(r'up\{app_kubernetes_io_component=~"([^"]+)"\}', rule["expr"])
+    assert m, rule["expr"]
+    values = values_for("ci")
+    values["processors"] = {p: {"enabled": True} for p in PROCESSORS}
+    docs = render(chart, values)
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    assert "app.kubernetes.io/component" in sm["spec"]["podTargetLabels"]
+    components = {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in by_kind(docs, "Deployment")
+    }
+    assert {"ingest", "sink", *PROCESSORS} <= components
+    assert {c for c in components if re.fullmatch(m.group(1), c)} == set(PROCESSORS)
 
 
 def test_dashboard_structure():

@@ -16,9 +16,9 @@
 //! applying an event twice or in any order gives the same state, and two persons' states
 //! join by union: the same effectively-once argument as the profiles
 //! ([`crate::profile`]). Rows are published per person (one per funnel, one per experiment)
-//! with a version that grows with the set of facts behind it, so late and out-of-order
-//! events replace a person's row and ClickHouse (ReplacingMergeTree, FINAL) converges to
-//! the exact batch answer.
+//! with a version that grows with every write ([`crate::runtime::VersionClock`]), so late
+//! and out-of-order events replace a person's row and ClickHouse (ReplacingMergeTree,
+//! FINAL) converges to the exact batch answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +27,7 @@ use zt_model::{Event, Payload};
 
 /// Version of the row of a person merged into another: above any live version, so the
 /// deletion always wins.
-pub const DELETED_VERSION: u64 = 1 << 62;
+pub const DELETED_VERSION: u64 = 1 << 63;
 
 /// One step of a funnel: the event type, and for track calls optionally the event name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +179,10 @@ pub struct FunnelState {
     /// Persons merged into this one.
     #[serde(default)]
     pub absorbed: BTreeSet<String>,
+    /// Version of the last write ([`crate::runtime::VersionClock`]); readers keep the
+    /// highest. Not part of the facts.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A person's progress in one funnel, as published on `zt.funnels`.
@@ -345,14 +349,12 @@ impl FunnelState {
         }
     }
 
-    fn version(&self) -> u64 {
+    fn row_version(&self) -> u64 {
         if self.merged_into.is_some() {
-            return DELETED_VERSION;
+            DELETED_VERSION
+        } else {
+            self.version
         }
-        (self.steps.values().map(BTreeMap::len).sum::<usize>()
-            + self.exposures.len()
-            + self.conversions.len()
-            + self.absorbed.len()) as u64
     }
 
     /// The person's first exposure over all experiments.
@@ -364,7 +366,7 @@ impl FunnelState {
 
     /// The rows of this person: one per funnel and one per experiment exposed to.
     pub fn rows(&self, funnels: &[FunnelDef]) -> (Vec<FunnelRow>, Vec<ExperimentRow>) {
-        let version = self.version();
+        let version = self.row_version();
         let deleted = u8::from(self.merged_into.is_some());
         let (xid, variant) = self
             .first_exposure()

@@ -17,7 +17,7 @@
 //! `kpi_ab_test_stream`).
 //!
 //! **Event time and lateness**: each partition's watermark is the largest event time seen
-//! minus `funnels.allowed_lateness_ms` (`zt_funnels_watermark_ms`). Events older than the
+//! minus `funnels.allowed_lateness_ms` (`zt_funnels_watermark_timestamp_seconds`). Events older than the
 //! watermark are counted as late (`zt_funnels_late_events_total`) and still applied: the
 //! state keeps every step event of a person, so a late event corrects the rows exactly.
 //!
@@ -111,8 +111,8 @@ impl FunnelsMetrics {
                 r,
                 IntGaugeVec::new(
                     Opts::new(
-                        "zt_funnels_watermark_ms",
-                        "event-time watermark per partition: largest event time minus the allowed lateness",
+                        "zt_funnels_watermark_timestamp_seconds",
+                        "event-time watermark per partition (UTC seconds): largest event time minus the allowed lateness",
                     ),
                     &["partition"],
                 )
@@ -153,6 +153,9 @@ pub struct FunnelsParams {
     pub funnels: FunnelsConfig,
 }
 
+/// How long start-up waits for a broker that does not answer.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 struct Processor {
     p: FunnelsParams,
     consumer: StreamConsumer<Ctx>,
@@ -161,6 +164,8 @@ struct Processor {
     producer: FutureProducer,
     state: HashMap<i32, HashMap<String, FunnelState>>,
     max_event_time: HashMap<i32, i64>,
+    clocks: HashMap<i32, runtime::VersionClock>,
+    assigned: BTreeSet<(String, i32)>,
     metrics: FunnelsMetrics,
 }
 
@@ -185,7 +190,14 @@ pub async fn run(
     let reader = runtime::reader(&params.kafka, &params.funnels.group_id)?;
     let mut counts = BTreeMap::new();
     for topic in inputs.iter().chain([&t.funnels_state()]) {
-        let n = runtime::partitions_of(&reader, std::slice::from_ref(topic))?.len();
+        let n = runtime::partitions_when_ready(
+            &reader,
+            std::slice::from_ref(topic),
+            PATIENCE,
+            &shutdown,
+        )
+        .await?
+        .len();
         counts.insert(topic.clone(), n);
     }
     if counts.values().collect::<BTreeSet<_>>().len() != 1 {
@@ -211,6 +223,8 @@ pub async fn run(
         producer,
         state: HashMap::new(),
         max_event_time: HashMap::new(),
+        clocks: HashMap::new(),
+        assigned: BTreeSet::new(),
         metrics,
     };
     tracing::info!(inputs = ?inputs, group = %proc.p.funnels.group_id,
@@ -245,13 +259,16 @@ impl Processor {
         for e in events {
             match e {
                 RebalanceEvent::Revoked(keys) => {
-                    for (_, p) in keys {
-                        self.state.remove(&p);
-                        self.max_event_time.remove(&p);
+                    for k in keys {
+                        self.state.remove(&k.1);
+                        self.max_event_time.remove(&k.1);
+                        self.clocks.remove(&k.1);
+                        self.assigned.remove(&k);
                     }
                 }
                 RebalanceEvent::Assigned(keys) => {
                     let started = Instant::now();
+                    self.assigned.extend(keys.iter().cloned());
                     let parts: BTreeSet<i32> = keys.iter().map(|k| k.1).collect();
                     for p in parts {
                         self.restore(p)?;
@@ -274,6 +291,8 @@ impl Processor {
         if std::env::var_os(DISABLE_RESTORE_ENV).is_some_and(|v| v == "1") {
             // Test only: the negative control of the crash tests.
             tracing::warn!("{DISABLE_RESTORE_ENV}=1: state NOT restored (test only)");
+            self.clocks
+                .insert(partition, runtime::VersionClock::after(0));
             self.state.insert(partition, map);
             return Ok(());
         }
@@ -292,7 +311,9 @@ impl Processor {
                         offset: m.offset(),
                         reason: format!("funnel state unreadable: {e}"),
                     })?;
-                    map.insert(key, s);
+                    if map.get(&key).is_none_or(|old| s.version >= old.version) {
+                        map.insert(key, s);
+                    }
                 }
             }
             Ok(())
@@ -305,6 +326,9 @@ impl Processor {
             self.max_event_time.insert(partition, t);
         }
         tracing::info!(partition, persons = map.len(), "funnel state restored");
+        let max = map.values().map(|s| s.version).max().unwrap_or_default();
+        self.clocks
+            .insert(partition, runtime::VersionClock::after(max));
         self.state.insert(partition, map);
         Ok(())
     }
@@ -320,6 +344,13 @@ impl Processor {
         for m in batch {
             let part = m.partition();
             let topic = m.topic();
+            if !self.assigned.contains(&(topic.to_owned(), part)) {
+                self.metrics
+                    .records
+                    .with_label_values(&["any", "not_assigned"])
+                    .inc();
+                continue;
+            }
             let kind = if topic == t.events_resolved() {
                 "event"
             } else if topic == t.identity_merges() {
@@ -353,7 +384,7 @@ impl Processor {
                         self.metrics
                             .watermark
                             .with_label_values(&[&part.to_string()])
-                            .set(max_t.saturating_sub(lateness));
+                            .set(max_t.saturating_sub(lateness).div_euclid(1_000));
                         let s = state
                             .entry(person.clone())
                             .or_insert_with(|| FunnelState::new(&person));
@@ -469,9 +500,14 @@ impl Processor {
         runtime::send_all(&self.producer, &transfers).await?;
         let mut out = Vec::with_capacity(dirty.len() * 3);
         for (part, person) in &dirty {
-            let Some(s) = self.state.get(part).and_then(|m| m.get(person)) else {
+            let clock = self
+                .clocks
+                .entry(*part)
+                .or_insert_with(|| runtime::VersionClock::after(0));
+            let Some(s) = self.state.get_mut(part).and_then(|m| m.get_mut(person)) else {
                 continue;
             };
+            s.version = clock.tick();
             out.push(Out {
                 topic: t.funnels_state(),
                 key: person.clone().into_bytes(),
@@ -500,7 +536,9 @@ impl Processor {
         self.metrics
             .persons
             .set(self.state.values().map(|m| m.len() as i64).sum());
-        runtime::commit(&self.consumer, &runtime::next_offsets(batch))
+        let mut next = runtime::next_offsets(batch);
+        next.retain(|k, _| self.assigned.contains(k));
+        runtime::commit(&self.consumer, &next)
     }
 }
 

@@ -267,6 +267,9 @@ impl IdentityParams {
     }
 }
 
+/// How long start-up waits for a broker that does not answer.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 struct Processor {
     p: IdentityParams,
     inputs: Vec<String>,
@@ -278,6 +281,9 @@ struct Processor {
     metrics: IdentityMetrics,
     edges_topic: String,
     last_prune: Instant,
+    /// Assigned input partitions; records of others (received before a revocation) are
+    /// left to their new owner.
+    assigned: std::collections::BTreeSet<PartKey>,
 }
 
 /// Runs the identity processor until `shutdown`.
@@ -304,8 +310,14 @@ pub async fn run(
     let log_reader = runtime::reader(&params.kafka, &params.identity.group_id)?;
     let producer = zt_kafka::build_producer(&params.kafka)?;
     let edges_topic = params.topics.identity_edges();
-    let parts = runtime::partitions_of(&log_reader, &inputs)?;
-    let edge_parts = runtime::partitions_of(&log_reader, std::slice::from_ref(&edges_topic))?;
+    let parts = runtime::partitions_when_ready(&log_reader, &inputs, PATIENCE, &shutdown).await?;
+    let edge_parts = runtime::partitions_when_ready(
+        &log_reader,
+        std::slice::from_ref(&edges_topic),
+        PATIENCE,
+        &shutdown,
+    )
+    .await?;
     if edge_parts.len() != 1 {
         return Err(Error::Topics(format!(
             "{edges_topic} must have exactly 1 partition (the graph's log is totally ordered), has {}",
@@ -327,10 +339,22 @@ pub async fn run(
         metrics,
         edges_topic,
         last_prune: Instant::now(),
+        assigned: Default::default(),
         p: params,
     };
     // Effects of edges whose input is committed are never needed: skip them while folding.
-    let committed = runtime::committed(&proc.consumer, &parts)?;
+    let mut attempt = 0;
+    let committed = loop {
+        match runtime::committed(&proc.consumer, &parts) {
+            Ok(c) => break c,
+            Err(e) if attempt < 12 && !shutdown.is_triggered() => {
+                attempt += 1;
+                tracing::warn!(error = %e, "committed offsets not readable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     proc.log.prune(&committed);
     let started = Instant::now();
     proc.catch_up(None)?;
@@ -376,7 +400,13 @@ impl Processor {
                             idle = 0;
                             self.log.fold(m.offset(), m.payload(), &self.metrics)?;
                         }
-                        Some(Err(e)) => return Err(Error::Kafka(e)),
+                        Some(Err(e)) => {
+                            // Transient (a broker down, a timed-out fetch): librdkafka
+                            // retries; only lack of progress is fatal.
+                            idle += 1;
+                            self.metrics.errors.with_label_values(&["log_read"]).inc();
+                            tracing::warn!(error = %e, "error reading the graph log; retrying");
+                        }
                         None => {
                             idle += 1;
                             if idle > 300 {
@@ -398,8 +428,14 @@ impl Processor {
     /// Folds whatever other instances appended, without waiting.
     fn drain_log(&mut self) -> Result<()> {
         while let Some(r) = self.log_reader.poll(Duration::ZERO) {
-            let m = r?;
-            self.log.fold(m.offset(), m.payload(), &self.metrics)?;
+            match r {
+                Ok(m) => self.log.fold(m.offset(), m.payload(), &self.metrics)?,
+                Err(e) => {
+                    self.metrics.errors.with_label_values(&["log_read"]).inc();
+                    tracing::warn!(error = %e, "error reading the graph log; retrying");
+                    break;
+                }
+            }
         }
         self.metrics.identifiers.set(self.log.graph.len() as i64);
         self.metrics.persons.set(self.log.graph.persons() as i64);
@@ -418,6 +454,13 @@ impl Processor {
             )
             .await?;
             self.apply_rebalance(events);
+            let batch: Vec<OwnedMessage> = batch
+                .into_iter()
+                .filter(|m| {
+                    self.assigned
+                        .contains(&(m.topic().to_owned(), m.partition()))
+                })
+                .collect();
             if batch.is_empty() {
                 self.drain_log()?;
                 continue;
@@ -437,8 +480,13 @@ impl Processor {
         // The graph is global: nothing moves. A replayed record finds the effects of the
         // edge its previous owner appended (kept by input position until committed).
         for e in events {
-            if let RebalanceEvent::Assigned(keys) = e {
-                tracing::debug!(partitions = keys.len(), "input partitions assigned");
+            match e {
+                RebalanceEvent::Assigned(keys) => self.assigned.extend(keys),
+                RebalanceEvent::Revoked(keys) => {
+                    for k in keys {
+                        self.assigned.remove(&k);
+                    }
+                }
             }
         }
     }

@@ -151,6 +151,10 @@ pub struct ProfileState {
     /// Seen on a private-domain channel at least once.
     #[serde(default)]
     pub private_domain: bool,
+    /// Version of the last write of this state ([`crate::runtime::VersionClock`]); readers
+    /// keep the highest. Not part of the facts: applying and joining leave it alone.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl ProfileState {
@@ -165,6 +169,7 @@ impl ProfileState {
     /// True when nothing is known (a new or redirected person).
     pub fn is_empty(&self) -> bool {
         let mut blank = ProfileState::new(&self.person_id);
+        blank.version = self.version;
         blank.merged_into.clone_from(&self.merged_into);
         blank.absorbed.clone_from(&self.absorbed);
         *self == blank
@@ -367,6 +372,7 @@ impl ProfileState {
             .map(|s| s.v.clone())
             .unwrap_or_default();
         ProfileSnapshot {
+            version: self.version,
             person_id: self.person_id.clone(),
             merged_into: self.merged_into.clone().unwrap_or_default(),
             updated_at_ms: self.last_seen.unwrap_or_default(),
@@ -523,6 +529,7 @@ mod tests {
         a.absorb(&b);
         let mut expected = whole.clone();
         expected.absorbed.insert("q".into());
+        expected.version = a.version;
         assert_eq!(a, expected);
     }
 }

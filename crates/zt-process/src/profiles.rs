@@ -21,9 +21,10 @@
 //! transfer or a merge after a crash changes nothing, so the replay after the last commit
 //! neither loses nor double counts. A redirect is only written after the transfer it
 //! implies is acknowledged, so a replayed merge that finds the redirect knows the state
-//! has moved. Snapshots carry no version of their own: the sink uses the record's offset
-//! in `zt.profiles` as the row version, and a person's latest snapshot is always the one
-//! with the highest offset in its partition.
+//! has moved. Every state record and snapshot carries a version from a per-partition
+//! [`runtime::VersionClock`]: readers (the restore, the sink's ReplacingMergeTree) keep
+//! the highest version per person, so a write of a crashed owner that reaches the log only
+//! after the restore (no transactions to fence it) cannot win over newer state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -145,6 +146,9 @@ pub struct ProfilesParams {
     pub profiles: ProfilesConfig,
 }
 
+/// How long start-up waits for a broker that does not answer.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 struct Processor {
     p: ProfilesParams,
     consumer: StreamConsumer<Ctx>,
@@ -153,6 +157,11 @@ struct Processor {
     producer: FutureProducer,
     /// Profiles by partition number, then person.
     state: HashMap<i32, HashMap<String, ProfileState>>,
+    /// Write versions per partition.
+    clocks: HashMap<i32, runtime::VersionClock>,
+    /// Assigned input partitions: records of others (received before a revocation) are
+    /// dropped, never applied to state this member no longer owns.
+    assigned: BTreeSet<(String, i32)>,
     metrics: ProfilesMetrics,
 }
 
@@ -179,7 +188,14 @@ pub async fn run(
     // member: refuse to start without it.
     let mut counts = BTreeMap::new();
     for topic in inputs.iter().chain([&t.profiles(), &t.profiles_state()]) {
-        let n = runtime::partitions_of(&reader, std::slice::from_ref(topic))?.len();
+        let n = runtime::partitions_when_ready(
+            &reader,
+            std::slice::from_ref(topic),
+            PATIENCE,
+            &shutdown,
+        )
+        .await?
+        .len();
         counts.insert(topic.clone(), n);
     }
     if counts.values().collect::<BTreeSet<_>>().len() != 1 {
@@ -204,6 +220,8 @@ pub async fn run(
         reader,
         producer,
         state: HashMap::new(),
+        clocks: HashMap::new(),
+        assigned: BTreeSet::new(),
         metrics,
     };
     tracing::info!(inputs = ?inputs, group = %proc.p.profiles.group_id, "profiles processor started");
@@ -237,12 +255,15 @@ impl Processor {
         for e in events {
             match e {
                 RebalanceEvent::Revoked(keys) => {
-                    for (_, p) in keys {
-                        self.state.remove(&p);
+                    for k in keys {
+                        self.state.remove(&k.1);
+                        self.clocks.remove(&k.1);
+                        self.assigned.remove(&k);
                     }
                 }
                 RebalanceEvent::Assigned(keys) => {
                     let started = Instant::now();
+                    self.assigned.extend(keys.iter().cloned());
                     let parts: BTreeSet<i32> = keys.iter().map(|k| k.1).collect();
                     for p in parts {
                         self.restore(p)?;
@@ -266,6 +287,8 @@ impl Processor {
             // Test only: the crash tests' negative control shows that without the
             // changelog a restart loses state and the oracle notices.
             tracing::warn!("{DISABLE_RESTORE_ENV}=1: state NOT restored (test only)");
+            self.clocks
+                .insert(partition, runtime::VersionClock::after(0));
             self.state.insert(partition, map);
             return Ok(());
         }
@@ -285,12 +308,19 @@ impl Processor {
                             offset: m.offset(),
                             reason: format!("profile state unreadable: {e}"),
                         })?;
-                    map.insert(key, s);
+                    // The highest version wins, not the latest offset: a write of a crashed
+                    // owner that landed late carries an older version.
+                    if map.get(&key).is_none_or(|old| s.version >= old.version) {
+                        map.insert(key, s);
+                    }
                 }
             }
             Ok(())
         })?;
         tracing::info!(partition, profiles = map.len(), "profiles restored");
+        let max = map.values().map(|s| s.version).max().unwrap_or_default();
+        self.clocks
+            .insert(partition, runtime::VersionClock::after(max));
         self.state.insert(partition, map);
         Ok(())
     }
@@ -303,6 +333,13 @@ impl Processor {
         for m in batch {
             let part = m.partition();
             let topic = m.topic();
+            if !self.assigned.contains(&(topic.to_owned(), part)) {
+                self.metrics
+                    .records
+                    .with_label_values(&["any", "not_assigned"])
+                    .inc();
+                continue;
+            }
             let kind = if topic == t.events_resolved() {
                 "event"
             } else if topic == t.identity_merges() {
@@ -441,9 +478,14 @@ impl Processor {
         // 2. State and snapshots.
         let mut out = Vec::with_capacity(dirty.len() * 2);
         for (part, person) in &dirty {
-            let Some(s) = self.state.get(part).and_then(|m| m.get(person)) else {
+            let clock = self
+                .clocks
+                .entry(*part)
+                .or_insert_with(|| runtime::VersionClock::after(0));
+            let Some(s) = self.state.get_mut(part).and_then(|m| m.get_mut(person)) else {
                 continue;
             };
+            s.version = clock.tick();
             out.push(Out {
                 topic: t.profiles_state(),
                 key: person.clone().into_bytes(),
@@ -465,8 +507,10 @@ impl Processor {
         self.metrics
             .profiles
             .set(self.state.values().map(|m| m.len() as i64).sum());
-        // 3. Commit.
-        runtime::commit(&self.consumer, &runtime::next_offsets(batch))
+        // 3. Commit (only what this member owns).
+        let mut next = runtime::next_offsets(batch);
+        next.retain(|k, _| self.assigned.contains(k));
+        runtime::commit(&self.consumer, &next)
     }
 }
 

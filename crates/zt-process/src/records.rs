@@ -75,6 +75,10 @@ pub struct TransferRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct ProfileSnapshot {
+    /// Grows with every snapshot of the person (see `runtime::VersionClock`): the highest
+    /// version is the current profile.
+    #[serde(default)]
+    pub version: u64,
     pub person_id: String,
     /// Non-empty once the person was merged into another (the row is then a tombstone).
     pub merged_into: String,

@@ -302,6 +302,29 @@ pub fn committed<C: ConsumerContext>(
         .collect())
 }
 
+/// [`partitions_of`], retried while the broker does not answer (a processor that starts
+/// before the broker, or while it is overloaded, waits instead of exiting), for at most
+/// `patience`. A topic that does not exist is an error at once.
+pub async fn partitions_when_ready<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[String],
+    patience: Duration,
+    shutdown: &Shutdown,
+) -> Result<Vec<PartKey>> {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        match partitions_of(consumer, topics) {
+            Ok(p) => return Ok(p),
+            Err(e @ Error::Topics(_)) => return Err(e),
+            Err(e) if tokio::time::Instant::now() < until && !shutdown.is_triggered() => {
+                tracing::warn!(error = %e, "broker not answering yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The partitions of `topics`.
 pub fn partitions_of<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
@@ -352,7 +375,13 @@ pub fn read_to_end(
                 next = m.offset() + 1;
                 f(&m)?;
             }
-            Some(Err(e)) => return Err(Error::Kafka(e)),
+            Some(Err(e)) => {
+                // Transport errors (a broker of the bootstrap list down, a timed-out fetch)
+                // are retried by librdkafka; only lack of progress ends the restore.
+                idle += 1;
+                tracing::warn!(topic, partition, error = %e, "error while reading; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
             None => {
                 idle += 1;
                 if idle > 120 {
@@ -365,4 +394,73 @@ pub fn read_to_end(
     }
     reader.unassign()?;
     Ok(next)
+}
+
+/// Bits of a write version that count writes within one epoch.
+const SEQ_BITS: u32 = 20;
+
+/// Versions of the records a stateful processor writes for one partition (state changelog,
+/// snapshots, rows): `epoch << 20 | sequence`, growing with every write.
+///
+/// The epoch is taken when the partition is assigned: the wall clock in milliseconds, but
+/// at least one more than the largest epoch in the restored changelog. So every record a
+/// new owner writes outranks everything the previous owner wrote that the new owner saw,
+/// and, as long as clocks agree to within a consumer session timeout, also the writes of a
+/// crashed owner that were still in flight when it died and reach the log only after the
+/// restore (the broker cannot fence them without transactions). Readers keep the highest
+/// version per key: the restore, the sink (ReplacingMergeTree(version)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionClock {
+    epoch: u64,
+    seq: u64,
+}
+
+impl VersionClock {
+    /// A clock for a partition whose restored records reached `max_restored` (0 if none).
+    pub fn after(max_restored: u64) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        VersionClock {
+            epoch: now.max((max_restored >> SEQ_BITS) + 1),
+            seq: 0,
+        }
+    }
+
+    /// The next version.
+    pub fn tick(&mut self) -> u64 {
+        if self.seq >= (1 << SEQ_BITS) {
+            self.epoch += 1;
+            self.seq = 0;
+        }
+        let v = (self.epoch << SEQ_BITS) | self.seq;
+        self.seq += 1;
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_grow_and_outrank_the_restored_ones() {
+        let mut a = VersionClock::after(0);
+        let v1 = a.tick();
+        let v2 = a.tick();
+        assert!(v2 > v1);
+        // A later owner whose wall clock is behind still outranks what it restored.
+        let far_future = (u64::MAX >> 4) & !((1 << SEQ_BITS) - 1);
+        let mut b = VersionClock::after(far_future);
+        assert!(b.tick() > far_future);
+        // Rolling over the sequence moves to the next epoch.
+        let mut c = VersionClock {
+            epoch: 5,
+            seq: (1 << SEQ_BITS) - 1,
+        };
+        let x = c.tick();
+        let y = c.tick();
+        assert!(y > x && y >> SEQ_BITS == 6);
+    }
 }

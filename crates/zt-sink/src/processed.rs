@@ -3,12 +3,13 @@
 //! | topic | record | table | `version` |
 //! |---|---|---|---|
 //! | `<prefix>.identity.links` (compacted) | `IdentityLink` | `identity_links` | the record's `version` |
-//! | `<prefix>.profiles` (compacted) | `ProfileSnapshot` | `profiles` | the record's Kafka offset |
+//! | `<prefix>.profiles` (compacted) | `ProfileSnapshot` | `profiles` | the record's `version` (its Kafka offset when absent or 0) |
 //! | `<prefix>.identity.merges` | `IdentityMerge` | `identity_merges` | the record's `version` |
 //! | `<prefix>.funnels` | `FunnelRow` / `ExperimentRow` (`crates/zt-process/src/funnel.rs`), by `kind` | `funnel_progress` / `experiment_progress` | the record's `version` |
 //!
-//! A profile's version is its offset: the profiles processor writes a person's snapshots to
-//! one partition in order, so the newest has the highest offset there. Values are read
+//! A profile's version is the snapshot's own `version` (the profiles processor's write
+//! clock, which also outranks late writes of a crashed owner); snapshots written before
+//! the field existed fall back to their offset, which orders one partition. Values are read
 //! field by field from a JSON object so that an error names the field; unknown fields are
 //! ignored (a newer processor may add some). A record without a value (a compaction
 //! tombstone) has no row.
@@ -356,7 +357,10 @@ pub fn map_processed(kind: TopicKind, value: &[u8], o: &Origin) -> Result<Rows, 
         },
         TopicKind::Profiles => rows.profiles.push(ProfileRow {
             person_id: r.nonempty("person_id")?,
-            version: u64::try_from(o.offset).map_err(|_| bad("offset", "negative"))?,
+            version: match r.opt_int("version")? {
+                Some(v) if v > 0 => u64::try_from(v).map_err(|_| bad("version", "negative"))?,
+                _ => u64::try_from(o.offset).map_err(|_| bad("offset", "negative"))?,
+            },
             updated_at_ms: r.int("updated_at_ms")?,
             crm_customer_id: r.string("crm_customer_id")?,
             user_ids: r.strings("user_ids")?,
@@ -440,7 +444,12 @@ mod tests {
     }
 
     #[test]
-    fn a_profile_maps_with_its_offset_as_version() {
+    fn a_profile_uses_its_version_or_else_its_offset() {
+        let mut with = profile();
+        with["version"] = serde_json::json!(7_000_000_000_000_u64);
+        let v = serde_json::to_vec(&with).unwrap();
+        let rows = map_processed(TopicKind::Profiles, &v, &origin(42)).unwrap();
+        assert_eq!(rows.profiles[0].version, 7_000_000_000_000);
         let v = serde_json::to_vec(&profile()).unwrap();
         let rows = map_processed(TopicKind::Profiles, &v, &origin(42)).unwrap();
         assert_eq!(rows.len(), 1);
