@@ -153,6 +153,9 @@ pub struct FunnelsParams {
     pub funnels: FunnelsConfig,
 }
 
+/// How long a member waits for an assignment after a revocation before re-joining.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// How long start-up waits for a broker that does not answer.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -248,6 +251,16 @@ impl Processor {
             )
             .await?;
             self.apply_rebalance(events)?;
+            runtime::rejoin_if_stuck(
+                &self.consumer,
+                &self.ctx,
+                &[
+                    self.p.topics.events_resolved(),
+                    self.p.topics.identity_merges(),
+                    self.p.topics.funnels_transfers(),
+                ],
+                REJOIN_PATIENCE,
+            )?;
             if !batch.is_empty() {
                 self.process(&batch).await?;
             }

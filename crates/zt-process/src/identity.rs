@@ -267,6 +267,9 @@ impl IdentityParams {
     }
 }
 
+/// How long a member waits for an assignment after a revocation before re-joining.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// How long start-up waits for a broker that does not answer.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -454,6 +457,7 @@ impl Processor {
             )
             .await?;
             self.apply_rebalance(events);
+            runtime::rejoin_if_stuck(&self.consumer, &self.ctx, &self.inputs, REJOIN_PATIENCE)?;
             let batch: Vec<OwnedMessage> = batch
                 .into_iter()
                 .filter(|m| {

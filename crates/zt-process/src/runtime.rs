@@ -39,6 +39,8 @@ pub enum RebalanceEvent {
 #[derive(Clone)]
 pub struct Ctx {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    /// When the last revocation happened, while no assignment followed it yet.
+    revoked_at: Arc<Mutex<Option<std::time::Instant>>>,
     lag: IntGaugeVec,
     errors: IntCounterVec,
     ready: ReadyHandle,
@@ -63,6 +65,7 @@ impl Ctx {
     pub fn new(lag: IntGaugeVec, errors: IntCounterVec, ready: ReadyHandle) -> Self {
         Ctx {
             events: Arc::default(),
+            revoked_at: Arc::default(),
             lag,
             errors,
             ready,
@@ -74,7 +77,20 @@ impl Ctx {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// True when this member was revoked longer than `patience` ago and no assignment
+    /// followed (a group coordinator that never completes the rebalance; seen on tansu).
+    pub fn stuck_in_rebalance(&self, patience: Duration) -> bool {
+        self.revoked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() > patience)
+    }
+
     fn push(&self, e: RebalanceEvent) {
+        *self.revoked_at.lock().unwrap_or_else(|p| p.into_inner()) = match e {
+            RebalanceEvent::Revoked(_) => Some(std::time::Instant::now()),
+            RebalanceEvent::Assigned(_) => None,
+        };
         self.events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -168,6 +184,30 @@ pub fn reader(kafka: &KafkaConfig, name: &str) -> Result<BaseConsumer> {
     )?;
     cc.set("enable.partition.eof", "false");
     Ok(cc.create()?)
+}
+
+/// Re-joins the group when a rebalance has not completed for this member within
+/// `patience` after its partitions were revoked: unsubscribe and subscribe again, which
+/// sends a fresh JoinGroup. A workaround for a coordinator that leaves a member waiting
+/// (seen on tansu after another member left); harmless on a broker that behaves.
+pub fn rejoin_if_stuck(
+    consumer: &StreamConsumer<Ctx>,
+    ctx: &Ctx,
+    topics: &[String],
+    patience: Duration,
+) -> Result<()> {
+    if ctx.stuck_in_rebalance(patience) {
+        tracing::warn!(
+            seconds = patience.as_secs(),
+            "no assignment since the last revocation; re-joining the group"
+        );
+        ctx.errors.with_label_values(&["rebalance_stuck"]).inc();
+        *ctx.revoked_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        consumer.unsubscribe();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+    }
+    Ok(())
 }
 
 /// Collects up to `max` records, waiting at most `age` for the first batch to fill.
@@ -443,6 +483,25 @@ impl VersionClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revocation_without_assignment_counts_as_stuck() {
+        let lag =
+            IntGaugeVec::new(prometheus::Opts::new("l", "l"), &["topic", "partition"]).unwrap();
+        let errs = IntCounterVec::new(prometheus::Opts::new("e", "e"), &["kind"]).unwrap();
+        let ctx = Ctx::new(
+            lag,
+            errs,
+            zt_runtime::health::Health::new().register("kafka"),
+        );
+        assert!(!ctx.stuck_in_rebalance(Duration::ZERO));
+        ctx.push(RebalanceEvent::Revoked(vec![("t".into(), 0)]));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(ctx.stuck_in_rebalance(Duration::ZERO));
+        assert!(!ctx.stuck_in_rebalance(Duration::from_secs(60)));
+        ctx.push(RebalanceEvent::Assigned(vec![]));
+        assert!(!ctx.stuck_in_rebalance(Duration::ZERO));
+    }
 
     #[test]
     fn versions_grow_and_outrank_the_restored_ones() {
