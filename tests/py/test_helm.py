@@ -1537,3 +1537,28 @@ def test_dashboard_structure():
         mine = {(x, y) for x in xs for y in ys}
         assert not cells & mine, p["title"]
         cells |= mine
+
+
+# Libraries the runtime stage of the Dockerfile provides: debian:bookworm-slim carries
+# libc6, libgcc-s1 and zlib1g; the Dockerfile installs libssl3. (The machines have no
+# Docker engine to build the image; this checks what the binary needs from it.)
+IMAGE_LIBRARIES = {
+    "linux-vdso.so.1", "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libgcc_s.so.1",
+    "libz.so.1", "libssl.so.3", "libcrypto.so.3",
+}
+
+
+def needed_libraries(binary: Path) -> set[str]:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    return {Path(line.split()[0]).name for line in out.splitlines() if line.strip()}
+
+
+def test_the_binary_needs_only_what_the_runtime_image_has(zt_bin):
+    needed = needed_libraries(zt_bin)
+    assert "libc.so.6" in needed, needed
+    assert needed <= IMAGE_LIBRARIES, f"not in the runtime image: {needed - IMAGE_LIBRARIES}"
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    runtime = dockerfile.split("FROM debian:bookworm-slim", 1)[1]
+    assert "libssl3" in runtime and "USER 65532:65532" in runtime
+    # Negative control: a library the image lacks is reported.
+    assert not ({"libpq.so.5"} | needed) <= IMAGE_LIBRARIES
