@@ -37,7 +37,7 @@ demo: stack-up build
 	./target/debug/zt migrate
 	@echo
 	@echo "zhongtai local stack is up: Kafka on 127.0.0.1:9092, ClickHouse on http://127.0.0.1:8123 (database zhongtai, kpi_* views)."
-	@echo "Run the pipeline pieces that exist: ./target/debug/zt ingest, ./target/debug/zt sink (see README)."
+	@echo "Run the pipeline pieces that exist: ./target/debug/zt ingest, zt process identity, zt process profiles, zt process funnels, zt sink (see README)."
 	@echo "The full pipeline demo (zt demo: generate -> ingest -> process -> sink -> KPI report) arrives with a later release."
 
 fmt:
