@@ -8,8 +8,7 @@
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
 //! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureRecord;
@@ -27,41 +26,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn start_tansu() -> (Child, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let home = std::env::var("HOME").unwrap_or_default();
-    let bin = format!("{home}/.cargo/bin/tansu");
-    let bin = if std::path::Path::new(&bin).exists() {
-        bin
-    } else {
-        "tansu".into()
-    };
-    let child = Command::new(bin)
-        .args(["broker", "--cluster-id", "zt-bench", "--listener-url", &url])
-        .args([
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu on PATH or in ~/.cargo/bin (deploy/local/stack.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, port)
 }
 
 /// A minimal keep-alive HTTP/1.1 client.
@@ -148,7 +112,7 @@ async fn run() {
             (None, "existing broker")
         }
         Err(_) => {
-            let (child, port) = start_tansu();
+            let (child, port) = zt_benches::start_tansu_memory();
             kafka.bootstrap_servers = format!("127.0.0.1:{port}");
             (Some(child), "tansu memory engine")
         }

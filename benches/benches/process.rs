@@ -9,8 +9,6 @@
 //! placed by phone, arriving shuffled over the tracking, CRM and ERP topics.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -30,41 +28,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn start_tansu() -> (Child, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let home = std::env::var("HOME").unwrap_or_default();
-    let bin = format!("{home}/.cargo/bin/tansu");
-    let bin = if std::path::Path::new(&bin).exists() {
-        bin
-    } else {
-        "tansu".into()
-    };
-    let child = Command::new(bin)
-        .args(["broker", "--cluster-id", "zt-bench", "--listener-url", &url])
-        .args([
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu on PATH or in ~/.cargo/bin (deploy/local/stack.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, port)
 }
 
 fn event(i: usize) -> Event {
@@ -267,7 +230,7 @@ async fn run() {
             (None, "existing broker")
         }
         Err(_) => {
-            let (child, port) = start_tansu();
+            let (child, port) = zt_benches::start_tansu_memory();
             kafka.bootstrap_servers = format!("127.0.0.1:{port}");
             (Some(child), "tansu memory engine")
         }

@@ -121,3 +121,43 @@ pub fn sample_event(source: Source) -> Event {
         person_id: None,
     }
 }
+
+/// Starts a tansu broker on a free local port with the memory storage engine (INFRA.md:
+/// memory for throughput figures); the binary from `~/.cargo/bin` or `PATH`
+/// (`deploy/local/stack.sh` installs it). Returns the child and its port, once it accepts
+/// connections.
+pub fn start_tansu_memory() -> (std::process::Child, u16) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let home = std::env::var("HOME").unwrap_or_default();
+    let bin = format!("{home}/.cargo/bin/tansu");
+    let bin = if std::path::Path::new(&bin).exists() {
+        bin
+    } else {
+        "tansu".into()
+    };
+    let child = Command::new(bin)
+        .args(["broker", "--cluster-id", "zt-bench", "--listener-url", &url])
+        .args([
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu on PATH or in ~/.cargo/bin (deploy/local/stack.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, port)
+}

@@ -77,16 +77,11 @@ pub struct FunnelsMetrics {
     pub errors: IntCounterVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-    let _ = r.register(Box::new(m.clone()));
-    m
-}
-
 impl FunnelsMetrics {
     /// Creates and registers the metrics.
     pub fn new(r: &Registry) -> Self {
         let cv = |n: &str, h: &str, l: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(n, h), l).expect("metric"))
+            runtime::register(r, IntCounterVec::new(Opts::new(n, h), l).expect("metric"))
         };
         FunnelsMetrics {
             records: cv(
@@ -94,12 +89,12 @@ impl FunnelsMetrics {
                 "input records by kind (event, merge, transfer) and outcome",
                 &["kind", "outcome"],
             ),
-            persons: reg(
+            persons: runtime::register(
                 r,
                 IntGauge::new("zt_funnels_state_persons", "persons held in state").expect("metric"),
             ),
             rows: cv("zt_funnels_rows_total", "rows sent to zt.funnels", &["kind"]),
-            late: reg(
+            late: runtime::register(
                 r,
                 prometheus::IntCounter::new(
                     "zt_funnels_late_events_total",
@@ -107,7 +102,7 @@ impl FunnelsMetrics {
                 )
                 .expect("metric"),
             ),
-            watermark: reg(
+            watermark: runtime::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -118,7 +113,7 @@ impl FunnelsMetrics {
                 )
                 .expect("metric"),
             ),
-            restore_seconds: reg(
+            restore_seconds: runtime::register(
                 r,
                 prometheus::Gauge::new(
                     "zt_funnels_restore_seconds",
@@ -126,7 +121,7 @@ impl FunnelsMetrics {
                 )
                 .expect("metric"),
             ),
-            lag: reg(
+            lag: runtime::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -578,29 +573,6 @@ fn transfer(t: &TopicsConfig, into: &str, state: FunnelState) -> Out {
 }
 
 fn dead_letter(t: &TopicsConfig, m: &OwnedMessage, original: &[u8], reason: &str) -> Out {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let dl = zt_model::DeadLetter {
-        dlq_id: format!("funnels:{}/{}/{}", m.topic(), m.partition(), m.offset()),
-        stage: "funnels".into(),
-        source: "unknown".into(),
-        reason: "undecodable".into(),
-        field: None,
-        message: reason.to_owned(),
-        original: original.to_vec(),
-        content_type: None,
-        received_at: now,
-        failed_at: now,
-        origin_topic: Some(m.topic().to_owned()),
-        origin_partition: Some(m.partition()),
-        origin_offset: Some(m.offset()),
-    };
-    Out {
-        topic: t.dlq(),
-        key: dl.dlq_id.clone().into_bytes(),
-        value: Some(zt_model::encode(&dl).expect("dead letter encodes")),
-        headers: vec![],
-    }
+    let origin = (m.topic(), m.partition(), m.offset());
+    runtime::dead_letter(t, "funnels", origin, original, None, reason)
 }

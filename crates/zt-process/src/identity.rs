@@ -41,7 +41,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use zt_identity::{Identifier, IdentityGraph, Resolution};
 use zt_kafka::{KafkaConfig, TopicsConfig};
-use zt_model::{DeadLetter, Event, Source};
+use zt_model::{Event, Source};
 use zt_runtime::health::Health;
 use zt_runtime::shutdown::Shutdown;
 
@@ -79,19 +79,14 @@ pub struct IdentityMetrics {
     pub errors: IntCounterVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-    let _ = r.register(Box::new(m.clone()));
-    m
-}
-
 impl IdentityMetrics {
     /// Creates and registers the metrics.
     pub fn new(r: &Registry) -> Self {
         let cv = |n: &str, h: &str, l: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(n, h), l).expect("metric"))
+            runtime::register(r, IntCounterVec::new(Opts::new(n, h), l).expect("metric"))
         };
-        let c = |n: &str, h: &str| reg(r, IntCounter::new(n, h).expect("metric"));
-        let g = |n: &str, h: &str| reg(r, IntGauge::new(n, h).expect("metric"));
+        let c = |n: &str, h: &str| runtime::register(r, IntCounter::new(n, h).expect("metric"));
+        let g = |n: &str, h: &str| runtime::register(r, IntGauge::new(n, h).expect("metric"));
         IdentityMetrics {
             events: cv(
                 "zt_identity_events_total",
@@ -114,7 +109,7 @@ impl IdentityMetrics {
             ),
             identifiers: g("zt_identity_graph_identifiers", "identifiers in the graph"),
             persons: g("zt_identity_graph_persons", "persons in the graph"),
-            restore_seconds: reg(
+            restore_seconds: runtime::register(
                 r,
                 prometheus::Gauge::new(
                     "zt_identity_restore_seconds",
@@ -122,7 +117,7 @@ impl IdentityMetrics {
                 )
                 .expect("metric"),
             ),
-            lag: reg(
+            lag: runtime::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -661,37 +656,9 @@ fn effects_out(t: &TopicsConfig, fx: &Effects, metrics: &IdentityMetrics, out: &
 }
 
 fn dead_letter(t: &TopicsConfig, pos: &Pos, original: &[u8], reason: &str) -> Out {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let dl = DeadLetter {
-        dlq_id: format!("identity:{}", pos.key()),
-        stage: "identity".into(),
-        source: pos
-            .topic
-            .rsplit('.')
-            .next()
-            .filter(|s| s.parse::<Source>().is_ok())
-            .unwrap_or("unknown")
-            .to_owned(),
-        reason: "undecodable".into(),
-        field: None,
-        message: reason.to_owned(),
-        original: original.to_vec(),
-        content_type: Some("application/vnd.zt.event+avro".into()),
-        received_at: now,
-        failed_at: now,
-        origin_topic: Some(pos.topic.to_string()),
-        origin_partition: Some(pos.partition),
-        origin_offset: Some(pos.offset),
-    };
-    Out {
-        topic: t.dlq(),
-        key: dl.dlq_id.clone().into_bytes(),
-        value: Some(zt_model::encode(&dl).expect("dead letter encodes")),
-        headers: vec![],
-    }
+    let origin = (&*pos.topic, pos.partition, pos.offset);
+    let avro = Some("application/vnd.zt.event+avro");
+    runtime::dead_letter(t, "identity", origin, original, avro, reason)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use zt_kafka::{KafkaConfig, TopicsConfig};
-use zt_model::{DeadLetter, Event};
+use zt_model::Event;
 use zt_runtime::health::Health;
 use zt_runtime::shutdown::Shutdown;
 
@@ -66,16 +66,11 @@ pub struct ProfilesMetrics {
     pub errors: IntCounterVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-    let _ = r.register(Box::new(m.clone()));
-    m
-}
-
 impl ProfilesMetrics {
     /// Creates and registers the metrics.
     pub fn new(r: &Registry) -> Self {
         ProfilesMetrics {
-            records: reg(
+            records: runtime::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -86,17 +81,17 @@ impl ProfilesMetrics {
                 )
                 .expect("metric"),
             ),
-            profiles: reg(
+            profiles: runtime::register(
                 r,
                 IntGauge::new("zt_profiles_state_profiles", "profiles held in state")
                     .expect("metric"),
             ),
-            snapshots: reg(
+            snapshots: runtime::register(
                 r,
                 prometheus::IntCounter::new("zt_profiles_snapshots_total", "snapshots sent")
                     .expect("metric"),
             ),
-            transfers: reg(
+            transfers: runtime::register(
                 r,
                 prometheus::IntCounter::new(
                     "zt_profiles_transfers_total",
@@ -104,7 +99,7 @@ impl ProfilesMetrics {
                 )
                 .expect("metric"),
             ),
-            restore_seconds: reg(
+            restore_seconds: runtime::register(
                 r,
                 prometheus::Gauge::new(
                     "zt_profiles_restore_seconds",
@@ -112,7 +107,7 @@ impl ProfilesMetrics {
                 )
                 .expect("metric"),
             ),
-            lag: reg(
+            lag: runtime::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -123,7 +118,7 @@ impl ProfilesMetrics {
                 )
                 .expect("metric"),
             ),
-            errors: reg(
+            errors: runtime::register(
                 r,
                 IntCounterVec::new(
                     Opts::new("zt_profiles_errors_total", "errors by kind"),
@@ -573,29 +568,6 @@ fn transfer(t: &TopicsConfig, into: &str, state: ProfileState) -> Out {
 }
 
 fn dead_letter(t: &TopicsConfig, m: &OwnedMessage, original: &[u8], reason: &str) -> Out {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let dl = DeadLetter {
-        dlq_id: format!("profiles:{}/{}/{}", m.topic(), m.partition(), m.offset()),
-        stage: "profiles".into(),
-        source: "unknown".into(),
-        reason: "undecodable".into(),
-        field: None,
-        message: reason.to_owned(),
-        original: original.to_vec(),
-        content_type: None,
-        received_at: now,
-        failed_at: now,
-        origin_topic: Some(m.topic().to_owned()),
-        origin_partition: Some(m.partition()),
-        origin_offset: Some(m.offset()),
-    };
-    Out {
-        topic: t.dlq(),
-        key: dl.dlq_id.clone().into_bytes(),
-        value: Some(zt_model::encode(&dl).expect("dead letter encodes")),
-        headers: vec![],
-    }
+    let origin = (m.topic(), m.partition(), m.offset());
+    runtime::dead_letter(t, "profiles", origin, original, None, reason)
 }

@@ -252,6 +252,59 @@ pub async fn collect(
     Ok((out, ctx.take_events()))
 }
 
+/// Registers a metric on `r` and returns it. A second registration of the same name (two
+/// processors in one process, tests) keeps the first; the metric still works.
+pub fn register<T: prometheus::core::Collector + Clone + 'static>(
+    r: &prometheus::Registry,
+    m: T,
+) -> T {
+    let _ = r.register(Box::new(m.clone()));
+    m
+}
+
+/// The dead letter of an input record a processor cannot read: reason `undecodable`, id
+/// `<stage>:<topic>/<partition>/<offset>` (the same record rejected again gives the same
+/// id), the source taken from a `<prefix>.events.<source>` topic name, else `unknown`.
+pub fn dead_letter(
+    t: &zt_kafka::TopicsConfig,
+    stage: &str,
+    (topic, partition, offset): (&str, i32, i64),
+    original: &[u8],
+    content_type: Option<&str>,
+    reason: &str,
+) -> Out {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let dl = zt_model::DeadLetter {
+        dlq_id: format!("{stage}:{topic}/{partition}/{offset}"),
+        stage: stage.into(),
+        source: topic
+            .rsplit('.')
+            .next()
+            .filter(|s| s.parse::<zt_model::Source>().is_ok())
+            .unwrap_or("unknown")
+            .to_owned(),
+        reason: "undecodable".into(),
+        field: None,
+        message: reason.to_owned(),
+        original: original.to_vec(),
+        content_type: content_type.map(str::to_owned),
+        received_at: now,
+        failed_at: now,
+        origin_topic: Some(topic.to_owned()),
+        origin_partition: Some(partition),
+        origin_offset: Some(offset),
+    };
+    Out {
+        topic: t.dlq(),
+        key: dl.dlq_id.clone().into_bytes(),
+        value: Some(zt_model::encode(&dl).expect("dead letter encodes")),
+        headers: vec![],
+    }
+}
+
 /// A record to send.
 #[derive(Debug, Clone)]
 pub struct Out {
