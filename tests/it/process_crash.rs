@@ -481,6 +481,8 @@ async fn negative_control_without_restore_the_oracle_finds_losses() {
     assert!(env.wait_drained(Duration::from_secs(90)), "{}", env.logs());
     signal(&profiles, "KILL");
     let _ = wait_exit(&mut profiles, Duration::from_secs(10));
+    // As in the kill test: restart after the dead member's session has expired.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
     profiles = env.spawn("profiles", 1, &[("ZT_PROFILES_DISABLE_RESTORE", "1")]);
     env.produce(&producer, halves[1]).await;
     let drained = env.wait_drained(Duration::from_secs(90));
