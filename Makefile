@@ -7,10 +7,11 @@ CARGO ?= cargo
 .PHONY: help demo test test-rust test-py lint fmt build bench stack-up stack-down stack-status stack-logs topics clean-stack
 
 help:
-	@echo "make demo          bring the local stack up and run the platform's main job"
+	@echo "make demo          the whole pipeline on generated traffic, then the KPI report (DEMO_ARGS=...)"
 	@echo "make test          bring the local stack up, then fmt, clippy and every test"
 	@echo "make bench         criterion benchmarks (benches/)"
 	@echo "make stack-up|stack-down|stack-status|stack-logs"
+	@echo "make clean-stack   stop the stack and forget the local broker's topics and records"
 
 stack-up:
 	$(STACK) up
@@ -27,18 +28,13 @@ stack-logs:
 build:
 	$(CARGO) build --workspace --locked
 
-# The main job. The end-to-end pipeline demo (generated traffic through ingest, the
-# processors and the sink into ClickHouse, then the KPI report) arrives with `zt demo`;
-# until then this brings the stack up, checks the configuration and creates the
-# platform's topics on the local broker.
-demo: stack-up build
-	./target/debug/zt config check >/dev/null
-	./target/debug/zt topics create
-	./target/debug/zt migrate
-	@echo
-	@echo "zhongtai local stack is up: Kafka on 127.0.0.1:9092, ClickHouse on http://127.0.0.1:8123 (database zhongtai, kpi_* views)."
-	@echo "Run the pipeline pieces that exist: ./target/debug/zt ingest, zt process identity, zt process profiles, zt process funnels, zt sink (see README)."
-	@echo "The full pipeline demo (zt demo: generate -> ingest -> process -> sink -> KPI report) arrives with a later release."
+# The main job: `zt demo` brings the local stack up (deploy/local/stack.sh), creates a
+# fresh set of topics and a fresh ClickHouse database (zhongtai_demo), starts ingest, the
+# three processors and the sink, posts a seeded month of e-commerce traffic over HTTP,
+# waits until the pipeline has drained and prints the KPI report (docs/demo.md).
+DEMO_ARGS ?=
+demo: build
+	./target/debug/zt demo --html .stack/demo/report.html $(DEMO_ARGS)
 
 fmt:
 	$(CARGO) fmt --all
@@ -63,6 +59,13 @@ test: stack-up lint test-rust test-py
 
 bench:
 	$(CARGO) bench -p zt-benches
+
+# Forget every topic and record of the local broker (its SQLite file grows with every demo
+# run and test run; tansu gets slower as it grows). ClickHouse's data is kept.
+clean-stack:
+	$(STACK) down
+	rm -f .stack/tansu/tansu.db .stack/tansu/tansu.db-shm .stack/tansu/tansu.db-wal
+	rm -rf .stack/demo
 
 topics: build
 	./target/debug/zt topics create

@@ -1,6 +1,7 @@
 //! The `zt` command line: settings shared by every subcommand and the subcommands
 //! themselves. The binary (`main.rs`) only parses arguments and dispatches here.
 
+pub mod demo_cmd;
 pub mod ingest_cmd;
 pub mod settings;
 pub mod topics_cmd;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zt_cli::{Settings, ingest_cmd, topics_cmd};
+use zt_cli::{Settings, demo_cmd, ingest_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +44,15 @@ enum Command {
     /// Run a stream processor (docs/identity.md, docs/profiles.md).
     #[command(subcommand)]
     Process(ProcessCmd),
+    /// Send seeded synthetic e-commerce traffic for all six sources to ingest over HTTP
+    /// (docs/demo.md).
+    Generate(demo_cmd::GenerateArgs),
+    /// The whole platform on the local stack: stack, topics, migrations, every component,
+    /// generated traffic, then the KPI report (docs/demo.md).
+    Demo(demo_cmd::DemoArgs),
+    /// The KPIs from ClickHouse as terminal tables, and optionally an HTML page
+    /// (docs/report.md).
+    Report(demo_cmd::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +117,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    zt_runtime::telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(
+        cli.command,
+        Command::Generate(_) | Command::Demo(_) | Command::Report(_)
+    ) && std::env::var_os("ZT__LOG__LEVEL").is_none()
+    {
+        // Interactive tools print their own progress; the library's info lines (each
+        // migration applied, ...) would bury it. ZT__LOG__LEVEL brings them back.
+        log.level = "warn".into();
+    }
+    zt_runtime::telemetry::init(&log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,6 +199,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let params = zt_sink::SinkParams::new(s.kafka, &s.topics, s.clickhouse, s.sink);
             Ok(zt_sink::serve(&s.admin, params).await?)
         }
+        Command::Generate(a) => demo_cmd::generate(&a).await,
+        Command::Demo(a) => demo_cmd::demo(&settings, &a).await,
+        Command::Report(a) => demo_cmd::report(&settings, &a).await,
         Command::Ingest(IngestArgs {
             command: Some(IngestCmd::HashKey { key }),
         }) => {

@@ -1,0 +1,121 @@
+//! "Has the pipeline caught up?": a consumer group's lag over its input topics, from the
+//! broker alone (high watermarks against the group's committed offsets).
+//!
+//! Every zhongtai component commits an input offset only after that input's effects are
+//! durable (acknowledged outputs, or rows in ClickHouse), so a group with no lag has done
+//! everything its inputs asked for, up to the moment of the check. Outputs of one stage are
+//! the next stage's inputs, so [`wait_drained`] asks every stage, and asks twice in a row.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use zt_kafka::KafkaConfig;
+
+/// One consumer group and the topics it consumes.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// A name for messages (`identity`, `sink`, ...).
+    pub name: String,
+    /// The consumer group id.
+    pub group: String,
+    /// Its input topics.
+    pub topics: Vec<String>,
+}
+
+/// Records on `topics` that `group` has not committed yet (a partition without a
+/// committed offset counts from 0). Blocking.
+pub fn group_lag(kafka: &KafkaConfig, group: &str, topics: &[String]) -> anyhow::Result<u64> {
+    let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("consumer for the lag check")?;
+    let timeout = Duration::from_secs(10);
+    let mut tpl = TopicPartitionList::new();
+    let mut highs = BTreeMap::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), timeout)?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t)
+            .map_or(0, |m| m.partitions().len() as i32);
+        for p in 0..n {
+            let (_, high) = c.fetch_watermarks(t, p, timeout)?;
+            highs.insert((t.clone(), p), high);
+            tpl.add_partition(t, p);
+        }
+    }
+    let got = c.committed_offsets(tpl, timeout)?;
+    let mut lag = 0u64;
+    for e in got.elements() {
+        let high = highs
+            .get(&(e.topic().to_owned(), e.partition()))
+            .copied()
+            .unwrap_or(0);
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        lag += u64::try_from(high - at).unwrap_or(0);
+    }
+    Ok(lag)
+}
+
+/// Waits until every stage has no lag, twice in a row `interval` apart; fails after
+/// `timeout` naming the stages that still lag. `on_poll` sees each round's lags.
+pub async fn wait_drained(
+    kafka: &KafkaConfig,
+    stages: &[Stage],
+    timeout: Duration,
+    interval: Duration,
+    mut on_poll: impl FnMut(&[(String, u64)]),
+) -> anyhow::Result<()> {
+    let until = Instant::now() + timeout;
+    let mut streak = 0;
+    loop {
+        let kafka2 = kafka.clone();
+        let stages2 = stages.to_vec();
+        let lags = tokio::task::spawn_blocking(move || {
+            stages2
+                .iter()
+                .map(|s| {
+                    group_lag(&kafka2, &s.group, &s.topics)
+                        .map(|l| (s.name.clone(), l))
+                        .unwrap_or((s.name.clone(), u64::MAX))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        on_poll(&lags);
+        if lags.iter().all(|(_, l)| *l == 0) {
+            streak += 1;
+            if streak >= 2 {
+                return Ok(());
+            }
+        } else {
+            streak = 0;
+        }
+        if Instant::now() > until {
+            let behind: Vec<String> = lags
+                .iter()
+                .filter(|(_, l)| *l > 0)
+                .map(|(n, l)| {
+                    if *l == u64::MAX {
+                        format!("{n} (lag unknown: broker did not answer)")
+                    } else {
+                        format!("{n} ({l} records behind)")
+                    }
+                })
+                .collect();
+            anyhow::bail!(
+                "the pipeline did not drain within {timeout:?}: {}",
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
