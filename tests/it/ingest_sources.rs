@@ -1015,34 +1015,7 @@ async fn erp_variant_is_onboarded_by_configuration() {
 
 /// The mapping of the ERP variant, as in docs/sources/erp.md.
 fn variant_mapping() -> Mapping {
-    let renames = [
-        ("msg_id", "event_id"),
-        ("biz_time", "occurred_at"),
-        ("send_time", "sent_at"),
-        ("order_no", "order_id"),
-        ("cust_no", "customer_id"),
-        ("buyer_mobile", "mobile"),
-        ("shop_id", "store_id"),
-        ("pay_type", "payment_method"),
-        ("goods_amount", "subtotal"),
-        ("discount_amount", "discount"),
-        ("freight", "shipping_fee"),
-        ("pay_amount", "total"),
-        ("refund_amt", "refund_amount"),
-        ("items", "lines"),
-        ("sku_code", "sku"),
-        ("qty", "quantity"),
-        ("price", "unit_price"),
-    ];
-    Mapping {
-        renames: renames
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect(),
-        time_format: "%Y-%m-%d %H:%M:%S".into(),
-        time_zone: "+08:00".into(),
-        amount_unit: AmountUnit::Major,
-    }
+    zt_integration_tests::ingest::erp_variant_mapping(true)
 }
 
 fn mapping(renames: &[(&str, &str)], time_format: &str, amount_unit: AmountUnit) -> Mapping {

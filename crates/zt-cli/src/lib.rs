@@ -3,6 +3,7 @@
 
 pub mod demo_cmd;
 pub mod ingest_cmd;
+pub mod replay_cmd;
 pub mod settings;
 pub mod topics_cmd;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zt_cli::{Settings, demo_cmd, ingest_cmd, topics_cmd};
+use zt_cli::{Settings, demo_cmd, ingest_cmd, replay_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +53,10 @@ enum Command {
     /// The KPIs from ClickHouse as terminal tables, and optionally an HTML page
     /// (docs/report.md).
     Report(demo_cmd::ReportArgs),
+    /// Replay dead letters through the current normalisers after a configuration fix
+    /// (docs/operations.md).
+    #[command(subcommand)]
+    Replay(replay_cmd::ReplayCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +206,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Generate(a) => demo_cmd::generate(&a).await,
         Command::Demo(a) => demo_cmd::demo(&settings, &a).await,
         Command::Report(a) => demo_cmd::report(&settings, &a).await,
+        Command::Replay(c) => replay_cmd::run(&settings, c).await,
         Command::Ingest(IngestArgs {
             command: Some(IngestCmd::HashKey { key }),
         }) => {

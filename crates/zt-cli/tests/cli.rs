@@ -31,7 +31,7 @@ fn help_lists_the_subcommands_and_version_prints() {
     let o = zt(&["--help"], &[]);
     assert!(o.status.success());
     let (out, _) = text(&o);
-    for sub in ["config", "topics"] {
+    for sub in ["config", "topics", "replay"] {
         assert!(out.contains(sub), "{out}");
     }
     let o = zt(&["topics", "--help"], &[]);
@@ -168,14 +168,14 @@ fn topics_create_is_idempotent_against_the_broker() {
     assert!(o.status.success(), "{err}");
     assert_eq!(
         out.lines().filter(|l| l.contains(" created ")).count(),
-        17,
+        18,
         "{out}"
     );
     let o = zt(&["topics", "create"], &env);
     let (out, _) = text(&o);
     assert_eq!(
         out.lines().filter(|l| l.contains(" exists ")).count(),
-        17,
+        18,
         "{out}"
     );
 

@@ -16,33 +16,34 @@
 //!   published twice, so a retry after a partial failure does not duplicate.
 //! - **PII**: phones and e-mails are normalised and hashed before an event is built; raw
 //!   values never reach Kafka, logs or metric labels.
+//! - **Replay**: [`replay::Replayer`] re-submits a dead letter's kept bytes through the
+//!   current normalisers exactly as the endpoint that refused them would (`zt replay dlq`).
 
 pub mod auth;
 pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod fields;
+pub mod items;
 pub mod metrics;
 pub mod normalize;
 pub mod publish;
 pub mod redact;
 pub mod registry;
+pub mod replay;
 pub mod server;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zt_kafka::{KafkaConfig, TopicsConfig};
-use zt_model::Source;
 use zt_model::pii::PiiHasher;
 use zt_runtime::health::ReadyHandle;
 use zt_runtime::{Health, Metrics, Shutdown};
 
 pub use config::IngestConfig;
-use fields::TimeFormat;
 use server::AppState;
 
 /// Why the service could not start.
@@ -93,22 +94,7 @@ pub struct Running {
 /// Builds the shared state (producer, keys, windows, metrics).
 pub fn build_state(deps: IngestDeps, metrics: &Metrics) -> Result<Arc<AppState>, Error> {
     deps.ingest.validate()?;
-    let mut mappings = HashMap::new();
-    for source in Source::ALL {
-        let mapping = deps
-            .ingest
-            .sources
-            .get(source.as_str())
-            .map(|s| s.mapping.clone())
-            .unwrap_or_default();
-        let tf = TimeFormat::parse(&mapping.time_format, &mapping.time_zone).map_err(|reason| {
-            error::ConfigError {
-                key: format!("ingest.sources.{source}.mapping"),
-                reason,
-            }
-        })?;
-        mappings.insert(source, (mapping, tf));
-    }
+    let mappings = items::source_mappings(&deps.ingest)?;
     let mut pc = zt_kafka::client::producer_config(&deps.kafka)?;
     let timeout_ms = deps
         .ingest

@@ -131,6 +131,34 @@ pub fn redact(
     }
 }
 
+/// The bytes to keep of a rejected NDJSON body: each line on its own, a JSON object or
+/// array as [`redact`] keeps JSON, any other line (not JSON, or a bare string or number)
+/// masked as text. Lines stay lines, so a replay splits the body as the endpoint did.
+pub fn redact_ndjson(
+    raw: &[u8],
+    hasher: &PiiHasher,
+    renames: &BTreeMap<String, String>,
+    secret: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, line) in raw.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(mut v @ (Value::Object(_) | Value::Array(_))) => {
+                Walk { hasher, renames }.walk(&mut v, false);
+                out.extend(serde_json::to_vec(&v).unwrap_or_default());
+            }
+            _ => out.extend(mask_text(line)),
+        }
+    }
+    match secret.filter(|s| s.len() >= 4) {
+        Some(key) => replace_all(&out, key.as_bytes(), b"zt-redacted"),
+        None => out,
+    }
+}
+
 fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
@@ -224,6 +252,32 @@ mod tests {
             out.contains("\"name\":\"Home\""),
             "page names outside traits stay: {out}"
         );
+    }
+
+    #[test]
+    fn ndjson_lines_are_redacted_one_by_one() {
+        let h = PiiHasher::new(b"salt", "86").unwrap();
+        let raw = b"{\"mobile\":\"13812345678\",\"order_id\":\"SO2026061800123\"}\n\n13912345678\n{broken 13712345678\n[{\"email\":\"a@b.cn\"}]";
+        let out = String::from_utf8(redact_ndjson(raw, &h, &BTreeMap::new(), None)).unwrap();
+        let lines: Vec<&str> = out.split('\n').collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        let first: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(
+            first["mobile"],
+            format!(
+                "zt-hashed:{}",
+                h.hash_phone("13812345678", "mobile").unwrap()
+            )
+        );
+        assert_eq!(
+            first["order_id"], "SO2026061800123",
+            "ids in JSON lines stay"
+        );
+        assert_eq!(lines[1], "");
+        assert_eq!(lines[2], "###########", "a bare number line is masked");
+        assert!(!lines[3].contains("13712345678"), "{out}");
+        assert!(lines[4].contains("zt-hashed:"), "{out}");
+        assert!(!out.contains("a@b.cn"), "{out}");
     }
 
     #[test]

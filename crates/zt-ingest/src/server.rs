@@ -26,8 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use serde_json::{Map, Value, json, value::RawValue};
-use sha2::{Digest, Sha256};
+use serde_json::{Value, json};
 use tracing::Instrument;
 use zt_kafka::TopicsConfig;
 use zt_model::pii::PiiHasher;
@@ -38,10 +37,13 @@ use crate::config::{IngestConfig, Mapping};
 use crate::dedup::DedupWindow;
 use crate::error::{Reason, Rejection};
 use crate::fields::{Ctx, TimeFormat};
+use crate::items::{
+    self, BODY_TOO_LARGE, CONTENT_JSON, CONTENT_NDJSON, Item, parse_error, split_native,
+    split_segment,
+};
 use crate::metrics::IngestMetrics;
-use crate::normalize::{self, Envelope};
 use crate::publish::{Outgoing, Publisher};
-use crate::redact::redact;
+use crate::redact::{redact, redact_ndjson};
 use crate::registry;
 
 /// Shared state of the service.
@@ -172,12 +174,28 @@ fn header_key(headers: &HeaderMap) -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
-/// What a request carries besides its body: when it arrived and the key it presented
-/// (kept only to remove it from dead letters).
+/// What a request carries besides its body: when it arrived, the key it presented (kept
+/// only to remove it from dead letters), and what a replay of its dead letters needs to
+/// know about it: whether a native body was NDJSON, the call type of a single Segment
+/// call.
 #[derive(Debug)]
 struct Meta {
     received_at: i64,
     key: Option<String>,
+    ndjson: bool,
+    call: Option<&'static str>,
+}
+
+impl Meta {
+    /// The media type of a dead letter of this request: of the whole body, or of one item.
+    fn content_type(&self, whole: bool) -> String {
+        match self.call {
+            // A single call: the item is the body, and the endpoint names its type.
+            Some(kind) => items::call_content_type(kind),
+            None if whole && self.ndjson => CONTENT_NDJSON.into(),
+            None => CONTENT_JSON.into(),
+        }
+    }
 }
 
 /// The body, gunzipped when `Content-Encoding: gzip` (RudderStack's SDKs compress every
@@ -198,12 +216,6 @@ fn decompress(headers: &HeaderMap, body: Bytes) -> Bytes {
         Ok(_) => Bytes::from(out),
         Err(_) => body,
     }
-}
-
-/// One item of a request: its bytes and its parse result.
-struct Item<'a> {
-    raw: &'a [u8],
-    value: Result<Value, Rejection>,
 }
 
 /// A rejected item in the response.
@@ -233,41 +245,36 @@ fn unavailable() -> Response {
 }
 
 impl AppState {
-    fn dead_letter(&self, source: &str, r: &Rejection, raw: &[u8], meta: &Meta) -> DeadLetter {
+    /// The dead letter of `raw`: the whole body (`whole`) or one item of it.
+    fn dead_letter(
+        &self,
+        source: &str,
+        r: &Rejection,
+        raw: &[u8],
+        meta: &Meta,
+        whole: bool,
+    ) -> DeadLetter {
         let renames = source
             .parse::<Source>()
             .ok()
             .and_then(|s| self.mappings.get(&s))
             .map(|(m, _)| &m.renames);
         let empty = Default::default();
-        let original = redact(
-            &raw[..raw.len().min(self.cfg.max_batch_bytes)],
-            &self.hasher,
-            renames.unwrap_or(&empty),
-            meta.key.as_deref(),
-        );
-        let mut h = Sha256::new();
-        h.update(b"ingest\n");
-        h.update(source.as_bytes());
-        h.update(b"\n");
-        h.update(r.reason.as_str().as_bytes());
-        h.update(b"\n");
-        h.update(&original);
-        DeadLetter {
-            dlq_id: hex::encode(&h.finalize()[..16]),
-            stage: "ingest".into(),
-            source: source.to_owned(),
-            reason: r.reason.as_str().into(),
-            field: r.field.clone(),
-            message: r.message.clone(),
+        let kept = &raw[..raw.len().min(self.cfg.max_batch_bytes)];
+        let renames = renames.unwrap_or(&empty);
+        let original = if whole && meta.ndjson {
+            redact_ndjson(kept, &self.hasher, renames, meta.key.as_deref())
+        } else {
+            redact(kept, &self.hasher, renames, meta.key.as_deref())
+        };
+        items::dead_letter(
+            source,
+            r,
             original,
-            content_type: Some("application/json".into()),
-            received_at: meta.received_at,
-            failed_at: now_ms(),
-            origin_topic: None,
-            origin_partition: None,
-            origin_offset: None,
-        }
+            meta.content_type(whole),
+            meta.received_at,
+            now_ms(),
+        )
     }
 
     /// Refuses a whole request: keeps it as one dead letter, then answers `status`.
@@ -280,7 +287,7 @@ impl AppState {
         body: &[u8],
         meta: &Meta,
     ) -> Response {
-        let dl = self.dead_letter(source, &rejection, body, meta);
+        let dl = self.dead_letter(source, &rejection, body, meta, true);
         let sent = match self.publisher.dead_letter_record(&dl) {
             Ok(rec) => self
                 .publisher
@@ -327,12 +334,7 @@ impl AppState {
     }
 
     fn ctx_for(&self, source: Source) -> Ctx<'_> {
-        let (mapping, tf) = &self.mappings[&source];
-        Ctx {
-            mapping,
-            time_format: tf,
-            hasher: &self.hasher,
-        }
+        items::ctx_for(&self.mappings, &self.hasher, source)
     }
 
     /// Authenticates `key` for `source`; `Err` is the refusal to send.
@@ -422,24 +424,15 @@ impl AppState {
         let mut events: Vec<Event> = Vec::new();
         for (i, item) in items.iter_mut().enumerate() {
             let value = std::mem::replace(&mut item.value, Ok(Value::Null));
-            let r = match value {
-                Err(rej) => Err(rej),
-                Ok(_) if item.raw.len() > self.cfg.max_event_bytes => Err(Rejection::whole(
-                    Reason::OversizeEvent,
-                    format!("event is larger than {} bytes", self.cfg.max_event_bytes),
-                )),
-                Ok(v) => normalize::normalize(
-                    source,
-                    v,
-                    segment_kind,
-                    &ctx,
-                    Envelope {
-                        received_at: meta.received_at,
-                        raw: item.raw,
-                        private_channels: &self.cfg.private_domain_channels,
-                    },
-                ),
-            };
+            let r = items::normalize_item(
+                &self.cfg,
+                &ctx,
+                source,
+                value,
+                item.raw,
+                segment_kind,
+                meta.received_at,
+            );
             match r {
                 Ok(ev) => events.push(ev),
                 Err(rej) => rejected.push((i, rej)),
@@ -477,7 +470,7 @@ impl AppState {
         }
         let mut dlq_records = Vec::with_capacity(rejected.len());
         for (i, rej) in &rejected {
-            let dl = self.dead_letter(source.as_str(), rej, items[*i].raw, meta);
+            let dl = self.dead_letter(source.as_str(), rej, items[*i].raw, meta, false);
             if let Ok(r) = self.publisher.dead_letter_record(&dl) {
                 dlq_records.push(r);
             }
@@ -539,48 +532,6 @@ impl AppState {
     }
 }
 
-fn parse_error(e: &serde_json::Error) -> Rejection {
-    Rejection::whole(
-        Reason::MalformedJson,
-        format!(
-            "body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
-    )
-}
-
-/// Splits a native body into items: a JSON array, one JSON object, or NDJSON.
-fn split_native<'a>(body: &'a [u8], ndjson: bool) -> Result<Vec<Item<'a>>, Rejection> {
-    if ndjson {
-        return Ok(body
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .map(|line| Item {
-                raw: line,
-                value: serde_json::from_slice(line).map_err(|e| parse_error(&e)),
-            })
-            .collect());
-    }
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
-        Ok(raws
-            .into_iter()
-            .map(|r| Item {
-                raw: r.get().as_bytes(),
-                value: serde_json::from_str(r.get()).map_err(|e| parse_error(&e)),
-            })
-            .collect())
-    } else {
-        let v: Value = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
-        Ok(vec![Item {
-            raw: body,
-            value: Ok(v),
-        }])
-    }
-}
-
 async fn native(
     State(st): State<Arc<AppState>>,
     Path(source_name): Path<String>,
@@ -602,9 +553,15 @@ async fn native_inner(
 ) -> Response {
     const ROUTE: &str = "/v1/sources/{source}/events";
     let body = decompress(&headers, body);
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(items::is_ndjson);
     let meta = Meta {
         received_at: now_ms(),
         key: header_key(&headers),
+        ndjson,
+        call: None,
     };
     let meta = &meta;
     st.metrics.in_flight.inc();
@@ -642,10 +599,7 @@ async fn native_inner(
     if body.len() > st.cfg.max_batch_bytes {
         let rej = Rejection::whole(
             Reason::OversizeBatch,
-            format!(
-                "request body is larger than {} bytes",
-                st.cfg.max_batch_bytes
-            ),
+            format!("{BODY_TOO_LARGE} {} bytes", st.cfg.max_batch_bytes),
         );
         return st
             .refuse(
@@ -658,10 +612,6 @@ async fn native_inner(
             )
             .await;
     }
-    let ndjson = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl"));
     let items = match split_native(&body, ndjson) {
         Ok(items) => items,
         Err(rej) => {
@@ -707,28 +657,6 @@ struct InFlight<'a>(&'a IngestMetrics);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.dec();
-    }
-}
-
-/// Merges batch-level `context` and `integrations` into an item (the item's keys win) and
-/// gives it the batch's `sentAt` when it has none.
-fn merge_batch_level(item: &mut Map<String, Value>, batch: &Map<String, Value>) {
-    for field in ["context", "integrations"] {
-        if let Some(Value::Object(outer)) = batch.get(field) {
-            let entry = item
-                .entry(field)
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(inner) = entry {
-                for (k, v) in outer {
-                    inner.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-        }
-    }
-    if let Some(sent) = batch.get("sentAt")
-        && !item.contains_key("sentAt")
-    {
-        item.insert("sentAt".into(), sent.clone());
     }
 }
 
@@ -801,6 +729,8 @@ async fn segment_inner(
     let meta = Meta {
         received_at: now_ms(),
         key: header_key(&headers).or(body_key),
+        ndjson: false,
+        call: kind,
     };
     let meta = &meta;
     let key_id = match st.authenticate(meta.key.as_deref(), source) {
@@ -822,7 +752,7 @@ async fn segment_inner(
         } else {
             Reason::OversizeBatch
         };
-        let rej = Rejection::whole(reason, format!("request body is larger than {limit} bytes"));
+        let rej = Rejection::whole(reason, format!("{BODY_TOO_LARGE} {limit} bytes"));
         return st
             .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
             .await;
@@ -835,64 +765,22 @@ async fn segment_inner(
                 .await;
         }
     };
-    // Items with their own bytes (re-serialised after the batch-level merge).
-    let mut owned: Vec<(Vec<u8>, Result<Value, Rejection>)> = Vec::new();
-    match (kind, value) {
-        (Some(_), v @ Value::Object(_)) => owned.push((body.to_vec(), Ok(v))),
-        (None, Value::Object(mut batch)) => {
-            let items = match batch.remove("batch") {
-                Some(Value::Array(items)) => items,
-                _ => {
-                    let rej = Rejection::field(
-                        Reason::MissingField,
-                        "batch",
-                        "must be an array of calls",
-                    );
-                    return st
-                        .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
-                        .await;
-                }
-            };
-            for item in items {
-                match item {
-                    Value::Object(mut m) => {
-                        merge_batch_level(&mut m, &batch);
-                        let v = Value::Object(m);
-                        owned.push((serde_json::to_vec(&v).unwrap_or_default(), Ok(v)));
-                    }
-                    other => {
-                        let rej = Rejection::field(
-                            Reason::WrongType,
-                            "$",
-                            "a batch item must be an object",
-                        );
-                        owned.push((serde_json::to_vec(&other).unwrap_or_default(), Err(rej)));
-                    }
-                }
-            }
-        }
-        _ => {
-            let rej = Rejection::field(Reason::WrongType, "$", "body must be a JSON object");
+    // Items with their own bytes (re-serialised after the batch-level merge); Segment
+    // accepts a batch and rejects the events past its limit one by one.
+    let max = st.cfg.max_batch_events;
+    let mut owned = match split_segment(&body, value, kind.is_some(), max) {
+        Ok(owned) => owned,
+        Err(rej) => {
             return st
                 .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
                 .await;
         }
-    }
-    let max = st.cfg.max_batch_events;
+    };
     let items: Vec<Item<'_>> = owned
         .iter_mut()
-        .enumerate()
-        .map(|(i, (raw, v))| Item {
+        .map(|(raw, v)| Item {
             raw: raw.as_slice(),
-            value: if i >= max {
-                // Segment accepts the request and rejects the events past its limit.
-                Err(Rejection::whole(
-                    Reason::OversizeBatch,
-                    format!("a batch holds at most {max} events"),
-                ))
-            } else {
-                std::mem::replace(v, Ok(Value::Null))
-            },
+            value: std::mem::replace(v, Ok(Value::Null)),
         })
         .collect();
     if let Err(resp) = st

@@ -204,6 +204,11 @@ impl TopicsConfig {
     pub fn dlq(&self) -> String {
         format!("{}.dlq", self.prefix)
     }
+    /// `<prefix>.dlq.replays` (compacted): one marker per replayed dead letter, keyed by
+    /// its `dlq_id` (`zt replay dlq`).
+    pub fn dlq_replays(&self) -> String {
+        format!("{}.dlq.replays", self.prefix)
+    }
     /// `<prefix>.identity.links` (compacted).
     pub fn identity_links(&self) -> String {
         format!("{}.identity.links", self.prefix)

@@ -65,6 +65,11 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
             "rejected inputs with reason and original bytes (zt.DeadLetter)",
         ),
         (
+            t.dlq_replays(),
+            true,
+            "replay markers of dead letters, latest per dlq_id (zt replay dlq)",
+        ),
+        (
             t.identity_links(),
             true,
             "identity graph links, latest per identifier",
@@ -216,6 +221,7 @@ mod tests {
                 "zt.events.service",
                 "zt.events.marketing",
                 "zt.dlq",
+                "zt.dlq.replays",
                 "zt.identity.links",
                 "zt.identity.merges",
                 "zt.events.resolved",
@@ -238,6 +244,7 @@ mod tests {
         assert_eq!(
             compacted,
             [
+                "zt.dlq.replays",
                 "zt.identity.links",
                 "zt.profiles",
                 "zt.profiles.state",

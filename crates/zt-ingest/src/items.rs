@@ -1,0 +1,353 @@
+//! What the HTTP server and the replay of dead letters ([`crate::replay`]) share: the
+//! per-source mappings, splitting a request body into items, the per-item checks and
+//! normalisation, and the dead letters ingest writes. Keeping them in one place is what
+//! makes a replay treat a kept body exactly as the endpoint treated it.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, value::RawValue};
+use sha2::{Digest, Sha256};
+use zt_model::pii::PiiHasher;
+use zt_model::{DeadLetter, Event, Source};
+
+use crate::config::{IngestConfig, Mapping};
+use crate::error::{ConfigError, Reason, Rejection};
+use crate::fields::{Ctx, TimeFormat};
+use crate::normalize::{self, Envelope};
+
+/// Media type of a kept JSON item or body.
+pub const CONTENT_JSON: &str = "application/json";
+/// Media type of a kept NDJSON body (a native request refused as a whole that was sent as
+/// NDJSON), so that a replay splits it into lines again.
+pub const CONTENT_NDJSON: &str = "application/x-ndjson";
+/// Parameter of the media type of a single Segment call's dead letter naming the call
+/// type of the endpoint it was posted to (`application/json; zt-call=track`): the body
+/// need not say it, and a replay needs it.
+pub const CALL_PARAM: &str = "zt-call";
+
+/// Start of the message of a request refused for its body size. Such a body was kept cut
+/// at `max_batch_bytes`, so a replay must not take it for the whole request.
+pub const BODY_TOO_LARGE: &str = "request body is larger than";
+
+/// The media type ingest records for a single Segment call of type `kind`.
+pub fn call_content_type(kind: &str) -> String {
+    format!("{CONTENT_JSON}; {CALL_PARAM}={kind}")
+}
+
+/// The call type recorded in a dead letter's media type, if any.
+pub fn call_of_content_type(ct: &str) -> Option<&str> {
+    ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim() == CALL_PARAM).then(|| v.trim())
+    })
+}
+
+/// Each source's mapping with its parsed time format, from `[ingest.sources]`.
+pub(crate) fn source_mappings(
+    cfg: &IngestConfig,
+) -> Result<HashMap<Source, (Mapping, TimeFormat)>, ConfigError> {
+    let mut mappings = HashMap::new();
+    for source in Source::ALL {
+        let mapping = cfg
+            .sources
+            .get(source.as_str())
+            .map(|s| s.mapping.clone())
+            .unwrap_or_default();
+        let tf = TimeFormat::parse(&mapping.time_format, &mapping.time_zone).map_err(|reason| {
+            ConfigError {
+                key: format!("ingest.sources.{source}.mapping"),
+                reason,
+            }
+        })?;
+        mappings.insert(source, (mapping, tf));
+    }
+    Ok(mappings)
+}
+
+/// The normalisers' context for `source`.
+pub(crate) fn ctx_for<'a>(
+    mappings: &'a HashMap<Source, (Mapping, TimeFormat)>,
+    hasher: &'a PiiHasher,
+    source: Source,
+) -> Ctx<'a> {
+    let (mapping, tf) = &mappings[&source];
+    Ctx {
+        mapping,
+        time_format: tf,
+        hasher,
+    }
+}
+
+/// One item of a request: its bytes and its parse result.
+#[derive(Debug)]
+pub(crate) struct Item<'a> {
+    pub(crate) raw: &'a [u8],
+    pub(crate) value: Result<Value, Rejection>,
+}
+
+/// One item with its own bytes (a Segment batch item, re-serialised after the batch-level
+/// merge).
+pub(crate) type OwnedItem = (Vec<u8>, Result<Value, Rejection>);
+
+pub(crate) fn parse_error(e: &serde_json::Error) -> Rejection {
+    Rejection::whole(
+        Reason::MalformedJson,
+        format!(
+            "body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// Whether a request's `Content-Type` announces NDJSON.
+pub(crate) fn is_ndjson(content_type: &str) -> bool {
+    content_type.contains("ndjson") || content_type.contains("jsonl")
+}
+
+/// Splits a native body into items: a JSON array, one JSON object, or NDJSON.
+pub(crate) fn split_native(body: &[u8], ndjson: bool) -> Result<Vec<Item<'_>>, Rejection> {
+    if ndjson {
+        return Ok(body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|line| Item {
+                raw: line,
+                value: serde_json::from_slice(line).map_err(|e| parse_error(&e)),
+            })
+            .collect());
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
+        Ok(raws
+            .into_iter()
+            .map(|r| Item {
+                raw: r.get().as_bytes(),
+                value: serde_json::from_str(r.get()).map_err(|e| parse_error(&e)),
+            })
+            .collect())
+    } else {
+        let v: Value = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
+        Ok(vec![Item {
+            raw: body,
+            value: Ok(v),
+        }])
+    }
+}
+
+/// Merges batch-level `context` and `integrations` into an item (the item's keys win) and
+/// gives it the batch's `sentAt` when it has none.
+fn merge_batch_level(item: &mut Map<String, Value>, batch: &Map<String, Value>) {
+    for field in ["context", "integrations"] {
+        if let Some(Value::Object(outer)) = batch.get(field) {
+            let entry = item
+                .entry(field)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = entry {
+                for (k, v) in outer {
+                    inner.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    if let Some(sent) = batch.get("sentAt")
+        && !item.contains_key("sentAt")
+    {
+        item.insert("sentAt".into(), sent.clone());
+    }
+}
+
+/// Splits a parsed Segment body into calls: the body itself for a single call (`single`),
+/// else the items of its `batch` array merged with the batch-level fields. Items past
+/// `max_batch_events` are rejected one by one (Segment accepts the request and drops
+/// them). `Err` refuses the request as a whole.
+pub(crate) fn split_segment(
+    body: &[u8],
+    value: Value,
+    single: bool,
+    max_batch_events: usize,
+) -> Result<Vec<OwnedItem>, Rejection> {
+    let mut owned: Vec<OwnedItem> = Vec::new();
+    match (single, value) {
+        (true, v @ Value::Object(_)) => owned.push((body.to_vec(), Ok(v))),
+        (false, Value::Object(mut batch)) => {
+            let items = match batch.remove("batch") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(Rejection::field(
+                        Reason::MissingField,
+                        "batch",
+                        "must be an array of calls",
+                    ));
+                }
+            };
+            for item in items {
+                match item {
+                    Value::Object(mut m) => {
+                        merge_batch_level(&mut m, &batch);
+                        let v = Value::Object(m);
+                        owned.push((serde_json::to_vec(&v).unwrap_or_default(), Ok(v)));
+                    }
+                    other => {
+                        let rej = Rejection::field(
+                            Reason::WrongType,
+                            "$",
+                            "a batch item must be an object",
+                        );
+                        owned.push((serde_json::to_vec(&other).unwrap_or_default(), Err(rej)));
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(Rejection::field(
+                Reason::WrongType,
+                "$",
+                "body must be a JSON object",
+            ));
+        }
+    }
+    for (i, (_, v)) in owned.iter_mut().enumerate() {
+        if i >= max_batch_events {
+            *v = Err(Rejection::whole(
+                Reason::OversizeBatch,
+                format!("a batch holds at most {max_batch_events} events"),
+            ));
+        }
+    }
+    Ok(owned)
+}
+
+/// The per-item checks and the normalisation of one item: its parse result, its size
+/// (`max_event_bytes`), then the source's normaliser with `received_at` as the receive
+/// time.
+pub(crate) fn normalize_item(
+    cfg: &IngestConfig,
+    ctx: &Ctx<'_>,
+    source: Source,
+    value: Result<Value, Rejection>,
+    raw: &[u8],
+    segment_kind: Option<&str>,
+    received_at: i64,
+) -> Result<Event, Rejection> {
+    match value {
+        Err(rej) => Err(rej),
+        Ok(_) if raw.len() > cfg.max_event_bytes => Err(Rejection::whole(
+            Reason::OversizeEvent,
+            format!("event is larger than {} bytes", cfg.max_event_bytes),
+        )),
+        Ok(v) => normalize::normalize(
+            source,
+            v,
+            segment_kind,
+            ctx,
+            Envelope {
+                received_at,
+                raw,
+                private_channels: &cfg.private_domain_channels,
+            },
+        ),
+    }
+}
+
+/// The id of an ingest dead letter: 32 hex digits of SHA-256 over the stage, source,
+/// reason and kept (redacted) bytes, so the same input refused for the same reason gets
+/// the same id.
+pub fn dlq_id(source: &str, reason: &str, original: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"ingest\n");
+    h.update(source.as_bytes());
+    h.update(b"\n");
+    h.update(reason.as_bytes());
+    h.update(b"\n");
+    h.update(original);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// An ingest dead letter of already redacted bytes.
+pub(crate) fn dead_letter(
+    source: &str,
+    r: &Rejection,
+    original: Vec<u8>,
+    content_type: String,
+    received_at: i64,
+    failed_at: i64,
+) -> DeadLetter {
+    DeadLetter {
+        dlq_id: dlq_id(source, r.reason.as_str(), &original),
+        stage: "ingest".into(),
+        source: source.to_owned(),
+        reason: r.reason.as_str().into(),
+        field: r.field.clone(),
+        message: r.message.clone(),
+        original,
+        content_type: Some(content_type),
+        received_at,
+        failed_at,
+        origin_topic: None,
+        origin_partition: None,
+        origin_offset: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_types_round_trip_through_the_media_type() {
+        let ct = call_content_type("track");
+        assert_eq!(ct, "application/json; zt-call=track");
+        assert_eq!(call_of_content_type(&ct), Some("track"));
+        assert_eq!(call_of_content_type(CONTENT_JSON), None);
+        assert_eq!(call_of_content_type(CONTENT_NDJSON), None);
+    }
+
+    #[test]
+    fn native_bodies_split_as_the_endpoint_splits_them() {
+        let items = split_native(br#"[{"a":1}, 2 ,{"b":[3]}]"#, false).unwrap();
+        let raws: Vec<&[u8]> = items.iter().map(|i| i.raw).collect();
+        assert_eq!(raws, [&br#"{"a":1}"#[..], b"2", br#"{"b":[3]}"#]);
+        let one = split_native(br#" {"a":1} "#, false).unwrap();
+        assert_eq!(one.len(), 1);
+        let nd = split_native(b"{\"a\":1}\n\n  \n{broken\n{\"c\":2}\n", true).unwrap();
+        assert_eq!(nd.len(), 3, "blank lines are not items");
+        assert!(nd[0].value.is_ok() && nd[2].value.is_ok());
+        assert_eq!(
+            nd[1].value.as_ref().unwrap_err().reason,
+            Reason::MalformedJson
+        );
+        let err = split_native(b"{\"a\":1}\n{\"c\":2}", false).unwrap_err();
+        assert_eq!(err.reason, Reason::MalformedJson, "NDJSON sent as JSON");
+    }
+
+    #[test]
+    fn segment_batches_merge_and_cap() {
+        let body = br#"{"batch":[{"type":"track","event":"A"},{"type":"track","sentAt":"x","context":{"ip":"1"}},7],"context":{"ip":"9","locale":"zh"},"sentAt":"s"}"#;
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let items = split_segment(body, v.clone(), false, 2).unwrap();
+        assert_eq!(items.len(), 3);
+        let first: Value = serde_json::from_slice(&items[0].0).unwrap();
+        assert_eq!(first["context"]["locale"], "zh");
+        assert_eq!(first["sentAt"], "s");
+        let second = items[1].1.as_ref().unwrap();
+        assert_eq!(second["sentAt"], "x", "the item's own keys win");
+        assert_eq!(second["context"]["ip"], "1");
+        assert_eq!(
+            items[2].1.as_ref().unwrap_err().reason,
+            Reason::OversizeBatch,
+            "past max_batch_events"
+        );
+        let single = split_segment(body, v, true, 2).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].0, body.to_vec(), "a single call keeps the body");
+        let no_batch = split_segment(b"{}", serde_json::json!({}), false, 2).unwrap_err();
+        assert_eq!(
+            (no_batch.reason, no_batch.field.as_deref()),
+            (Reason::MissingField, Some("batch"))
+        );
+        let not_obj = split_segment(b"[]", serde_json::json!([]), true, 2).unwrap_err();
+        assert_eq!(not_obj.reason, Reason::WrongType);
+    }
+}

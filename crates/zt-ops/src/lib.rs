@@ -1,0 +1,22 @@
+//! zhongtai's operator tools.
+//!
+//! - [`replay`]: `zt replay dlq list|run`: lists the dead letters on `<prefix>.dlq` by
+//!   source, reason and day, and re-submits the selected ones of stage `ingest` through the
+//!   current normalisers ([`zt_ingest::replay::Replayer`]) after a configuration fix.
+//!   Events that now normalise are published to `<prefix>.events.<source>` exactly as
+//!   ingest publishes them; items that still fail for another reason get a new dead
+//!   letter; each replayed dead letter gets a marker on the compacted
+//!   `<prefix>.dlq.replays`, written after the broker acknowledged its records, so a second
+//!   run does not publish it again.
+//! - [`progress`]: a plain progress bar on stderr.
+//!
+//! Nothing here prints personal data: reports carry dead-letter ids, sources, reasons,
+//! fields, ingest's messages (which never contain input values) and counts.
+
+pub mod progress;
+pub mod replay;
+mod topic;
+
+pub use replay::{
+    Filter, ListReport, Marker, Outcome, ReplayParams, RunOptions, RunReport, list, parse_time, run,
+};
