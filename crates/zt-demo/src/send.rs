@@ -5,8 +5,11 @@
 //! (`key:`). Every source sends its requests one after another in record order (one
 //! connection's worth of ordering, like a real system's outbox); the six sources send
 //! concurrently. A request refused with 429 waits its `Retry-After`, a 5xx or a connection
-//! error is retried with a capped backoff: ingest deduplicates by the records' ids, so a
-//! retry publishes nothing twice. Rejected items are counted and the first reasons kept:
+//! error is retried with a capped backoff. Ingest deduplicates by the records' ids what it
+//! has acknowledged, so a retry after a 429 or a refused connection publishes nothing
+//! twice; after a 503 for a publish the broker acknowledged too late, the retry can
+//! publish those records again (docs/ingest.md, delivery guarantee: at least once with
+//! deduplication at the edge). Rejected items are counted and the first reasons kept:
 //! the generator's records are all valid, so a rejection is a bug to report.
 
 use crate::now_ms;
