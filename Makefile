@@ -4,12 +4,13 @@ STACK := deploy/local/stack.sh
 VENV := .stack/venv
 CARGO ?= cargo
 
-.PHONY: help demo test test-rust test-py lint fmt build bench stack-up stack-down stack-status stack-logs topics clean-stack
+.PHONY: help demo fuzz test test-rust test-py lint fmt build bench stack-up stack-down stack-status stack-logs topics clean-stack
 
 help:
 	@echo "make demo          the whole pipeline on generated traffic, then the KPI report (DEMO_ARGS=...)"
 	@echo "make test          bring the local stack up, then fmt, clippy and every test"
 	@echo "make bench         criterion benchmarks (benches/)"
+	@echo "make fuzz          each cargo-fuzz target for FUZZ_SECONDS (120)"
 	@echo "make stack-up|stack-down|stack-status|stack-logs"
 	@echo "make clean-stack   stop the stack and forget the local broker's topics and records"
 
@@ -59,6 +60,21 @@ test: stack-up lint test-rust test-py
 
 bench:
 	$(CARGO) bench -p zt-benches
+
+# Fuzzing (docs/fuzzing.md): each cargo-fuzz target for FUZZ_SECONDS, starting from the
+# kept seeds and regressions. cargo-fuzz is installed when missing; the stable toolchain
+# builds with RUSTC_BOOTSTRAP=1 (libFuzzer's sanitizer flags). A finding stops the run and
+# is written to fuzz/artifacts/<target>/: fix it, then keep it in fuzz/regressions/<target>/
+# (tests/it/fuzz_regressions.rs replays every kept input in `make test`).
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := wire_decode ingest_body
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t regressions/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t seeds/$$t regressions/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 # Forget every topic and record of the local broker (its SQLite file grows with every demo
 # run and test run; tansu gets slower as it grows). ClickHouse's data is kept.

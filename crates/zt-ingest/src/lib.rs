@@ -24,6 +24,8 @@ pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod items;
 pub mod metrics;
 pub mod normalize;

@@ -17,6 +17,8 @@ pub mod catalogue;
 pub mod dlq;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pii;
 pub mod wire;
 
