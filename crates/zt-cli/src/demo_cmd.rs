@@ -18,9 +18,9 @@ pub struct WorldArgs {
     /// Seed of every random choice: the same seed and sizes give the same records.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Persons in the generated world.
-    #[arg(long, default_value_t = 2000)]
-    pub persons: u32,
+    /// Persons in the generated world [default: 2000 for generate, 300 for demo].
+    #[arg(long)]
+    pub persons: Option<u32>,
     /// Days of history (the period ends 15 days ago, so that follow-ups are in the past).
     #[arg(long, default_value_t = 28)]
     pub days: u32,
@@ -89,12 +89,13 @@ fn keys(args: &GenerateArgs) -> anyhow::Result<BTreeMap<Source, String>> {
 
 /// `zt generate`.
 pub async fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    if args.world.persons == 0 || args.world.days == 0 {
+    let persons = args.world.persons.unwrap_or(2000);
+    if persons == 0 || args.world.days == 0 {
         bail!("--persons and --days must be at least 1");
     }
     let world = scenario::generate(Params::new(
         args.world.seed,
-        args.world.persons,
+        persons,
         args.world.days,
         now_ms(),
     ));
@@ -121,7 +122,7 @@ pub async fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     eprintln!(
         "zt generate: {} records for {} persons over {} days (seed {}) to {}",
         world.records.len(),
-        args.world.persons,
+        persons,
         args.world.days,
         args.world.seed,
         args.url
@@ -162,9 +163,11 @@ pub async fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
 pub struct DemoArgs {
     #[command(flatten)]
     pub world: WorldArgs,
-    /// At most this many records per second (default: as fast as ingest answers).
-    #[arg(long, value_name = "RECORDS_PER_SEC")]
-    pub rate: Option<f64>,
+    /// At most this many records per second; 0 sends as fast as ingest answers. The
+    /// local stack's SQLite broker carries a few hundred records per second through the
+    /// whole pipeline (docs/demo.md).
+    #[arg(long, value_name = "RECORDS_PER_SEC", default_value_t = 1000.0)]
+    pub rate: f64,
     /// ClickHouse database of the run: dropped and re-created.
     #[arg(long, default_value = "zhongtai_demo")]
     pub database: String,
@@ -209,9 +212,9 @@ pub async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<()> {
         stack_script,
         work_dir: args.work_dir.clone(),
         seed: args.world.seed,
-        persons: args.world.persons,
+        persons: args.world.persons.unwrap_or(300),
         days: args.world.days,
-        rate: args.rate,
+        rate: (args.rate > 0.0).then_some(args.rate),
         database: args.database.clone(),
         html: args.html.clone(),
         truth_out: args.truth.clone(),

@@ -471,10 +471,20 @@ fn demo_config(
         );
     }
     let doc = json!({
-        "kafka": { "bootstrap_servers": kafka.bootstrap_servers },
+        "kafka": {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            // Fewer, larger produce requests: tansu's SQLite engine pays per request
+            // (INFRA.md: 17k records/s at linger 5 ms, 31k at 100 ms).
+            "producer": { "linger_ms": 20 },
+        },
         "topics": { "prefix": p, "partitions": t.partitions },
         "clickhouse": { "url": ch.url, "database": ch.database, "user": ch.user },
-        "ingest": { "listen": format!("127.0.0.1:{ingest_port}"), "sources": sources },
+        // Ingest waits for the broker as long as the producer does: a slow broker then
+        // slows the sender down (one request in flight per source) instead of answering
+        // 503 after 10 s for records it may still write, which a retry would publish
+        // twice (docs/ingest.md, delivery guarantee).
+        "ingest": { "listen": format!("127.0.0.1:{ingest_port}"), "sources": sources,
+                    "publish_timeout_ms": kafka.producer.message_timeout_ms },
         "identity": { "group_id": format!("{p}-identity") },
         "profiles": { "group_id": format!("{p}-profiles") },
         "funnels": { "group_id": format!("{p}-funnels") },
