@@ -139,16 +139,7 @@ pub async fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    println!(
-        "sent {} records in {:.1} s ({:.0}/s): {} accepted, {} rejected, {} requests, {} retries",
-        report.sent,
-        report.elapsed.as_secs_f64(),
-        report.sent as f64 / report.elapsed.as_secs_f64().max(1e-3),
-        report.accepted,
-        report.rejected,
-        report.requests,
-        report.retries
-    );
+    println!("{}", report.summary());
     for r in &report.first_rejections {
         println!("rejected: {r}");
     }

@@ -172,15 +172,7 @@ async fn run_until_done(
         },
     )
     .await?;
-    say(&format!(
-        "sent {} records in {:.1} s ({:.0}/s): {} accepted, {} rejected, {} retries",
-        sent.sent,
-        sent.elapsed.as_secs_f64(),
-        sent.sent as f64 / sent.elapsed.as_secs_f64().max(1e-3),
-        sent.accepted,
-        sent.rejected,
-        sent.retries
-    ));
+    say(&sent.summary());
     for r in &sent.first_rejections {
         say(&format!("rejected: {r}"));
     }

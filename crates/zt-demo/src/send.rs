@@ -69,6 +69,22 @@ pub struct SendReport {
     pub acks: Vec<(String, i64)>,
 }
 
+impl SendReport {
+    /// One line: records sent, time, rate, accepted, rejected, requests and retries.
+    pub fn summary(&self) -> String {
+        format!(
+            "sent {} records in {:.1} s ({:.0}/s): {} accepted, {} rejected, {} requests, {} retries",
+            self.sent,
+            self.elapsed.as_secs_f64(),
+            self.sent as f64 / self.elapsed.as_secs_f64().max(1e-3),
+            self.accepted,
+            self.rejected,
+            self.requests,
+            self.retries
+        )
+    }
+}
+
 struct Batch {
     source: Source,
     items: Vec<(Value, i64)>,
