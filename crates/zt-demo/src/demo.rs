@@ -402,6 +402,7 @@ impl Pipeline {
 /// The consumer groups of a run and their inputs, in pipeline order.
 pub fn stages(t: &TopicsConfig) -> Vec<Stage> {
     let prefix = &t.prefix;
+    // The run's configuration leaves `identity.topics` empty: every source topic.
     let sources: Vec<String> = Source::ALL.into_iter().map(|s| t.events(s)).collect();
     vec![
         Stage {
@@ -412,20 +413,12 @@ pub fn stages(t: &TopicsConfig) -> Vec<Stage> {
         Stage {
             name: "profiles".into(),
             group: format!("{prefix}-profiles"),
-            topics: vec![
-                t.events_resolved(),
-                t.identity_merges(),
-                t.profiles_transfers(),
-            ],
+            topics: zt_process::profiles::inputs(t),
         },
         Stage {
             name: "funnels".into(),
             group: format!("{prefix}-funnels"),
-            topics: vec![
-                t.events_resolved(),
-                t.identity_merges(),
-                t.funnels_transfers(),
-            ],
+            topics: zt_process::funnels::inputs(t),
         },
         Stage {
             name: "sink".into(),

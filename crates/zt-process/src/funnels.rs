@@ -180,11 +180,7 @@ pub async fn run(
     let ready = health.register("kafka");
     ready.set_not_ready("waiting for a partition assignment");
     let t = &params.topics;
-    let inputs = vec![
-        t.events_resolved(),
-        t.identity_merges(),
-        t.funnels_transfers(),
-    ];
+    let inputs = inputs(t);
     let reader = runtime::reader(&params.kafka, &params.funnels.group_id)?;
     let mut counts = BTreeMap::new();
     for topic in inputs.iter().chain([&t.funnels_state()]) {
@@ -233,6 +229,16 @@ pub async fn run(
     out
 }
 
+/// The topics `zt process funnels` consumes, co-partitioned: resolved events, merges and
+/// its own transfers.
+pub fn inputs(t: &TopicsConfig) -> Vec<String> {
+    vec![
+        t.events_resolved(),
+        t.identity_merges(),
+        t.funnels_transfers(),
+    ]
+}
+
 impl Processor {
     async fn run_loop(&mut self, shutdown: &Shutdown) -> Result<()> {
         let age = Duration::from_millis(self.p.funnels.batch_max_age_ms);
@@ -249,11 +255,7 @@ impl Processor {
             runtime::rejoin_if_stuck(
                 &self.consumer,
                 &self.ctx,
-                &[
-                    self.p.topics.events_resolved(),
-                    self.p.topics.identity_merges(),
-                    self.p.topics.funnels_transfers(),
-                ],
+                &inputs(&self.p.topics),
                 REJOIN_PATIENCE,
             )?;
             if !batch.is_empty() {

@@ -251,14 +251,16 @@ pub struct IdentityParams {
 
 impl IdentityParams {
     fn inputs(&self) -> Vec<String> {
-        if self.identity.topics.is_empty() {
-            Source::ALL
-                .into_iter()
-                .map(|s| self.topics.events(s))
-                .collect()
-        } else {
-            self.identity.topics.clone()
-        }
+        inputs(&self.topics, &self.identity)
+    }
+}
+
+/// The topics `zt process identity` consumes: `identity.topics`, or every source topic.
+pub fn inputs(t: &TopicsConfig, identity: &IdentityConfig) -> Vec<String> {
+    if identity.topics.is_empty() {
+        Source::ALL.into_iter().map(|s| t.events(s)).collect()
+    } else {
+        identity.topics.clone()
     }
 }
 

@@ -176,11 +176,7 @@ pub async fn run(
     let ready = health.register("kafka");
     ready.set_not_ready("waiting for a partition assignment");
     let t = &params.topics;
-    let inputs = vec![
-        t.events_resolved(),
-        t.identity_merges(),
-        t.profiles_transfers(),
-    ];
+    let inputs = inputs(t);
     let reader = runtime::reader(&params.kafka, &params.profiles.group_id)?;
     // Co-partitioning is what puts a person's events, merges, transfers and state on one
     // member: refuse to start without it.
@@ -229,6 +225,16 @@ pub async fn run(
     out
 }
 
+/// The topics `zt process profiles` consumes, co-partitioned: resolved events, merges and
+/// its own transfers.
+pub fn inputs(t: &TopicsConfig) -> Vec<String> {
+    vec![
+        t.events_resolved(),
+        t.identity_merges(),
+        t.profiles_transfers(),
+    ]
+}
+
 impl Processor {
     async fn run_loop(&mut self, shutdown: &Shutdown) -> Result<()> {
         let age = Duration::from_millis(self.p.profiles.batch_max_age_ms);
@@ -245,11 +251,7 @@ impl Processor {
             runtime::rejoin_if_stuck(
                 &self.consumer,
                 &self.ctx,
-                &[
-                    self.p.topics.events_resolved(),
-                    self.p.topics.identity_merges(),
-                    self.p.topics.profiles_transfers(),
-                ],
+                &inputs(&self.p.topics),
                 REJOIN_PATIENCE,
             )?;
             if !batch.is_empty() {
