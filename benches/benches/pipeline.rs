@@ -667,6 +667,7 @@ async fn run() {
             work_dir: work_dir.clone(),
             database: DATABASE.into(),
             extra_config: extra_config.clone(),
+            env: Vec::new(),
         },
     )
     .await
@@ -717,6 +718,7 @@ async fn run() {
             rate,
             progress: false,
             record_acks: true,
+            progress_counter: None,
         },
     )
     .await;

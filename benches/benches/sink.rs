@@ -225,14 +225,25 @@ async fn main() {
     // Sink: produce, then load through the real sink.
     zt_kafka::create_topics(
         &kcfg,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: PARTITIONS,
-            replication_factor: 1,
-            compacted: false,
-            keep_forever: false,
-            purpose: "bench",
-        }],
+        &[
+            TopicSpec {
+                name: topic.clone(),
+                partitions: PARTITIONS,
+                replication_factor: 1,
+                compacted: false,
+                keep_forever: false,
+                purpose: "bench",
+            },
+            // The suppression list the sink reads at start (`zt erase`; empty here).
+            TopicSpec {
+                name: format!("zt-bench-{stamp}.suppressions"),
+                partitions: 1,
+                replication_factor: 1,
+                compacted: true,
+                keep_forever: false,
+                purpose: "bench",
+            },
+        ],
     )
     .await
     .expect("create topic");

@@ -8,6 +8,9 @@
 #   deploy/local/stack.sh status    what runs, where, and whether it answers
 #   deploy/local/stack.sh logs      the tail of both services' logs
 #   deploy/local/stack.sh restart kafka|clickhouse   stop and start one service (fault tests)
+#   deploy/local/stack.sh pause|resume kafka|clickhouse   SIGSTOP / SIGCONT one service: it
+#                                   keeps its connections but answers nothing (a network
+#                                   cut-off, for the fault matrix; docs/reliability.md)
 #   deploy/local/stack.sh install   only install (tansu, ClickHouse, Python checkers)
 #
 # Environment overrides (defaults in brackets):
@@ -241,12 +244,27 @@ cmd_restart() {
   esac
 }
 
+# SIGSTOP/SIGCONT the service this script started: connections stay open and hang.
+cmd_signal() {
+  local sig=$1 f
+  case ${2:-} in
+    kafka) f=$kafka_pid ;;
+    clickhouse) f=$ch_pid ;;
+    *) die "pause and resume take kafka or clickhouse" ;;
+  esac
+  pid_alive "$f" || die "${2} was not started by this stack (no live pid in $f)"
+  kill "-$sig" "$(cat "$f")"
+  log "sent SIG$sig to ${2} (pid $(cat "$f"))"
+}
+
 case ${1:-} in
   up) cmd_up ;;
+  pause) cmd_signal STOP "${2:-}" ;;
+  resume) cmd_signal CONT "${2:-}" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
   restart) shift; cmd_restart "$@" ;;
   install) install_all ;;
-  *) echo "usage: $0 up|down|status|logs|restart kafka|clickhouse|install" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|restart|pause|resume kafka|clickhouse|install" >&2; exit 2 ;;
 esac

@@ -315,6 +315,41 @@ async fn repeated_ids_are_published_once() {
     }
 }
 
+/// A client that retries after ingest crashed (the broker had the events, the 200 never
+/// left) is deduplicated by the restarted ingest, which read the ids of the last hour back
+/// from the event topics. Negative control: with `dedup_restore_secs = 0` the restarted
+/// ingest publishes the retried events again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ingest_still_recognises_ids_published_before() {
+    for (restore_secs, want) in [(3_600, 2), (0, 4)] {
+        let kafka = zt_integration_tests::kafka_config();
+        let topics = fresh_topics(&kafka, 2).await;
+        let body = json!([erp_order("r-1", 100), erp_order("r-2", 200)]).to_string();
+        let mut cfg = ingest_config();
+        cfg.dedup_restore_secs = restore_secs;
+        for run in 0..2 {
+            let ing = start_with(cfg.clone(), kafka.clone(), topics.clone()).await;
+            let r = ing
+                .post(
+                    "/v1/sources/erp/events",
+                    Some(&key_of(Source::Erp)),
+                    body.as_bytes(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "run {run}: {}", r.body);
+            assert_eq!(r.json()["accepted"], 2);
+            ing.shutdown.trigger();
+            if run == 1 {
+                assert_eq!(
+                    ing.events(Source::Erp).len(),
+                    want,
+                    "dedup_restore_secs {restore_secs}"
+                );
+            }
+        }
+    }
+}
+
 /// Raw phones and e-mails never reach Kafka: not in events, not in dead letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_pii_never_reaches_kafka() {

@@ -229,6 +229,15 @@ pub async fn setup(test: &str, partitions: &[(Source, i32)], ch_url: &str) -> En
         keep_forever: false,
         purpose: "test",
     });
+    // The suppression list every component reads at start (`zt erase`; empty here).
+    specs.push(TopicSpec {
+        name: format!("{}.suppressions", env.prefix),
+        partitions: 1,
+        replication_factor: 1,
+        compacted: true,
+        keep_forever: false,
+        purpose: "test",
+    });
     create_topics(&kafka_config(), &specs)
         .await
         .expect("create topics");

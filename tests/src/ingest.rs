@@ -53,6 +53,7 @@ pub fn ingest_config() -> IngestConfig {
         max_batch_events: 2500,
         dedup_window_secs: 86_400,
         dedup_max_entries: 100_000,
+        dedup_restore_secs: 3_600,
         publish_timeout_ms: 5_000,
         private_domain_channels: vec!["wechat_group".into(), "wecom".into()],
         sources,

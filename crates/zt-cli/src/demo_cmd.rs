@@ -136,6 +136,7 @@ pub async fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
             rate,
             progress: !args.quiet,
             record_acks: false,
+            progress_counter: None,
         },
     )
     .await?;

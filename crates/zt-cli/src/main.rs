@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zt_cli::{Settings, demo_cmd, ingest_cmd, replay_cmd, topics_cmd};
+use zt_cli::{Settings, chaos_cmd, demo_cmd, erase_cmd, ingest_cmd, replay_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,10 +53,18 @@ enum Command {
     /// The KPIs from ClickHouse as terminal tables, and optionally an HTML page
     /// (docs/report.md).
     Report(demo_cmd::ReportArgs),
+    /// The fault matrix: the whole pipeline on the local stack, one fault per run (kill -9,
+    /// broker and ClickHouse restarts and cut-offs), checked for exactly-once
+    /// (docs/reliability.md).
+    Chaos(chaos_cmd::ChaosArgs),
     /// Replay dead letters through the current normalisers after a configuration fix
     /// (docs/operations.md).
     #[command(subcommand)]
     Replay(replay_cmd::ReplayCmd),
+    /// Erase persons and identifiers (PIPL / GDPR): suppress them, delete their rows from
+    /// ClickHouse, tombstone their compacted records, write an audit record
+    /// (docs/erasure.md). Prints the plan and refuses without --yes.
+    Erase(erase_cmd::EraseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +132,7 @@ fn main() -> ExitCode {
     let mut log = settings.log.clone();
     if matches!(
         cli.command,
-        Command::Generate(_) | Command::Demo(_) | Command::Report(_)
+        Command::Generate(_) | Command::Demo(_) | Command::Report(_) | Command::Chaos(_)
     ) && std::env::var_os("ZT__LOG__LEVEL").is_none()
     {
         // Interactive tools print their own progress; the library's info lines (each
@@ -206,7 +214,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Generate(a) => demo_cmd::generate(&a).await,
         Command::Demo(a) => demo_cmd::demo(&settings, &a).await,
         Command::Report(a) => demo_cmd::report(&settings, &a).await,
+        Command::Chaos(a) => chaos_cmd::run(&settings, &a).await,
         Command::Replay(c) => replay_cmd::run(&settings, c).await,
+        Command::Erase(a) => erase_cmd::run(&settings, &a).await,
         Command::Ingest(IngestArgs {
             command: Some(IngestCmd::HashKey { key }),
         }) => {

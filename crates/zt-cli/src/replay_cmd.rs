@@ -263,13 +263,14 @@ pub fn render_run(r: &RunReport) -> String {
     let total: usize = r.published.values().sum();
     let _ = writeln!(
         out,
-        "events that {verb} published: {total}{}; already published, not again: {}",
+        "events that {verb} published: {total}{}; already published, not again: {}; of erased persons, never: {}",
         if r.published.is_empty() {
             String::new()
         } else {
             format!(" ({})", counts(r.published.iter().map(|(k, v)| (k, *v))))
         },
-        r.already_published
+        r.already_published,
+        r.suppressed
     );
     let failing: usize = r.still_failing.values().sum();
     let _ = writeln!(

@@ -139,6 +139,7 @@ async fn run_until_done(
             work_dir: opts.work_dir.clone(),
             database: opts.database.clone(),
             extra_config: None,
+            env: Vec::new(),
         },
     )
     .await?;
@@ -169,6 +170,7 @@ async fn run_until_done(
             rate: opts.rate,
             progress: opts.progress,
             record_acks: false,
+            progress_counter: None,
         },
     )
     .await?;
@@ -253,7 +255,23 @@ pub struct PipelineOptions {
     /// TOML appended to the run's configuration (e.g. `[kafka.producer]` settings for a
     /// benchmark); it must not repeat a table the run's configuration has.
     pub extra_config: Option<String>,
+    /// Extra environment per component: (component, variable, value). Variables named in
+    /// [`ONE_SHOT_ENV`] apply to the first start only, not to restarts.
+    pub env: Vec<(String, String, String)>,
 }
+
+/// Environment variables a restarted component does not get again: the test-only crash
+/// points (a component that crashed at its failpoint comes back without it).
+pub const ONE_SHOT_ENV: [&str; 1] = [zt_sink::failpoint::ENV];
+
+/// The components in pipeline order, with their `zt` arguments.
+pub const COMPONENTS: [(&str, &[&str]); 5] = [
+    ("ingest", &["ingest"]),
+    ("identity", &["process", "identity"]),
+    ("profiles", &["process", "profiles"]),
+    ("funnels", &["process", "funnels"]),
+    ("sink", &["sink"]),
+];
 
 /// Every component running on a fresh set of topics and a fresh database; stopped when
 /// dropped.
@@ -338,31 +356,30 @@ impl Pipeline {
             .with_context(|| format!("writing {}", config_path.display()))?;
 
         // The components.
-        let mut children = Children::default();
-        let components: [(&str, &[&str]); 5] = [
-            ("ingest", &["ingest"]),
-            ("identity", &["process", "identity"]),
-            ("profiles", &["process", "profiles"]),
-            ("funnels", &["process", "funnels"]),
-            ("sink", &["sink"]),
-        ];
+        let mut children = Children {
+            exe: opts.zt_exe.clone(),
+            config: config_path.clone(),
+            procs: Vec::new(),
+        };
         let mut admin_ports = Vec::new();
-        for (name, args) in components {
+        for (name, args) in COMPONENTS {
             let port = free_port()?;
-            let log_path = opts.work_dir.join(format!("{name}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("creating {}", log_path.display()))?;
-            let child = Command::new(&opts.zt_exe)
-                .arg("--config")
-                .arg(&config_path)
-                .args(args)
-                .env("ZT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .with_context(|| format!("starting {} {name}", opts.zt_exe.display()))?;
-            children.0.push((name.to_owned(), child, log_path));
+            let env = opts
+                .env
+                .iter()
+                .filter(|(c, _, _)| c == name)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect();
+            children.procs.push(Proc {
+                name: name.to_owned(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                port,
+                env,
+                log: opts.work_dir.join(format!("{name}.log")),
+                child: None,
+                starts: 0,
+            });
+            children.spawn(name)?;
             admin_ports.push((name.to_owned(), port));
         }
         for (name, port) in &admin_ports {
@@ -396,6 +413,59 @@ impl Pipeline {
     /// Stops every component (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(&mut self) {
         self.children.stop();
+    }
+
+    /// `kill -9` of one component; returns once it has exited.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.children.kill(name)
+    }
+
+    /// Starts a component that exited (or was killed) again, with the same configuration,
+    /// metrics port and environment (minus [`ONE_SHOT_ENV`]); its log is appended to.
+    /// Returns once it answers `/readyz`.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.children.spawn(name)?;
+        let port = self.children.proc(name)?.port;
+        self.children
+            .wait_ready(name, port, Duration::from_secs(120))
+    }
+
+    /// Restarts every component that exited, like an orchestrator's restart policy, and
+    /// returns their names (without waiting for them to be ready).
+    pub fn revive(&mut self) -> anyhow::Result<Vec<String>> {
+        let dead: Vec<String> = self
+            .children
+            .procs
+            .iter_mut()
+            .filter_map(|p| {
+                let exited = p
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                exited.then(|| p.name.clone())
+            })
+            .collect();
+        for name in &dead {
+            self.children.spawn(name)?;
+        }
+        Ok(dead)
+    }
+
+    /// How many times each component was started (1 = never restarted).
+    pub fn starts(&self) -> Vec<(String, u32)> {
+        self.children
+            .procs
+            .iter()
+            .map(|p| (p.name.clone(), p.starts))
+            .collect()
+    }
+
+    /// A component's log so far.
+    pub fn log(&self, name: &str) -> String {
+        self.children
+            .proc(name)
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -461,6 +531,13 @@ fn demo_config(
             // Fewer, larger produce requests: tansu's SQLite engine pays per request
             // (INFRA.md: 17k records/s at linger 5 ms, 31k at 100 ms).
             "producer": { "linger_ms": 20 },
+            // tansu holds a rebalance open for the full rebalance timeout (librdkafka sends
+            // max.poll.interval.ms) while a member that died with kill -9 has not been
+            // dropped: with the default 300 s, a restarted component sat without
+            // partitions for minutes (the fault matrix, docs/reliability.md). A short
+            // rebalance timeout, as INFRA.md advises for this broker (the session timeout
+            // stays at 10 s: a busy tansu misses 6 s heartbeats and groups churn).
+            "consumer": { "max_poll_interval_ms": 30000 },
         },
         "topics": { "prefix": p, "partitions": t.partitions },
         "clickhouse": { "url": ch.url, "database": ch.database, "user": ch.user },
@@ -483,31 +560,127 @@ fn demo_config(
     Ok(out)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port to give a component: free now, and below Linux's ephemeral range (32768 and
+/// up), which outgoing connections draw from. A port taken from that range (bind to 0)
+/// was seen taken by a Kafka connection before the component bound it ("Address already
+/// in use", the fault matrix).
+pub fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..64 {
+        let port = 20_000 + (rand::random::<u16>() % 12_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// One component process and how to start it again.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
 /// The components; stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
-#[derive(Default)]
-struct Children(Vec<(String, Child, PathBuf)>);
+struct Children {
+    exe: PathBuf,
+    config: PathBuf,
+    procs: Vec<Proc>,
+}
 
 impl std::fmt::Debug for Children {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|c| &c.0)).finish()
+        f.debug_list()
+            .entries(self.procs.iter().map(|p| &p.name))
+            .finish()
     }
 }
 
 impl Children {
+    fn proc(&self, name: &str) -> anyhow::Result<&Proc> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no component named {name}"))
+    }
+
+    fn proc_mut(&mut self, name: &str) -> anyhow::Result<&mut Proc> {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no component named {name}"))
+    }
+
+    /// Starts `name` (again): a running one is left alone.
+    fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let (exe, config) = (self.exe.clone(), self.config.clone());
+        let p = self.proc_mut(name)?;
+        if let Some(c) = p.child.as_mut()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            return Ok(());
+        }
+        let restart = p.starts > 0;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .with_context(|| format!("opening {}", p.log.display()))?;
+        if restart {
+            use std::io::Write;
+            let _ = writeln!(
+                log,
+                "===== zt demo: {name} restarted (start {})",
+                p.starts + 1
+            );
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(&p.args)
+            .env("ZT__ADMIN__LISTEN", format!("127.0.0.1:{}", p.port))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        for (k, v) in &p.env {
+            if !(restart && ONE_SHOT_ENV.contains(&k.as_str())) {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} {name}", exe.display()))?;
+        p.child = Some(child);
+        p.starts += 1;
+        Ok(())
+    }
+
+    fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.proc_mut(name)?;
+        if let Some(c) = p.child.as_mut() {
+            // std's Child::kill is SIGKILL on Unix: no shutdown, no flush, no commit.
+            let _ = c.kill();
+            c.wait()
+                .with_context(|| format!("waiting for {name} to exit"))?;
+        }
+        Ok(())
+    }
+
     fn wait_ready(&mut self, name: &str, port: u16, patience: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + patience;
         loop {
-            if let Some((_, child, log)) = self.0.iter_mut().find(|c| c.0 == name)
+            let p = self.proc_mut(name)?;
+            if let Some(child) = p.child.as_mut()
                 && let Ok(Some(st)) = child.try_wait()
             {
                 bail!(
                     "{name} exited at start ({st}); its log ({}):\n{}",
-                    log.display(),
-                    tail(log)
+                    p.log.display(),
+                    tail(&p.log)
                 );
             }
             if http_ok(port, "/readyz") {
@@ -521,33 +694,42 @@ impl Children {
     }
 
     fn dead(&mut self) -> Vec<String> {
-        self.0
+        self.procs
             .iter_mut()
-            .filter_map(|(n, c, log)| match c.try_wait() {
-                Ok(Some(st)) => Some(format!("{n} ({st}), log {}:\n{}", log.display(), tail(log))),
+            .filter_map(|p| match p.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(st))) => Some(format!(
+                    "{} ({st}), log {}:\n{}",
+                    p.name,
+                    p.log.display(),
+                    tail(&p.log)
+                )),
                 _ => None,
             })
             .collect()
     }
 
     fn stop(&mut self) {
-        for (_, c, _) in &self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        for p in &self.procs {
+            if let Some(c) = &p.child {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         let until = Instant::now() + Duration::from_secs(10);
-        for (_, c, _) in &mut self.0 {
-            while Instant::now() < until && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                while Instant::now() < until && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            p.child = None;
         }
-        self.0.clear();
     }
 }
 

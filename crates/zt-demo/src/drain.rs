@@ -37,14 +37,7 @@ pub fn group_lag(kafka: &KafkaConfig, group: &str, topics: &[String]) -> anyhow:
     let mut tpl = TopicPartitionList::new();
     let mut highs = BTreeMap::new();
     for t in topics {
-        let md = c.fetch_metadata(Some(t), timeout)?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|m| m.name() == t)
-            .map_or(0, |m| m.partitions().len() as i32);
-        for p in 0..n {
-            let (_, high) = c.fetch_watermarks(t, p, timeout)?;
+        for (p, (_, high)) in watermarks_with(&c, t)? {
             highs.insert((t.clone(), p), high);
             tpl.add_partition(t, p);
         }
@@ -63,6 +56,29 @@ pub fn group_lag(kafka: &KafkaConfig, group: &str, topics: &[String]) -> anyhow:
         lag += u64::try_from(high - at).unwrap_or(0);
     }
     Ok(lag)
+}
+
+/// Low and high watermark of every partition of `topic`. Blocking.
+pub fn watermarks(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
+        .create()
+        .context("consumer for the watermarks")?;
+    watermarks_with(&c, topic)
+}
+
+fn watermarks_with(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let timeout = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic)
+        .map_or(0, |m| m.partitions().len() as i32);
+    let mut out = BTreeMap::new();
+    for p in 0..n {
+        out.insert(p, c.fetch_watermarks(topic, p, timeout)?);
+    }
+    Ok(out)
 }
 
 /// Waits until every stage has no lag, twice in a row `interval` apart; fails after

@@ -12,10 +12,12 @@
 //! records to `/v1/sources/{source}/events` and Segment batches to `/v1/batch`; nothing
 //! reaches Kafka or ClickHouse except through ingest.
 
+pub mod chaos;
 pub mod demo;
 pub mod drain;
 pub mod scenario;
 pub mod send;
+pub mod verify;
 
 pub use demo::{DemoOptions, DemoOutcome};
 pub use scenario::{Params, Scenario, Truth, generate};

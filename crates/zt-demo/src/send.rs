@@ -15,6 +15,8 @@
 use crate::now_ms;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -46,6 +48,9 @@ pub struct SendOptions {
     /// Keep, for every accepted record, its event id and the wall time (ms) of its
     /// request's acknowledgement (the end-to-end benchmark's freshness clock).
     pub record_acks: bool,
+    /// Records answered so far (accepted or rejected), updated as each request ends: for
+    /// a caller that acts at a point of the run (the fault matrix).
+    pub progress_counter: Option<Arc<AtomicU64>>,
 }
 
 /// What happened.
@@ -131,9 +136,13 @@ pub async fn send(records: &[Planned], opts: &SendOptions) -> anyhow::Result<Sen
         let url = opts.url.trim_end_matches('/').to_owned();
         let key = opts.keys.get(&s).cloned().unwrap_or_default();
         let record_acks = opts.record_acks;
+        let counter = opts.progress_counter.clone();
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 let out = post(&client, &url, &key, batch, record_acks).await;
+                if let (Some(c), Ok(o)) = (&counter, &out) {
+                    c.fetch_add(o.sent, Ordering::Relaxed);
+                }
                 let failed = out.is_err();
                 if done.send(out).is_err() || failed {
                     break;

@@ -26,6 +26,11 @@ pub struct IngestConfig {
     /// Most event ids remembered for deduplication; the oldest are forgotten first.
     /// Default 1000000 (about 100 MB).
     pub dedup_max_entries: usize,
+    /// At start, the ids of the events published in this many last seconds are read back
+    /// from the event topics into the dedup window (at most `dedup_max_entries` records),
+    /// so a retry after a crash is still deduplicated; ingest answers 503 until that is
+    /// done. Default 3600. 0 starts with an empty window.
+    pub dedup_restore_secs: u64,
     /// How long a publish may wait for the broker's acknowledgement before the request
     /// fails with 503, milliseconds. Default 10000. Bounded by `kafka.producer.message_timeout_ms`.
     pub publish_timeout_ms: u64,
@@ -164,6 +169,7 @@ pub(crate) mod tests_support {
             max_batch_events: 2500,
             dedup_window_secs: 86_400,
             dedup_max_entries: 1_000_000,
+            dedup_restore_secs: 3_600,
             publish_timeout_ms: 10_000,
             private_domain_channels: vec!["wechat_group".into(), "wecom".into()],
             sources: BTreeMap::new(),

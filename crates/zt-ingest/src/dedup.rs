@@ -3,8 +3,16 @@
 //!
 //! An id is remembered only after the broker acknowledged its event, so a failed publish
 //! never hides a retry. The window lives in one ingest replica's memory and is bounded by
-//! `dedup_max_entries` (oldest forgotten first); across replicas and restarts, the
-//! downstream components deduplicate by `event_id`.
+//! `dedup_max_entries` (oldest forgotten first).
+//!
+//! **Across restarts** ([`restore`]): before ingest accepts events it reads back the ids
+//! of the events published in the last `dedup_restore_secs` (from each
+//! `<prefix>.events.<source>` topic, by record timestamp, at most `dedup_max_entries`
+//! records), so a client that retries a request whose answer a crash swallowed (the events
+//! were acknowledged by the broker, the 200 never left) is deduplicated as if nothing had
+//! happened. Found by the fault matrix (kill -9 of ingest mid-stream published 26 events
+//! twice; docs/reliability.md). Two replicas behind one load balancer still do not see
+//! each other's ids: a retry landing on the other replica can publish an event twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -51,10 +59,16 @@ impl DedupWindow {
 
     /// Records `key` as published now.
     pub fn insert(&self, key: String) {
-        if self.window.is_zero() || self.max_entries == 0 {
+        self.insert_aged(key, Duration::ZERO);
+    }
+
+    /// Records `key` as published `age` ago (restored ids keep their place in the window;
+    /// insert them oldest first).
+    pub fn insert_aged(&self, key: String, age: Duration) {
+        if self.window.is_zero() || self.max_entries == 0 || age >= self.window {
             return;
         }
-        let now = Instant::now();
+        let now = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let mut g = self.lock();
         expire(&mut g, now, self.window);
         if g.seen.insert(key.clone(), now).is_none() {
@@ -79,6 +93,137 @@ impl DedupWindow {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// How many ids [`restore`] found and from how many records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Records read back.
+    pub records: usize,
+    /// Ids remembered (records that decoded, inside the window).
+    pub ids: usize,
+}
+
+/// Reads back the ids of the events published on `topics` (source, topic) during the
+/// last `since`, at most `max_records` records (the newest), and remembers them in
+/// `window` with their age. Blocking; fails when the broker cannot be read within
+/// `patience` (ingest then keeps answering 503 and tries again).
+pub fn restore(
+    kafka: &zt_kafka::KafkaConfig,
+    topics: &[(zt_model::Source, String)],
+    window: &DedupWindow,
+    since: Duration,
+    max_records: usize,
+    patience: Duration,
+) -> Result<Restored, zt_kafka::Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    if since.is_zero() || window.window.is_zero() || max_records == 0 {
+        return Ok(Restored::default());
+    }
+    let deadline = Instant::now() + patience;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let consumer: BaseConsumer = zt_kafka::client::base_config(kafka)?
+        .set("group.id", "zt-ingest-dedup-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // Read to the end without waiting: a broker may hold an empty fetch for the whole
+        // wait (tansu does), once per partition already read to its end.
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let from_ms = now_ms.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    // Where to start on every partition: the first record at or after `from_ms`, but no
+    // more than the partition's share of `max_records` before its end.
+    let mut parts: Vec<(zt_model::Source, String, i32, i64, i64)> = Vec::new();
+    for (source, topic) in topics {
+        let md = consumer.fetch_metadata(Some(topic), left())?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition_offset(topic, p, Offset::Offset(from_ms))?;
+        }
+        if n == 0 {
+            continue;
+        }
+        let starts = consumer.offsets_for_times(tpl, left())?;
+        for e in starts.elements() {
+            let (low, high) = consumer.fetch_watermarks(topic, e.partition(), left())?;
+            let start = match e.offset() {
+                Offset::Offset(o) => o.max(low),
+                _ => high, // nothing at or after `from_ms`
+            };
+            if start < high {
+                parts.push((*source, topic.clone(), e.partition(), start, high));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(Restored::default());
+    }
+    let share = (max_records / parts.len()).max(1) as i64;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for (source, topic, p, start, high) in &parts {
+        let start = (*start).max(high - share);
+        tpl.add_partition_offset(topic, *p, Offset::Offset(start))?;
+        remaining.insert((topic.clone(), *p), (*source, *high));
+    }
+    consumer.assign(&tpl)?;
+    let mut found: Vec<(i64, String)> = Vec::new();
+    let mut records = 0usize;
+    while !remaining.is_empty() {
+        if left().is_zero() {
+            return Err(zt_kafka::Error::Client(
+                rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                ),
+            ));
+        }
+        let Some(m) = consumer.poll(left().min(Duration::from_millis(500))) else {
+            continue;
+        };
+        let m = m?;
+        let key = (m.topic().to_owned(), m.partition());
+        let Some((source, high)) = remaining.get(&key).copied() else {
+            continue;
+        };
+        records += 1;
+        if let Some(ev) = m
+            .payload()
+            .and_then(|b| zt_model::decode::<zt_model::Event>(b).ok())
+        {
+            let ts = m.timestamp().to_millis().unwrap_or(now_ms);
+            found.push((ts, format!("{source}:{}", ev.event_id)));
+        }
+        if m.offset() + 1 >= high {
+            remaining.remove(&key);
+            let mut done = TopicPartitionList::new();
+            done.add_partition(&key.0, key.1);
+            let _ = consumer.pause(&done);
+        }
+    }
+    found.sort();
+    let mut ids = 0usize;
+    for (ts, key) in found {
+        let age = Duration::from_millis(u64::try_from(now_ms - ts).unwrap_or(0));
+        if age < window.window {
+            window.insert_aged(key, age);
+            ids += 1;
+        }
+    }
+    Ok(Restored { records, ids })
 }
 
 fn expire(g: &mut Inner, now: Instant, window: Duration) {

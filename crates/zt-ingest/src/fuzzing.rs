@@ -47,6 +47,7 @@ fn config(variant: bool) -> IngestConfig {
         max_batch_events: 2500,
         dedup_window_secs: 0,
         dedup_max_entries: 1,
+        dedup_restore_secs: 0,
         publish_timeout_ms: 1000,
         private_domain_channels: vec!["wecom".into()],
         sources,

@@ -123,6 +123,8 @@ pub fn build_state(deps: IngestDeps, metrics: &Metrics) -> Result<Arc<AppState>,
         publisher,
         metrics: m,
         broker_ready: AtomicBool::new(false),
+        dedup_restored: AtomicBool::new(false),
+        suppressions: zt_kafka::suppress::Suppressions::empty(),
         topics: deps.topics,
         cfg: deps.ingest,
     }))
@@ -131,8 +133,14 @@ pub fn build_state(deps: IngestDeps, metrics: &Metrics) -> Result<Arc<AppState>,
 /// Least time between two producer replacements.
 pub(crate) const RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Probes the broker every few seconds and reports readiness.
-fn spawn_readiness(state: Arc<AppState>, ready: ReadyHandle, shutdown: Shutdown) {
+/// Probes the broker every few seconds and reports readiness; first loads the suppression list and reads the dedup
+/// window back from the event topics (`dedup::restore`), retried until it succeeds.
+fn spawn_readiness(
+    state: Arc<AppState>,
+    kafka: KafkaConfig,
+    ready: ReadyHandle,
+    shutdown: Shutdown,
+) {
     tokio::spawn(async move {
         loop {
             let st = state.clone();
@@ -141,8 +149,14 @@ fn spawn_readiness(state: Arc<AppState>, ready: ReadyHandle, shutdown: Shutdown)
                     .await
                     .unwrap_or(false);
             state.broker_ready.store(ok, Ordering::Relaxed);
-            if ok {
+            if ok && !state.dedup_restored.load(Ordering::Relaxed) {
+                ready.set_not_ready("loading the suppression list and the dedup window");
+                restore_state(&state, &kafka).await;
+            }
+            if ok && state.dedup_restored.load(Ordering::Relaxed) {
                 ready.set_ready();
+            } else if ok {
+                ready.set_not_ready("loading the suppression list and the dedup window");
             } else {
                 ready.set_not_ready("broker does not answer");
                 state.publisher.recover(RECOVERY_INTERVAL);
@@ -155,6 +169,58 @@ fn spawn_readiness(state: Arc<AppState>, ready: ReadyHandle, shutdown: Shutdown)
     });
 }
 
+/// Loads the suppression list (`zt erase`) and follows it, reads the dedup window back from
+/// the event topics (`dedup::restore`) and marks both done; on failure ingest keeps
+/// answering 503 and the readiness loop tries again.
+async fn restore_state(state: &Arc<AppState>, kafka: &KafkaConfig) {
+    let (st, k) = (state.clone(), kafka.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        if !st.suppressions.is_following() {
+            // Every erasure made before this start, then the ones that follow.
+            st.suppressions
+                .follow(&k, &st.topics.suppressions(), Duration::from_secs(60))?;
+        }
+        let topics: Vec<(zt_model::Source, String)> = zt_model::Source::ALL
+            .into_iter()
+            .map(|s| (s, st.topics.events(s)))
+            .collect();
+        let restored = if st.cfg.dedup_restore_secs == 0 {
+            dedup::Restored::default()
+        } else {
+            dedup::restore(
+                &k,
+                &topics,
+                &st.dedup,
+                Duration::from_secs(st.cfg.dedup_restore_secs),
+                st.cfg.dedup_max_entries,
+                Duration::from_secs(60),
+            )?
+        };
+        Ok::<_, zt_kafka::Error>((restored, st.suppressions.len()))
+    })
+    .await;
+    match r {
+        Ok(Ok((n, suppressed))) => {
+            tracing::info!(
+                records = n.records,
+                ids = n.ids,
+                seconds = state.cfg.dedup_restore_secs,
+                suppressed,
+                "dedup window read back from the event topics; suppression list loaded"
+            );
+            state.dedup_restored.store(true, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            state.metrics.errors.with_label_values(&["restore"]).inc();
+            tracing::warn!(
+                error = %e,
+                "cannot load the suppression list or the dedup window yet; answering 503"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "dedup restore task failed"),
+    }
+}
+
 /// Binds the public API and serves until `shutdown`; in-flight requests finish first and
 /// the producer is flushed.
 pub async fn start(
@@ -164,6 +230,7 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Running, Error> {
     let addr = deps.ingest.listen;
+    let kafka = deps.kafka.clone();
     let state = build_state(deps, metrics)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -177,7 +244,15 @@ pub async fn start(
         .await
         .unwrap_or(false);
     state.broker_ready.store(up, Ordering::Relaxed);
-    spawn_readiness(state.clone(), health.register("kafka"), shutdown.clone());
+    if up {
+        restore_state(&state, &kafka).await;
+    }
+    spawn_readiness(
+        state.clone(),
+        kafka,
+        health.register("kafka"),
+        shutdown.clone(),
+    );
     let app = server::router(state.clone());
     tracing::info!(%addr, "ingest listening");
     let task = tokio::spawn(async move {

@@ -16,6 +16,9 @@ pub struct IngestMetrics {
     pub rejected: IntCounterVec,
     /// `zt_ingest_events_deduplicated_total{source}`: repeated ids acknowledged, not published.
     pub deduplicated: IntCounterVec,
+    /// `zt_ingest_events_suppressed_total{source}`: events of erased persons or
+    /// identifiers (`zt erase`), acknowledged and not published.
+    pub suppressed: IntCounterVec,
     /// `zt_ingest_received_bytes_total{source}`: request body bytes.
     pub bytes: IntCounterVec,
     /// `zt_ingest_produce_latency_seconds{topic_kind}`: send to broker acknowledgement.
@@ -58,6 +61,13 @@ impl IngestMetrics {
                 ),
                 &["source"],
             )?,
+            suppressed: IntCounterVec::new(
+                Opts::new(
+                    "zt_ingest_events_suppressed_total",
+                    "events of erased persons or identifiers acknowledged without publishing, by source",
+                ),
+                &["source"],
+            )?,
             bytes: IntCounterVec::new(
                 Opts::new(
                     "zt_ingest_received_bytes_total",
@@ -83,6 +93,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.accepted.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.deduplicated.clone()))?;
+        registry.register(Box::new(m.suppressed.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.produce_latency.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;

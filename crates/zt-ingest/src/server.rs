@@ -59,6 +59,12 @@ pub struct AppState {
     pub(crate) publisher: Publisher,
     pub(crate) metrics: IngestMetrics,
     pub(crate) broker_ready: AtomicBool,
+    /// The dedup window was read back from the event topics (`dedup::restore`) and the
+    /// suppression list was read to its end.
+    pub(crate) dedup_restored: AtomicBool,
+    /// Erased persons and identifiers (`zt erase`): their events are acknowledged and not
+    /// published.
+    pub(crate) suppressions: zt_kafka::suppress::Suppressions,
 }
 
 /// The public router.
@@ -316,9 +322,11 @@ impl AppState {
 
     /// 503 at once while the broker is known to be unreachable (the readiness probe
     /// re-checks every few seconds and replaces a broken producer), instead of making the
-    /// client wait for a publish timeout.
+    /// client wait for a publish timeout; also while the dedup window is being read back
+    /// at start (a retry then would not be recognised).
     fn broker_gate(&self, route: &str) -> Option<Response> {
-        if self.broker_ready.load(Ordering::Relaxed) {
+        if self.broker_ready.load(Ordering::Relaxed) && self.dedup_restored.load(Ordering::Relaxed)
+        {
             return None;
         }
         let resp = unavailable();
@@ -439,6 +447,11 @@ impl AppState {
             }
         }
 
+        // Erased persons and identifiers: acknowledged, not published, counted.
+        let before = events.len();
+        events.retain(|ev| !self.suppressions.suppresses_event(ev));
+        let suppressed = before - events.len();
+
         // Deduplicate against the window and within the request.
         let mut fresh: Vec<&Event> = Vec::new();
         let mut duplicates = 0usize;
@@ -515,6 +528,10 @@ impl AppState {
             .deduplicated
             .with_label_values(&[src])
             .inc_by(duplicates as u64);
+        self.metrics
+            .suppressed
+            .with_label_values(&[src])
+            .inc_by(suppressed as u64);
         for (_, r) in &rejected {
             self.metrics
                 .rejected
@@ -523,8 +540,9 @@ impl AppState {
         }
         let body = json!({
             "success": true,
-            "accepted": events.len(),
+            "accepted": events.len() + suppressed,
             "duplicates": duplicates,
+            "suppressed": suppressed,
             "rejected": rejected.iter().map(|(i, r)| item_json(*i, r)).collect::<Vec<_>>(),
         });
         self.count(route, StatusCode::OK);

@@ -209,6 +209,16 @@ impl TopicsConfig {
     pub fn dlq_replays(&self) -> String {
         format!("{}.dlq.replays", self.prefix)
     }
+    /// `<prefix>.suppressions` (compacted): erased persons and identifiers, keyed by
+    /// their SHA-256 (`zt erase`; [`crate::suppress`]).
+    pub fn suppressions(&self) -> String {
+        format!("{}.suppressions", self.prefix)
+    }
+    /// `<prefix>.erasures`: the audit trail of `zt erase`, one record per erasure, no
+    /// personal data; kept forever.
+    pub fn erasures(&self) -> String {
+        format!("{}.erasures", self.prefix)
+    }
     /// `<prefix>.identity.links` (compacted).
     pub fn identity_links(&self) -> String {
         format!("{}.identity.links", self.prefix)

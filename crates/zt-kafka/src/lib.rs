@@ -15,6 +15,8 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod group;
+pub mod suppress;
 pub mod topics;
 
 pub use client::{ConsumerOptions, build_consumer, build_producer};

@@ -70,6 +70,16 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
             "replay markers of dead letters, latest per dlq_id (zt replay dlq)",
         ),
         (
+            t.suppressions(),
+            true,
+            "erased persons and identifiers by SHA-256, honoured by every component (zt erase)",
+        ),
+        (
+            t.erasures(),
+            false,
+            "audit trail of erasures without personal data, kept forever (zt erase)",
+        ),
+        (
             t.identity_links(),
             true,
             "identity graph links, latest per identifier",
@@ -113,6 +123,7 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
         ),
     ]);
     let edges = t.identity_edges();
+    let erasures = t.erasures();
     out.into_iter()
         .map(|(name, compacted, purpose)| TopicSpec {
             partitions: if name == edges {
@@ -124,7 +135,7 @@ pub fn platform_topics(t: &TopicsConfig) -> Vec<TopicSpec> {
                     .unwrap_or(t.partitions)
             },
             replication_factor: t.replication_factor,
-            keep_forever: name == edges,
+            keep_forever: name == edges || name == erasures,
             name,
             compacted,
             purpose,
@@ -222,6 +233,8 @@ mod tests {
                 "zt.events.marketing",
                 "zt.dlq",
                 "zt.dlq.replays",
+                "zt.suppressions",
+                "zt.erasures",
                 "zt.identity.links",
                 "zt.identity.merges",
                 "zt.events.resolved",
@@ -245,6 +258,7 @@ mod tests {
             compacted,
             [
                 "zt.dlq.replays",
+                "zt.suppressions",
                 "zt.identity.links",
                 "zt.profiles",
                 "zt.profiles.state",

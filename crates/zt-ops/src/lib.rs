@@ -8,11 +8,18 @@
 //!   letter; each replayed dead letter gets a marker on the compacted
 //!   `<prefix>.dlq.replays`, written after the broker acknowledged its records, so a second
 //!   run does not publish it again.
+//! - [`erase`]: `zt erase`: erasure of persons and identifiers (PIPL / GDPR,
+//!   docs/erasure.md): resolves them through the identity graph in ClickHouse, puts them
+//!   on the suppression list `<prefix>.suppressions`, deletes their rows from every
+//!   ClickHouse table (mutations, waited for), writes tombstones on the compacted topics
+//!   keyed by person or identifier, and one audit record on `<prefix>.erasures` (counts
+//!   and a digest only).
 //! - [`progress`]: a plain progress bar on stderr.
 //!
 //! Nothing here prints personal data: reports carry dead-letter ids, sources, reasons,
-//! fields, ingest's messages (which never contain input values) and counts.
+//! fields, ingest's messages (which never contain input values), erasure ids and counts.
 
+pub mod erase;
 pub mod progress;
 pub mod replay;
 mod topic;

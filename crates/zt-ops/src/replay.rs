@@ -41,6 +41,7 @@ use zt_ingest::error::Rejection;
 use zt_ingest::metrics::IngestMetrics;
 use zt_ingest::publish::{Outgoing, PublishError, Publisher};
 use zt_ingest::replay::Replayer;
+use zt_kafka::suppress::Suppressions;
 use zt_kafka::{KafkaConfig, TopicsConfig};
 use zt_model::DeadLetter;
 use zt_model::pii::PiiHasher;
@@ -455,6 +456,9 @@ pub struct RunReport {
     pub published: BTreeMap<String, usize>,
     /// Events not published because an earlier replay or this run already did.
     pub already_published: usize,
+    /// Events not published because they belong to an erased person or identifier
+    /// (`zt erase`; the suppression list).
+    pub suppressed: usize,
     /// Items that still fail, by reason and field.
     pub still_failing: BTreeMap<(String, Option<String>), usize>,
     /// New dead letters written (reason or field changed).
@@ -557,6 +561,30 @@ pub async fn run(params: &ReplayParams, opts: &RunOptions) -> anyhow::Result<Run
     } else {
         markers
     };
+    // Erased persons and identifiers (`zt erase`): their events are not published again.
+    let suppressions = {
+        let (kafka, topic) = (params.kafka.clone(), params.topics.suppressions());
+        match tokio::task::spawn_blocking(move || {
+            Suppressions::load(&kafka, &topic, Duration::from_secs(60))
+        })
+        .await
+        .context("the suppression list task")?
+        {
+            Ok(s) => s,
+            Err(e) if opts.dry_run => {
+                tracing::warn!(error = %e, "cannot read the suppression list: nothing counts as erased");
+                Suppressions::empty()
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "reading the suppression list {} (create it with `zt topics create`)",
+                        params.topics.suppressions()
+                    )
+                });
+            }
+        }
+    };
     let letters = read_letters(&params.kafka, &params.topics).await?;
     let mut report = RunReport {
         dry_run: opts.dry_run,
@@ -610,6 +638,7 @@ pub async fn run(params: &ReplayParams, opts: &RunOptions) -> anyhow::Result<Run
         plan(
             &replayer,
             publisher.as_ref(),
+            &suppressions,
             dl,
             &mut round,
             (&mut published, &mut kept),
@@ -637,6 +666,7 @@ pub async fn run(params: &ReplayParams, opts: &RunOptions) -> anyhow::Result<Run
 fn plan(
     replayer: &Replayer,
     publisher: Option<&Publisher>,
+    suppressions: &Suppressions,
     dl: &DeadLetter,
     round: &mut Round,
     (published, kept): (&mut HashSet<(String, String)>, &mut HashSet<String>),
@@ -664,6 +694,11 @@ fn plan(
     };
     for item in &items {
         match &item.result {
+            Ok(ev) if suppressions.suppresses_event(ev) => {
+                // An erased person's event: counted, never published (docs/erasure.md).
+                p.ok_items += 1;
+                report.suppressed += 1;
+            }
             Ok(ev) => {
                 p.ok_items += 1;
                 p.events.push(ev.event_id.clone());

@@ -40,6 +40,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use zt_identity::{Identifier, IdentityGraph, Resolution};
+use zt_kafka::suppress::Suppressions;
 use zt_kafka::{KafkaConfig, TopicsConfig};
 use zt_model::{Event, Source};
 use zt_runtime::health::Health;
@@ -57,7 +58,8 @@ pub const PERSON_IDS_HEADER: &str = "zt-person-ids";
 /// The identity processor's metrics. Labels never carry ids or personal data.
 #[derive(Debug, Clone)]
 pub struct IdentityMetrics {
-    /// Input records by outcome: resolved, anonymous (no identifier), dead_letter.
+    /// Input records by outcome: resolved, anonymous (no identifier), dead_letter,
+    /// suppressed (an erased person or identifier, `zt erase`).
     pub events: IntCounterVec,
     /// Edges appended to the graph log by this instance.
     pub edges_appended: IntCounter,
@@ -90,7 +92,7 @@ impl IdentityMetrics {
         IdentityMetrics {
             events: cv(
                 "zt_identity_events_total",
-                "input events by outcome (resolved, anonymous, dead_letter)",
+                "input events by outcome (resolved, anonymous, dead_letter, suppressed)",
                 &["outcome"],
             ),
             edges_appended: c(
@@ -271,6 +273,8 @@ const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(120);
 
 struct Processor {
+    /// Erased persons and identifiers (`zt erase`).
+    suppressions: Suppressions,
     p: IdentityParams,
     inputs: Vec<String>,
     consumer: StreamConsumer<Ctx>,
@@ -324,8 +328,11 @@ pub async fn run(
             edge_parts.len()
         )));
     }
+    // Erased persons and identifiers (`zt erase`): every erasure so far, then followed.
+    let suppressions = runtime::follow_suppressions(&params.kafka, &params.topics).await?;
     let mut proc = Processor {
         inputs,
+        suppressions,
         consumer,
         ctx,
         log_reader,
@@ -505,6 +512,13 @@ impl Processor {
                 None => Err("record has no value".to_owned()),
                 Some(b) => zt_model::decode::<Event>(b).map_err(|e| e.to_string()),
             };
+            if let Ok(ev) = &decoded
+                && self.suppressions.suppresses_event(ev)
+            {
+                // An erased person's identifier (`zt erase`): no edge, no output.
+                self.metrics.events.with_label_values(&["suppressed"]).inc();
+                continue;
+            }
             let item = decoded.map(|ev| {
                 let ids = Identifier::from_identities(&ev.identities);
                 if !ids.is_empty() && !self.log.graph.is_settled(&ids) {
@@ -557,12 +571,20 @@ impl Processor {
                 }
                 Ok((mut ev, ids)) => {
                     let person = self.log.graph.person_for(&ids);
-                    if let Some(fx) = self
+                    let fx = self
                         .log
                         .effects
                         .get_mut(&(pos.topic.clone(), pos.partition))
-                        .and_then(|m| m.remove(&pos.offset))
+                        .and_then(|m| m.remove(&pos.offset));
+                    if person
+                        .as_deref()
+                        .is_some_and(|p| self.suppressions.contains("person_id", p))
                     {
+                        // Resolved to an erased person: nothing about them goes out.
+                        self.metrics.events.with_label_values(&["suppressed"]).inc();
+                        continue;
+                    }
+                    if let Some(fx) = fx {
                         merges += fx.resolution.merges.len() as u64;
                         effects_out(t, &fx, &self.metrics, &mut out);
                     }

@@ -148,6 +148,8 @@ const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(120);
 
 struct Processor {
+    /// Erased persons and identifiers (`zt erase`): their events are not applied.
+    suppressions: zt_kafka::suppress::Suppressions,
     p: ProfilesParams,
     consumer: StreamConsumer<Ctx>,
     ctx: Ctx,
@@ -207,7 +209,9 @@ pub async fn run(
         5_000,
     )?;
     let producer = zt_kafka::build_producer(&params.kafka)?;
+    let suppressions = runtime::follow_suppressions(&params.kafka, &params.topics).await?;
     let mut proc = Processor {
+        suppressions,
         p: params,
         consumer,
         ctx,
@@ -368,6 +372,13 @@ impl Processor {
             match kind {
                 "event" => match zt_model::decode::<Event>(bytes) {
                     Ok(mut ev) => {
+                        if self.suppressions.suppresses_event(&ev) {
+                            self.metrics
+                                .records
+                                .with_label_values(&[kind, "suppressed"])
+                                .inc();
+                            continue;
+                        }
                         keep_own_identifiers(&mut ev, m);
                         let Some(person) = ev.person_id.clone() else {
                             self.metrics

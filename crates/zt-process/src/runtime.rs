@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use zt_kafka::group::IdleMemberWatch;
+
 use prometheus::{IntCounterVec, IntGaugeVec};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -41,6 +43,8 @@ pub struct Ctx {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
     /// When the last revocation happened, while no assignment followed it yet.
     revoked_at: Arc<Mutex<Option<std::time::Instant>>>,
+    /// A member left without partitions while its group is stuck (zt_kafka::group).
+    idle: Arc<Mutex<IdleMemberWatch>>,
     lag: IntGaugeVec,
     errors: IntCounterVec,
     ready: ReadyHandle,
@@ -66,6 +70,7 @@ impl Ctx {
         Ctx {
             events: Arc::default(),
             revoked_at: Arc::default(),
+            idle: Arc::new(Mutex::new(IdleMemberWatch::new(IDLE_PATIENCE))),
             lag,
             errors,
             ready,
@@ -186,16 +191,52 @@ pub fn reader(kafka: &KafkaConfig, name: &str) -> Result<BaseConsumer> {
     Ok(cc.create()?)
 }
 
-/// Re-joins the group when a rebalance has not completed for this member within
-/// `patience` after its partitions were revoked: unsubscribe and subscribe again, which
-/// sends a fresh JoinGroup. A workaround for a coordinator that leaves a member waiting
-/// (seen on tansu after another member left); harmless on a broker that behaves.
+/// The suppression list of erased persons and identifiers (`zt erase`): read to its end
+/// (every erasure so far), then followed on a thread of its own.
+pub async fn follow_suppressions(
+    kafka: &KafkaConfig,
+    topics: &zt_kafka::TopicsConfig,
+) -> Result<zt_kafka::suppress::Suppressions> {
+    let list = zt_kafka::suppress::Suppressions::empty();
+    let (s, k, topic) = (list.clone(), kafka.clone(), topics.suppressions());
+    tokio::task::spawn_blocking(move || s.follow(&k, &topic, Duration::from_secs(60)))
+        .await
+        .map_err(|e| Error::Topics(format!("the suppression list task: {e}")))??;
+    Ok(list)
+}
+
+/// How long a member without partitions waits for its stuck group before re-joining
+/// ([`IdleMemberWatch`]).
+pub const IDLE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Re-joins the group (unsubscribe and subscribe again, which sends a fresh JoinGroup)
+/// when a rebalance has not completed for this member within `patience` after its
+/// partitions were revoked, or when it has held no partition for [`IDLE_PATIENCE`] while
+/// its group's committed offsets stood still with records left to read. Workarounds for
+/// a coordinator that leaves a member waiting or hands a restarted member nothing (both
+/// seen on tansu; docs/reliability.md); harmless on a broker that behaves.
 pub fn rejoin_if_stuck(
     consumer: &StreamConsumer<Ctx>,
     ctx: &Ctx,
     topics: &[String],
     patience: Duration,
 ) -> Result<()> {
+    let idle_stuck = ctx
+        .idle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .should_rejoin(consumer, topics);
+    if idle_stuck {
+        tracing::warn!(
+            seconds = IDLE_PATIENCE.as_secs(),
+            "no partitions while the group makes no progress; re-joining the group"
+        );
+        ctx.errors.with_label_values(&["idle_member_stuck"]).inc();
+        consumer.unsubscribe();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        return Ok(());
+    }
     if ctx.stuck_in_rebalance(patience) {
         tracing::warn!(
             seconds = patience.as_secs(),

@@ -23,7 +23,8 @@ const ECOMMERCE_STEPS: [&str; 5] = [
     "shipment_delivered",
 ];
 
-type Row = Map<String, Value>;
+/// One result row.
+pub type Row = Map<String, Value>;
 
 /// Reads every section from the `kpi_*` views of `ch.database`.
 ///
@@ -199,16 +200,21 @@ impl Querier {
     }
 
     async fn rows(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
-        let bytes = self
-            .client
-            .query(sql)
-            .fetch_bytes("JSONEachRow")
-            .context("sending the query")?
-            .collect()
-            .await
-            .context("reading the result")?;
-        parse_json_each_row(&bytes)
+        query_rows(&self.client, sql).await
     }
+}
+
+/// Runs `sql` and returns its rows as JSON objects (the body is read as JSONEachRow;
+/// 64-bit integers arrive quoted). Shared with the demo's checks (`zt_demo::verify`).
+pub async fn query_rows(client: &clickhouse::Client, sql: &str) -> anyhow::Result<Vec<Row>> {
+    let bytes = client
+        .query(sql)
+        .fetch_bytes("JSONEachRow")
+        .context("sending the query")?
+        .collect()
+        .await
+        .context("reading the result")?;
+    parse_json_each_row(&bytes)
 }
 
 /// Parses a JSONEachRow body: one JSON object per non-empty line.

@@ -34,7 +34,7 @@ mod html;
 mod model;
 mod text;
 
-pub use fetch::fetch;
+pub use fetch::{Row, fetch, query_rows};
 pub use html::render_html;
 pub use model::{
     ChannelFunnel, ComplaintRow, CsatRow, DeliveryRow, Experiment, FirstResponseRow, Funnel,

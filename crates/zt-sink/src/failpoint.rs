@@ -10,6 +10,10 @@
 //!   committed;
 //! - `after_commit`: right after a commit.
 //!
+//! `<point>:<n>@<suffix>` counts only the hits for a topic whose name ends with
+//! `<suffix>` (`before_commit` knows its partition's topic; the insert points know none):
+//! the fault matrix's negative control crashes on a batch of `events.resolved`.
+//!
 //! Unset (always in production) it costs one relaxed atomic load per point.
 
 use std::sync::OnceLock;
@@ -45,22 +49,42 @@ impl Point {
 /// Environment variable naming the crash point.
 pub const ENV: &str = "ZT_SINK_FAILPOINT";
 
-fn armed() -> Option<&'static (String, u64)> {
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+fn armed() -> Option<&'static (String, u64, Option<String>)> {
+    static ARMED: OnceLock<Option<(String, u64, Option<String>)>> = OnceLock::new();
     ARMED
-        .get_or_init(|| {
-            let v = std::env::var(ENV).ok()?;
-            let (p, n) = v.split_once(':')?;
-            Some((p.to_owned(), n.parse().ok()?))
-        })
+        .get_or_init(|| parse(&std::env::var(ENV).ok()?))
         .as_ref()
 }
 
-/// Aborts the process if `point` is armed and reached for the n-th time.
+fn parse(v: &str) -> Option<(String, u64, Option<String>)> {
+    let (p, rest) = v.split_once(':')?;
+    let (n, topic) = match rest.split_once('@') {
+        Some((n, t)) => (n, Some(t.to_owned())),
+        None => (rest, None),
+    };
+    Some((p.to_owned(), n.parse().ok()?, topic))
+}
+
+/// Aborts the process if `point` is armed (without a topic) and reached for the n-th time.
 pub fn hit(point: Point) {
+    hit_on(point, None);
+}
+
+/// [`hit`] for a point that knows the topic it works on.
+pub fn hit_on(point: Point, topic: Option<&str>) {
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let Some((name, n)) = armed() else { return };
-    if name == point.name() && COUNT.fetch_add(1, Ordering::Relaxed) + 1 == *n {
+    let Some((name, n, only)) = armed() else {
+        return;
+    };
+    if name != point.name() {
+        return;
+    }
+    if let Some(suffix) = only
+        && !topic.is_some_and(|t| t.ends_with(suffix.as_str()))
+    {
+        return;
+    }
+    if COUNT.fetch_add(1, Ordering::Relaxed) + 1 == *n {
         eprintln!("{ENV}: aborting at {}:{n}", point.name());
         std::process::abort();
     }
@@ -72,4 +96,21 @@ pub fn hit(point: Point) {
 pub fn resume_disabled() -> bool {
     static OFF: OnceLock<bool> = OnceLock::new();
     *OFF.get_or_init(|| std::env::var("ZT_SINK_DISABLE_RESUME").as_deref() == Ok("1"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_point_the_count_and_an_optional_topic_suffix() {
+        assert_eq!(
+            super::parse("before_commit:3"),
+            Some(("before_commit".into(), 3, None))
+        );
+        assert_eq!(
+            super::parse("before_commit:2@events.resolved"),
+            Some(("before_commit".into(), 2, Some("events.resolved".into())))
+        );
+        assert_eq!(super::parse("before_commit"), None);
+        assert_eq!(super::parse("before_commit:x"), None);
+    }
 }

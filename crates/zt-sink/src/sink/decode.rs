@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 
 use tokio::sync::mpsc as tmpsc;
+use zt_kafka::suppress::Suppressions;
 use zt_model::Event;
 
 use super::context::PartKey;
@@ -46,9 +47,37 @@ pub(crate) struct Raw {
 pub(crate) struct Decoded {
     pub(crate) raw: Raw,
     pub(crate) rows: std::result::Result<EncodedRows, (Reason, String)>,
-    /// A tombstone of a processed topic: no rows, counted as skipped for this table
-    /// (index into [`TABLES`]).
+    /// No rows on purpose, counted as skipped for this table (index into [`TABLES`]): a
+    /// tombstone of a processed topic, or a record of an erased person or identifier
+    /// (`zt erase`, the suppression list).
     pub(crate) tombstone: Option<usize>,
+}
+
+/// True when the record names an erased person or identifier: an event by its
+/// identifiers and person, a processor's JSON record by `person_id`, `from`, `into` and a
+/// link's `id_type`/`id_value`.
+pub(crate) fn suppressed(raw: &Raw, kind: TopicKind, list: &Suppressions) -> bool {
+    if list.is_empty() || raw.null {
+        return false;
+    }
+    if kind == TopicKind::Events {
+        return zt_model::decode::<Event>(&raw.value).is_ok_and(|ev| list.suppresses_event(&ev));
+    }
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(&raw.value) else {
+        return false;
+    };
+    let text = |k: &str| o.get(k).and_then(serde_json::Value::as_str);
+    let persons = ["person_id", "from", "into"]
+        .into_iter()
+        .filter_map(|k| text(k).map(|v| ("person_id", v)));
+    let link = match (text("id_type"), text("id_value")) {
+        (Some(t), Some(v)) => zt_kafka::suppress::KINDS
+            .iter()
+            .find(|k| **k == t)
+            .map(|k| (*k, v)),
+        _ => None,
+    };
+    list.suppresses_any(persons.chain(link))
 }
 
 /// Decodes, maps and encodes one record of a topic of `kind`.
@@ -96,7 +125,11 @@ impl Decoder {
     /// Starts the thread. It stops when the decoder is dropped.
     /// `kinds` names the consumed topics that are not events ([`TopicKind::Events`] is
     /// the default).
-    pub(crate) fn start(cfg: &SinkConfig, kinds: HashMap<String, TopicKind>) -> Result<Self> {
+    pub(crate) fn start(
+        cfg: &SinkConfig,
+        kinds: HashMap<String, TopicKind>,
+        suppressions: Suppressions,
+    ) -> Result<Self> {
         let (tx, in_rx) = mpsc::channel::<Raw>();
         let (out_tx, rx) = tmpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -113,6 +146,9 @@ impl Decoder {
                         let t = kind.tables()[0];
                         debug_assert!(t < TABLES.len());
                         (Ok(EncodedRows::default()), Some(t))
+                    } else if suppressed(&raw, kind, &suppressions) {
+                        // An erased person's record: never loaded again (docs/erasure.md).
+                        (Ok(EncodedRows::default()), Some(kind.tables()[0]))
                     } else {
                         (decode(&raw, kind), None)
                     };

@@ -63,6 +63,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use zt_kafka::group::IdleMemberWatch;
+use zt_kafka::suppress::Suppressions;
 use zt_kafka::{ConsumerOptions, KafkaConfig, TopicsConfig};
 use zt_model::Source;
 use zt_runtime::health::ReadyHandle;
@@ -108,6 +110,8 @@ pub struct SinkParams {
     pub topics: Vec<String>,
     /// The dead-letter topic.
     pub dlq_topic: String,
+    /// The suppression list (`zt erase`): records of erased persons are not loaded.
+    pub suppressions_topic: String,
     /// The consumed topics that carry the processors' JSON records (by their configured
     /// names); every other topic carries events.
     pub kinds: HashMap<String, TopicKind>,
@@ -138,6 +142,7 @@ impl SinkParams {
             sink,
             topics: list,
             dlq_topic: topics.dlq(),
+            suppressions_topic: topics.suppressions(),
             kinds,
         }
     }
@@ -223,7 +228,22 @@ pub async fn run(
     if !resume {
         tracing::warn!("ZT_SINK_DISABLE_RESUME=1: effectively-once resume is OFF (test only)");
     }
-    let decoder = Decoder::start(&params.sink, params.kinds.clone())?;
+    // Erased persons and identifiers (`zt erase`): every erasure so far, then followed.
+    let suppressions = Suppressions::empty();
+    {
+        let (s, k, topic) = (
+            suppressions.clone(),
+            params.kafka.clone(),
+            params.suppressions_topic.clone(),
+        );
+        tokio::task::spawn_blocking(move || s.follow(&k, &topic, Duration::from_secs(60)))
+            .await
+            .map_err(|e| Error::Config {
+                key: "topics.prefix".into(),
+                reason: format!("the suppression list task: {e}"),
+            })??;
+    }
+    let decoder = Decoder::start(&params.sink, params.kinds.clone(), suppressions)?;
     let mut sink = Sink {
         p: params,
         consumer: Arc::new(consumer),
@@ -241,11 +261,15 @@ pub async fn run(
         decoder,
         paused: false,
         resume,
+        idle: IdleMemberWatch::new(IDLE_PATIENCE),
     };
     let out = sink.run_loop().await;
     sink.consumer.unsubscribe();
     out
 }
+
+/// How long the sink, holding no partition, waits for its stuck group before re-joining.
+const IDLE_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Records taken from the consumer, or from the decoder, per turn of the sink loop.
 const DRAIN: usize = 256;
@@ -372,6 +396,8 @@ struct Sink {
     decoder: Decoder,
     paused: bool,
     resume: bool,
+    /// Re-joins when left without partitions in a stuck group.
+    idle: IdleMemberWatch,
 }
 
 fn error_text(e: &dyn std::error::Error) -> String {
@@ -398,6 +424,8 @@ fn server_text(e: &Error) -> String {
 
 impl Sink {
     async fn run_loop(&mut self) -> Result<()> {
+        let mut idle_tick = tokio::time::interval(IDLE_PATIENCE / 4);
+        idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(r) = self.stash.pop_front() {
                 self.decoder.submit(r);
@@ -419,6 +447,7 @@ impl Sink {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
+                _ = idle_tick.tick() => self.rejoin_if_idle_and_stuck()?,
                 r = consumer.recv(), if room => match r {
                     Ok(m) => {
                         self.receive(&m);
@@ -457,6 +486,31 @@ impl Sink {
             self.flush(&k).await?;
         }
         Ok(())
+    }
+
+    /// Re-joins the group when this member has held no partition for [`IDLE_PATIENCE`]
+    /// while the group's committed offsets stood still with records left (a restarted
+    /// member handed nothing by tansu; `zt_kafka::group`, docs/reliability.md).
+    fn rejoin_if_idle_and_stuck(&mut self) -> Result<()> {
+        if !self.idle.should_rejoin(&*self.consumer, &self.p.topics) {
+            return Ok(());
+        }
+        tracing::warn!(
+            seconds = IDLE_PATIENCE.as_secs(),
+            "no partitions while the group makes no progress; re-joining the group"
+        );
+        self.metrics
+            .errors
+            .with_label_values(&["idle_member_stuck"])
+            .inc();
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.p.topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|source| Error::Kafka {
+                operation: "subscribe",
+                source,
+            })
     }
 
     /// Tags a received record with its partition's assignment epoch and hands it to the
@@ -813,7 +867,7 @@ impl Sink {
                 return Ok(Flow::Abandoned);
             }
         }
-        failpoint::hit(Point::BeforeCommit);
+        failpoint::hit_on(Point::BeforeCommit, Some(&key.0));
         let next = last + 1;
         if self.commit(key, next).await? == Flow::Abandoned {
             return Ok(Flow::Abandoned);
