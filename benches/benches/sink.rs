@@ -192,6 +192,7 @@ async fn main() {
         retry_max_backoff_ms: 5_000,
         insert_timeout_ms: 60_000,
         lag_interval_ms: 0,
+        dedup_window_records: 10_000,
     };
 
     // Raw: the same rows the sink would write, inserted directly.

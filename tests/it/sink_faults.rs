@@ -446,3 +446,78 @@ async fn person_id_lands_in_every_table_with_the_column() {
     }
     drop_database(&env).await;
 }
+
+/// Loads `events` and then `repeats` (the same records again at new offsets, as an
+/// upstream replay writes them) with one sink run each, and returns (rows, distinct ids).
+async fn load_with_repeats(env: &Env, envs: &[(&str, &str)]) -> (u64, u64) {
+    let p = build_producer(&kafka_config()).unwrap();
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    let sends = |batch: Vec<u32>| {
+        let p = p.clone();
+        async move {
+            let mut out = Vec::new();
+            for i in batch {
+                let (ev, _) = event(i);
+                let topic = env.topic(ev.source);
+                let (_, offset) = send(&p, &topic, &zt_model::encode(&ev).unwrap()).await;
+                out.push((topic, offset));
+            }
+            out
+        }
+    };
+    // Run 1: events 0..20, then 0..5 again inside the same run.
+    let mut batches = vec![(0..20).chain(0..5).collect::<Vec<u32>>()];
+    // Run 2 (a restarted sink, whose window starts from ClickHouse): 5..10 again and
+    // new events 20..25.
+    batches.push((5..10).chain(20..25).collect());
+    for (run, batch) in batches.into_iter().enumerate() {
+        for (t, o) in sends(batch).await {
+            let e = last.entry(t).or_insert(o);
+            *e = (*e).max(o);
+        }
+        let mut sink = env.spawn_sink(run + 1, envs);
+        wait_for(
+            "every record committed",
+            Duration::from_secs(90),
+            async || {
+                last.iter()
+                    .all(|(t, o)| committed(env, t).is_some_and(|c| c > *o))
+            },
+        )
+        .await;
+        signal(&sink, "TERM");
+        assert!(wait_exit(&mut sink, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+    let rows = zt_report::query_rows(
+        &env.client(),
+        "SELECT count() AS n, uniqExact(event_id) AS u FROM events",
+    )
+    .await
+    .unwrap();
+    let num = |k: &str| -> u64 {
+        match &rows[0][k] {
+            serde_json::Value::String(s) => s.parse().unwrap(),
+            v => v.as_u64().unwrap(),
+        }
+    };
+    (num("n"), num("u"))
+}
+
+/// An event repeated upstream at a new offset of the same partition (the identity
+/// processor re-sending after a crash, found by the fault matrix) is stored once: within
+/// one sink run, and after a restart (the window is seeded from ClickHouse). Negative
+/// control: with `dedup_window_records = 0` the repeats are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_repeated_upstream_is_stored_once_also_across_a_restart() {
+    let env = setup("dedup", &[], &clickhouse_url()).await;
+    assert_eq!(load_with_repeats(&env, &[]).await, (25, 25));
+    drop_database(&env).await;
+
+    let control = setup("nodedup", &[], &clickhouse_url()).await;
+    assert_eq!(
+        load_with_repeats(&control, &[("ZT__SINK__DEDUP_WINDOW_RECORDS", "0")]).await,
+        (35, 25),
+        "without the window every repeat is stored"
+    );
+    drop_database(&control).await;
+}

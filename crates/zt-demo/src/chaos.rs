@@ -213,8 +213,9 @@ pub enum Control {
     /// Everything as shipped.
     None,
     /// The sink without its resume (`ZT_SINK_DISABLE_RESUME=1`, test only), crashing after
-    /// its third batch was inserted and before its offsets were committed
-    /// (`ZT_SINK_FAILPOINT=before_commit:3`); restarted, it loads those records again.
+    /// its second batch of `events.resolved` was inserted and before its offsets were
+    /// committed (`ZT_SINK_FAILPOINT=before_commit:2@.events.resolved`); restarted, it
+    /// loads those records again.
     SinkResumeOff,
 }
 

@@ -550,8 +550,9 @@ fn demo_config(
         "identity": { "group_id": format!("{p}-identity") },
         "profiles": { "group_id": format!("{p}-profiles") },
         "funnels": { "group_id": format!("{p}-funnels") },
+        // An insert must end well inside max_poll_interval_ms (above).
         "sink": { "group_id": format!("{p}-sink"), "topics": sink_topics(t),
-                  "batch_max_age_ms": 500 },
+                  "batch_max_age_ms": 500, "insert_timeout_ms": 10000 },
     });
     let mut out = String::from(
         "# Written by `zt demo` for one run: per-run topics, groups and write keys.\n",

@@ -336,8 +336,11 @@ pub async fn against_truth(ch: &Client, t: &Truth) -> anyhow::Result<Vec<String>
 
 /// The sink's `events` table against the broker and against ingest's acknowledgements:
 ///
-/// - per partition of `resolved_topic`, the rows that came from it hold every offset
-///   between the low and the high watermark exactly once (no gap, no repeat);
+/// - per partition of `resolved_topic`, read from the broker (every record, its offset
+///   and its `event_id`): the rows that came from it hold exactly the offset of the first
+///   record of each event id in that partition, each once. A later record repeating an
+///   id (an upstream replay) is the sink's to skip (`sink.dedup_window_records`); every
+///   other offset must be there, none twice;
 /// - every event id in `acked` (the ids ingest answered 2xx for) is in the table exactly
 ///   once, and the table holds no other event.
 ///
@@ -350,37 +353,53 @@ pub async fn exactly_once(
 ) -> anyhow::Result<Vec<String>> {
     let mut bad = Vec::new();
     let (k, t) = (kafka.clone(), resolved_topic.to_owned());
-    let marks = tokio::task::spawn_blocking(move || crate::drain::watermarks(&k, &t))
+    let on_topic = tokio::task::spawn_blocking(move || read_event_ids(&k, &t))
         .await
-        .context("the watermark task")??;
+        .context("the topic reader task")??;
     let topic = resolved_topic.replace('\'', "");
-    let per_partition = rows(
+    let stored_rows = rows(
         ch,
-        &format!(
-            "SELECT _partition AS p, count() AS n, uniqExact(_offset) AS u, min(_offset) AS lo, max(_offset) AS hi \
-             FROM events WHERE _topic = '{topic}' GROUP BY p"
-        ),
+        &format!("SELECT _partition AS p, _offset AS o FROM events WHERE _topic = '{topic}'"),
     )
     .await?;
-    let stored: HashMap<i64, &Value> = per_partition.iter().map(|r| (int(&r["p"]), r)).collect();
-    for (p, (low, high)) in &marks {
-        let want = high - low;
-        let (n, u, lo, hi) = stored
-            .get(&i64::from(*p))
-            .map_or((0, 0, *low, *high - 1), |r| {
-                (int(&r["n"]), int(&r["u"]), int(&r["lo"]), int(&r["hi"]))
-            });
-        if n != u {
+    let mut stored: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for r in &stored_rows {
+        stored.entry(int(&r["p"])).or_default().push(int(&r["o"]));
+    }
+    for (p, records) in &on_topic {
+        let mut first_of: HashSet<&str> = HashSet::new();
+        let want: HashSet<i64> = records
+            .iter()
+            .filter(|(_, id)| first_of.insert(id.as_str()))
+            .map(|(o, _)| *o)
+            .collect();
+        let mut got = stored.remove(&i64::from(*p)).unwrap_or_default();
+        got.sort_unstable();
+        let n = got.len();
+        got.dedup();
+        if n != got.len() {
             bad.push(format!(
-                "{topic}[{p}]: {} records stored more than once ({n} rows, {u} offsets)",
-                n - u
+                "{topic}[{p}]: {} records stored more than once ({n} rows, {} offsets)",
+                n - got.len(),
+                got.len()
             ));
         }
-        if u != want || (want > 0 && (lo != *low || hi != high - 1)) {
+        let got: HashSet<i64> = got.into_iter().collect();
+        let missing = want.difference(&got).count();
+        let extra = got.difference(&want).count();
+        if missing > 0 || extra > 0 {
             bad.push(format!(
-                "{topic}[{p}]: offsets {lo}..={hi} ({u} distinct) stored, the broker holds {low}..{high} ({want})"
+                "{topic}[{p}]: {missing} first occurrences missing, {extra} offsets stored that should not be ({} records on the broker, {} distinct events)",
+                records.len(),
+                want.len()
             ));
         }
+    }
+    for (p, got) in stored {
+        bad.push(format!(
+            "{topic}[{p}]: {} rows from a partition the broker does not have",
+            got.len()
+        ));
     }
 
     let ids = rows(
@@ -429,6 +448,57 @@ pub async fn exactly_once(
         ));
     }
     Ok(bad)
+}
+
+/// Every record of `topic` (all partitions, from the low to the high watermark): per
+/// partition, (offset, event id) in offset order. Blocking.
+pub fn read_event_ids(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<i32, Vec<(i64, String)>>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let marks = crate::drain::watermarks(kafka, topic)?;
+    let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
+        .set("group.id", "zt-verify-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .context("a consumer to read the topic back")?;
+    let mut tpl = TopicPartitionList::new();
+    let mut left: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for (p, (low, high)) in &marks {
+        out.insert(*p, Vec::new());
+        if high > low {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*low))?;
+            left.insert(*p, *high);
+        }
+    }
+    c.assign(&tpl)?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !left.is_empty() {
+        if std::time::Instant::now() > until {
+            anyhow::bail!("reading {topic} back did not reach the high watermarks in 120 s");
+        }
+        let Some(m) = c.poll(std::time::Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        let id = m
+            .payload()
+            .and_then(|b| zt_model::decode::<zt_model::Event>(b).ok())
+            .map(|e| e.event_id)
+            .unwrap_or_default();
+        out.entry(m.partition()).or_default().push((m.offset(), id));
+        if left
+            .get(&m.partition())
+            .is_some_and(|h| m.offset() + 1 >= *h)
+        {
+            left.remove(&m.partition());
+        }
+    }
+    Ok(out)
 }
 
 /// Every live profile (`profiles FINAL`, not merged away) against a recomputation from

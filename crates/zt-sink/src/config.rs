@@ -120,6 +120,12 @@ pub struct SinkConfig {
     /// How often the consumer lag per partition is refreshed (librdkafka statistics),
     /// in milliseconds; 0 turns the lag metric off. Default 5000.
     pub lag_interval_ms: u64,
+    /// Events (records of an events topic) whose `event_id` the sink stored from the same
+    /// partition within this many records before are not stored again: an upstream
+    /// replay (the identity processor re-sending after a crash or a rebalance, a client
+    /// retry ingest no longer remembers) repeats an event at a new offset. Per partition;
+    /// seeded from ClickHouse when a partition starts. 0 turns it off. Default 10000.
+    pub dedup_window_records: u32,
 }
 
 impl SinkConfig {

@@ -21,6 +21,9 @@ pub struct SinkMetrics {
     /// held their record (the effectively-once resume at work), or because the record was a
     /// tombstone (no value) of a compacted processed topic (one per tombstone).
     pub rows_skipped: IntCounterVec,
+    /// `zt_sink_events_deduplicated_total{topic}`: event records not stored because their
+    /// `event_id` was stored from the same partition shortly before (`dedup_window_records`).
+    pub events_deduplicated: IntCounterVec,
     /// `zt_sink_insert_duration_seconds{table}`.
     pub insert_duration: HistogramVec,
     /// `zt_sink_batch_rows`: rows per flushed partition batch (all tables).
@@ -88,6 +91,12 @@ impl SinkMetrics {
                 "zt_sink_rows_skipped_total",
                 "rows not inserted because ClickHouse already held their record (or tombstones)",
                 &["table"],
+            ),
+            events_deduplicated: counter(
+                r,
+                "zt_sink_events_deduplicated_total",
+                "event records not stored because their event_id was stored shortly before",
+                &["topic"],
             ),
             insert_duration: reg(
                 r,

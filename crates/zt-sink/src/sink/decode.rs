@@ -26,7 +26,6 @@ use crate::config::SinkConfig;
 use crate::error::{Error, Result};
 use crate::processed::{RecordError, TopicKind, map_processed};
 use crate::rows::{EncodedRows, Origin, map_event};
-use crate::sink::TABLES;
 
 /// A received record, not yet decoded.
 #[derive(Debug)]
@@ -51,19 +50,18 @@ pub(crate) struct Decoded {
     /// tombstone of a processed topic, or a record of an erased person or identifier
     /// (`zt erase`, the suppression list).
     pub(crate) tombstone: Option<usize>,
+    /// The event's id, for a record of an events topic that has rows (the sink's
+    /// `dedup_window_records`).
+    pub(crate) event_id: Option<String>,
 }
 
-/// True when the record names an erased person or identifier: an event by its
-/// identifiers and person, a processor's JSON record by `person_id`, `from`, `into` and a
-/// link's `id_type`/`id_value`.
-pub(crate) fn suppressed(raw: &Raw, kind: TopicKind, list: &Suppressions) -> bool {
-    if list.is_empty() || raw.null {
+/// True when a processor's JSON record names an erased person or identifier: by
+/// `person_id`, `from`, `into`, and a link's `id_type`/`id_value`.
+fn processed_suppressed(value: &[u8], list: &Suppressions) -> bool {
+    if list.is_empty() {
         return false;
     }
-    if kind == TopicKind::Events {
-        return zt_model::decode::<Event>(&raw.value).is_ok_and(|ev| list.suppresses_event(&ev));
-    }
-    let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(&raw.value) else {
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(value) else {
         return false;
     };
     let text = |k: &str| o.get(k).and_then(serde_json::Value::as_str);
@@ -80,33 +78,63 @@ pub(crate) fn suppressed(raw: &Raw, kind: TopicKind, list: &Suppressions) -> boo
     list.suppresses_any(persons.chain(link))
 }
 
-/// Decodes, maps and encodes one record of a topic of `kind`.
-pub(crate) fn decode(
-    raw: &Raw,
-    kind: TopicKind,
-) -> std::result::Result<EncodedRows, (Reason, String)> {
+/// Decodes, maps and encodes one record of a topic of `kind`; a record that names an
+/// erased person or identifier (the suppression list) gets no rows
+/// ([`Decoded::tombstone`]). Events are decoded once.
+pub(crate) fn decode(raw: Raw, kind: TopicKind, list: &Suppressions) -> Decoded {
     let origin = Origin {
         topic: raw.key.0.clone(),
         partition: raw.key.1,
         offset: raw.offset,
     };
+    let skip = |raw: Raw| Decoded {
+        raw,
+        rows: Ok(EncodedRows::default()),
+        tombstone: Some(kind.tables()[0]),
+        event_id: None,
+    };
     if kind != TopicKind::Events {
-        return match map_processed(kind, &raw.value, &origin) {
+        if raw.null {
+            // Compaction deletes: nothing to load (the table keeps the last snapshot; see
+            // docs/sink.md).
+            return skip(raw);
+        }
+        if processed_suppressed(&raw.value, list) {
+            // An erased person's record: never loaded again (docs/erasure.md).
+            return skip(raw);
+        }
+        let rows = match map_processed(kind, &raw.value, &origin) {
             Ok(rows) => rows
                 .encode()
                 .map_err(|e| (Reason::Unmappable, e.to_string())),
             Err(RecordError::Decode(m)) => Err((Reason::DecodeFailed, m)),
             Err(RecordError::Map(e)) => Err((Reason::Unmappable, e.to_string())),
         };
+        return Decoded {
+            raw,
+            rows,
+            tombstone: None,
+            event_id: None,
+        };
     }
-    match zt_model::decode::<Event>(&raw.value) {
-        Ok(ev) => map_event(&ev, &origin)
-            .map_err(|e| (Reason::Unmappable, e.to_string()))
-            .and_then(|rows| {
-                rows.encode()
-                    .map_err(|e| (Reason::Unmappable, e.to_string()))
-            }),
-        Err(e) => Err((Reason::DecodeFailed, error_text(&e))),
+    let (rows, event_id) = match zt_model::decode::<Event>(&raw.value) {
+        Ok(ev) if list.suppresses_event(&ev) => return skip(raw),
+        Ok(ev) => (
+            map_event(&ev, &origin)
+                .map_err(|e| (Reason::Unmappable, e.to_string()))
+                .and_then(|rows| {
+                    rows.encode()
+                        .map_err(|e| (Reason::Unmappable, e.to_string()))
+                }),
+            Some(ev.event_id),
+        ),
+        Err(e) => (Err((Reason::DecodeFailed, error_text(&e))), None),
+    };
+    Decoded {
+        raw,
+        rows,
+        tombstone: None,
+        event_id,
     }
 }
 
@@ -140,23 +168,7 @@ impl Decoder {
                         .get(raw.key.0.as_str())
                         .copied()
                         .unwrap_or(TopicKind::Events);
-                    let (rows, tombstone) = if raw.null && kind != TopicKind::Events {
-                        // Compaction deletes: nothing to load (the table keeps the last
-                        // snapshot; see docs/sink.md).
-                        let t = kind.tables()[0];
-                        debug_assert!(t < TABLES.len());
-                        (Ok(EncodedRows::default()), Some(t))
-                    } else if suppressed(&raw, kind, &suppressions) {
-                        // An erased person's record: never loaded again (docs/erasure.md).
-                        (Ok(EncodedRows::default()), Some(kind.tables()[0]))
-                    } else {
-                        (decode(&raw, kind), None)
-                    };
-                    let d = Decoded {
-                        raw,
-                        rows,
-                        tombstone,
-                    };
+                    let d = decode(raw, kind, &suppressions);
                     if out_tx.send(d).is_err() {
                         break;
                     }

@@ -55,7 +55,7 @@ pub mod dlq;
 pub mod offsets;
 pub(crate) mod writer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +75,7 @@ use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::metrics::SinkMetrics;
 use crate::processed::TopicKind;
+use crate::rows::EncodedRows;
 use context::{PartKey, RebalanceEvent, SinkContext};
 use decode::{Decoded, Decoder, Raw};
 use dlq::{Reason, Rejected};
@@ -356,6 +357,43 @@ impl Batch {
 struct PartState {
     batch: Batch,
     present: Vec<OffsetSet>,
+    /// Event ids stored from this partition lately (`sink.dedup_window_records`).
+    recent: RecentIds,
+}
+
+/// The last `cap` event ids of a partition, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    cap: usize,
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    fn new(cap: usize) -> Self {
+        RecentIds {
+            cap,
+            ..RecentIds::default()
+        }
+    }
+
+    /// False when `id` is already there (a repeat); else remembers it.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.cap == 0 {
+            return true;
+        }
+        if self.set.contains(id) {
+            return false;
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// Did an operation finish, or was its partition given up (revoked, shutting down)?
@@ -605,7 +643,8 @@ impl Sink {
         let Decoded {
             raw,
             rows: mapped,
-            tombstone,
+            mut tombstone,
+            event_id,
         } = d;
         let Raw {
             key,
@@ -630,6 +669,24 @@ impl Sink {
                 None => return Ok(()),
             }
         }
+        // An event stored from this partition shortly before (an upstream replay): no
+        // rows, like a tombstone; its offset is still committed with the batch.
+        let repeat = match (&event_id, self.state_mut(topic, partition)) {
+            (Some(id), Some(st)) => {
+                st.batch.last_offset.is_none_or(|last| offset > last) && !st.recent.insert(id)
+            }
+            _ => false,
+        };
+        let mapped = if repeat {
+            self.metrics
+                .events_deduplicated
+                .with_label_values(&[topic])
+                .inc();
+            tombstone = None;
+            Ok(EncodedRows::default())
+        } else {
+            mapped
+        };
         let rows = match mapped {
             Ok(r) => Some(r),
             Err((reason, message)) => {
@@ -693,33 +750,60 @@ impl Sink {
     /// offsets `>= first` each table already holds. `None` when the partition was revoked
     /// (or shutdown began) while ClickHouse could not be read.
     async fn init_partition(&mut self, key: &PartKey, first: i64) -> Result<Option<PartState>> {
-        let mut st = PartState {
-            batch: Batch::default(),
-            present: vec![OffsetSet::default(); TABLES.len()],
-        };
-        if !self.resume {
-            return Ok(Some(st));
-        }
-        // Only the tables this topic's records feed (the others may not even exist).
-        let all: &[usize] = self
+        let kind = self
             .p
             .kinds
             .get(&key.0)
             .copied()
-            .unwrap_or(TopicKind::Events)
-            .tables();
+            .unwrap_or(TopicKind::Events);
+        let window = if kind == TopicKind::Events {
+            self.p.sink.dedup_window_records as usize
+        } else {
+            0
+        };
+        let mut st = PartState {
+            batch: Batch::default(),
+            present: vec![OffsetSet::default(); TABLES.len()],
+            recent: RecentIds::new(window),
+        };
+        if !self.resume {
+            // The test-only negative control: nothing already in ClickHouse counts, the
+            // event ids before `first` included.
+            return Ok(Some(st));
+        }
+        // Only the tables this topic's records feed (the others may not even exist).
+        let all: &[usize] = kind.tables();
         let mut backoff = Backoff::new(&self.p.sink);
         loop {
             for s in &mut st.present {
                 *s = OffsetSet::default();
             }
             let present = &mut st.present;
-            let r = self
+            let mut r = self
                 .writer
                 .present(&key.0, key.1, (first, i64::MAX), all, |t, o| {
                     present[t].insert(o)
                 })
                 .await;
+            if r.is_ok() && window > 0 {
+                // Seed the dedup window with the events stored before `first` (committed,
+                // so complete in every table); records from `first` on go through it as
+                // they are read again.
+                let from = first.saturating_sub(window as i64);
+                match self
+                    .writer
+                    .stored_event_ids(&key.0, key.1, (from, first))
+                    .await
+                {
+                    Ok(ids) => {
+                        st.recent = RecentIds::new(window);
+                        for id in ids {
+                            st.recent.insert(&id);
+                        }
+                    }
+                    Err(e) => r = Err(e),
+                }
+            }
             match r {
                 Ok(()) => {
                     self.ch_ready.set_ready();
@@ -1157,6 +1241,7 @@ mod tests {
             retry_max_backoff_ms: 1_000,
             insert_timeout_ms: 10,
             lag_interval_ms: 0,
+            dedup_window_records: 10_000,
         };
         let mut b = Backoff::new(&cfg);
         let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();

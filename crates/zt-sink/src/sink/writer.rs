@@ -115,6 +115,11 @@ struct Present {
     o: i64,
 }
 
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct StoredId {
+    event_id: String,
+}
+
 impl Writer {
     pub(crate) fn new(cfg: &ClickHouseConfig, timeout: Duration, metrics: SinkMetrics) -> Self {
         let mut client = cfg.client();
@@ -215,6 +220,37 @@ impl Writer {
             .with_label_values(&[table])
             .inc_by(bytes as u64);
         Ok(())
+    }
+
+    /// The event ids stored in `events` from `topic`/`partition` at offsets in
+    /// `[from, to)`, in offset order (the seed of the sink's `dedup_window_records`).
+    pub(crate) async fn stored_event_ids(
+        &self,
+        topic: &str,
+        partition: i32,
+        (from, to): (i64, i64),
+    ) -> Result<Vec<String>> {
+        let sql = "SELECT event_id FROM events \
+                   WHERE _topic = ? AND _partition = ? AND _offset >= ? AND _offset < ? \
+                   ORDER BY _offset";
+        let mut cursor = self
+            .client
+            .query(sql)
+            .bind(topic)
+            .bind(partition)
+            .bind(from)
+            .bind(to)
+            .fetch::<StoredId>()
+            .map_err(|e| Error::ch("read recent event ids", e))?;
+        let mut out = Vec::new();
+        while let Some(r) = cursor
+            .next()
+            .await
+            .map_err(|e| Error::ch("read recent event ids", e))?
+        {
+            out.push(r.event_id);
+        }
+        Ok(out)
     }
 
     /// The offsets of `topic`/`partition` in `[from, to]` that each of `tables` (indexes
