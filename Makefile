@@ -10,7 +10,7 @@ help:
 	@echo "make demo          the whole pipeline on generated traffic, then the KPI report (DEMO_ARGS=...)"
 	@echo "make test          bring the local stack up, then fmt, clippy and every test"
 	@echo "make bench         criterion benchmarks (benches/)"
-	@echo "make chaos         the fault matrix on the local stack (about 15 min; docs/reliability.md)"
+	@echo "make chaos         the fault matrix on the local stack (about 25 min; empties the local broker; docs/reliability.md)"
 	@echo "make fuzz          each cargo-fuzz target for FUZZ_SECONDS (120)"
 	@echo "make stack-up|stack-down|stack-status|stack-logs"
 	@echo "make clean-stack   stop the stack and forget the local broker's topics and records"
@@ -40,11 +40,12 @@ demo: build
 
 # The fault matrix (docs/reliability.md): the whole pipeline once per fault (kill -9 of
 # every component at 10/50/90 %, broker and ClickHouse restarts and cut-offs) plus the
-# negative control; the results table goes to .stack/chaos/results.md.
+# negative control; the results table goes to .stack/chaos/results.md. Each run starts on
+# an empty local broker (like `make clean-stack`, the local broker's topics are lost).
 CHAOS_ARGS ?=
 chaos: build stack-up
 	mkdir -p .stack/chaos
-	./target/debug/zt chaos --markdown .stack/chaos/results.md $(CHAOS_ARGS)
+	./target/debug/zt chaos --fresh-broker --markdown .stack/chaos/results.md $(CHAOS_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

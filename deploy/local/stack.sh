@@ -8,6 +8,7 @@
 #   deploy/local/stack.sh status    what runs, where, and whether it answers
 #   deploy/local/stack.sh logs      the tail of both services' logs
 #   deploy/local/stack.sh restart kafka|clickhouse   stop and start one service (fault tests)
+#   deploy/local/stack.sh reset-kafka   restart tansu on an empty store (all topics gone)
 #   deploy/local/stack.sh pause|resume kafka|clickhouse   SIGSTOP / SIGCONT one service: it
 #                                   keeps its connections but answers nothing (a network
 #                                   cut-off, for the fault matrix; docs/reliability.md)
@@ -236,6 +237,18 @@ cmd_logs() {
   return 0
 }
 
+# Stop tansu, forget its SQLite store (every topic and record) and start it empty: the
+# fault matrix starts each run on an empty broker (tansu slows down as topics pile up).
+cmd_reset_kafka() {
+  pid_alive "$kafka_pid" || die "kafka was not started by this stack; not resetting it"
+  [[ $TANSU_STORAGE == sqlite://* ]] || die "reset-kafka only knows the sqlite storage"
+  stop_pid tansu "$kafka_pid"
+  local db=$STACK_DIR/tansu/${TANSU_STORAGE#sqlite://}
+  rm -f "$db" "$db-shm" "$db-wal"
+  start_kafka
+  wait_kafka
+}
+
 cmd_restart() {
   case ${1:-} in
     kafka) stop_pid tansu "$kafka_pid"; start_kafka; wait_kafka ;;
@@ -265,6 +278,7 @@ case ${1:-} in
   status) cmd_status ;;
   logs) cmd_logs ;;
   restart) shift; cmd_restart "$@" ;;
+  reset-kafka) cmd_reset_kafka ;;
   install) install_all ;;
-  *) echo "usage: $0 up|down|status|logs|restart|pause|resume kafka|clickhouse|install" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|restart|pause|resume kafka|clickhouse|reset-kafka|install" >&2; exit 2 ;;
 esac

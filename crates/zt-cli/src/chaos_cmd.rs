@@ -48,6 +48,10 @@ pub struct ChaosArgs {
     /// Give up waiting for the pipeline to drain after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub drain_timeout: u64,
+    /// Start every run on an empty local broker (deploy/local/stack.sh reset-kafka):
+    /// forgets every topic and record of the local broker. `make chaos` sets it.
+    #[arg(long)]
+    pub fresh_broker: bool,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
@@ -79,6 +83,7 @@ pub async fn run(settings: &Settings, args: &ChaosArgs) -> anyhow::Result<()> {
         rate: args.rate,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         progress: !args.quiet,
+        fresh_broker: args.fresh_broker,
     };
     let mut runs: Vec<(Fault, Control)> = faults.into_iter().map(|f| (f, Control::None)).collect();
     if control {

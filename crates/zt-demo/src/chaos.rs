@@ -242,6 +242,10 @@ pub struct ChaosOptions {
     pub drain_timeout: Duration,
     /// Progress lines on standard error.
     pub progress: bool,
+    /// Start every run on an empty broker (`stack.sh reset-kafka`): tansu's SQLite store
+    /// slows down as runs pile up topics (a sweep creates about 400), until the broker
+    /// stops answering for tens of seconds. Forgets every topic of the local broker.
+    pub fresh_broker: bool,
 }
 
 /// What one run found.
@@ -304,11 +308,15 @@ pub async fn run(
             eprintln!("zt chaos [{}]: {m}", fault.id());
         }
     };
-    if fault.touches_stack() && opts.stack_script.is_none() {
+    if (fault.touches_stack() || opts.fresh_broker) && opts.stack_script.is_none() {
         bail!(
             "fault {} acts on the local stack and needs deploy/local/stack.sh",
             fault.id()
         );
+    }
+    if opts.fresh_broker {
+        say("resetting the local broker (stack.sh reset-kafka)");
+        stack(opts, &["reset-kafka"]).await?;
     }
     let mut env = Vec::new();
     if control == Control::SinkResumeOff {

@@ -456,8 +456,8 @@ pub fn read_event_ids(
     kafka: &KafkaConfig,
     topic: &str,
 ) -> anyhow::Result<BTreeMap<i32, Vec<(i64, String)>>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
+    use rdkafka::Message;
+    use rdkafka::consumer::BaseConsumer;
     let marks = crate::drain::watermarks(kafka, topic)?;
     let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
         .set("group.id", "zt-verify-reader")
@@ -465,39 +465,23 @@ pub fn read_event_ids(
         .set("fetch.wait.max.ms", "50")
         .create()
         .context("a consumer to read the topic back")?;
-    let mut tpl = TopicPartitionList::new();
-    let mut left: BTreeMap<i32, i64> = BTreeMap::new();
     let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
-    for (p, (low, high)) in &marks {
-        out.insert(*p, Vec::new());
-        if high > low {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*low))?;
-            left.insert(*p, *high);
-        }
-    }
-    c.assign(&tpl)?;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !left.is_empty() {
-        if std::time::Instant::now() > until {
-            anyhow::bail!("reading {topic} back did not reach the high watermarks in 120 s");
-        }
-        let Some(m) = c.poll(std::time::Duration::from_millis(500)) else {
-            continue;
-        };
-        let m = m?;
+    let ranges: Vec<zt_kafka::client::Range> = marks
+        .iter()
+        .map(|(p, (low, high))| {
+            out.insert(*p, Vec::new());
+            (topic.to_owned(), *p, *low, *high)
+        })
+        .collect();
+    zt_kafka::client::read_ranges(&c, &ranges, std::time::Duration::from_secs(120), |m| {
         let id = m
             .payload()
             .and_then(|b| zt_model::decode::<zt_model::Event>(b).ok())
             .map(|e| e.event_id)
             .unwrap_or_default();
         out.entry(m.partition()).or_default().push((m.offset(), id));
-        if left
-            .get(&m.partition())
-            .is_some_and(|h| m.offset() + 1 >= *h)
-        {
-            left.remove(&m.partition());
-        }
-    }
+    })
+    .with_context(|| format!("reading {topic} back to its high watermarks"))?;
     Ok(out)
 }
 

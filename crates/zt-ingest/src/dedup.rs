@@ -173,33 +173,21 @@ pub fn restore(
         return Ok(Restored::default());
     }
     let share = (max_records / parts.len()).max(1) as i64;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
-    for (source, topic, p, start, high) in &parts {
-        let start = (*start).max(high - share);
-        tpl.add_partition_offset(topic, *p, Offset::Offset(start))?;
-        remaining.insert((topic.clone(), *p), (*source, *high));
-    }
-    consumer.assign(&tpl)?;
+    let sources: std::collections::HashMap<(String, i32), zt_model::Source> = parts
+        .iter()
+        .map(|(s, t, p, _, _)| ((t.clone(), *p), *s))
+        .collect();
+    let ranges: Vec<zt_kafka::client::Range> = parts
+        .iter()
+        .map(|(_, t, p, start, high)| (t.clone(), *p, (*start).max(high - share), *high))
+        .collect();
     let mut found: Vec<(i64, String)> = Vec::new();
     let mut records = 0usize;
-    while !remaining.is_empty() {
-        if left().is_zero() {
-            return Err(zt_kafka::Error::Client(
-                rdkafka::error::KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                ),
-            ));
-        }
-        let Some(m) = consumer.poll(left().min(Duration::from_millis(500))) else {
-            continue;
-        };
-        let m = m?;
-        let key = (m.topic().to_owned(), m.partition());
-        let Some((source, high)) = remaining.get(&key).copied() else {
-            continue;
-        };
+    zt_kafka::client::read_ranges(&consumer, &ranges, left(), |m| {
         records += 1;
+        let Some(source) = sources.get(&(m.topic().to_owned(), m.partition())) else {
+            return;
+        };
         if let Some(ev) = m
             .payload()
             .and_then(|b| zt_model::decode::<zt_model::Event>(b).ok())
@@ -207,13 +195,7 @@ pub fn restore(
             let ts = m.timestamp().to_millis().unwrap_or(now_ms);
             found.push((ts, format!("{source}:{}", ev.event_id)));
         }
-        if m.offset() + 1 >= high {
-            remaining.remove(&key);
-            let mut done = TopicPartitionList::new();
-            done.add_partition(&key.0, key.1);
-            let _ = consumer.pause(&done);
-        }
-    }
+    })?;
     found.sort();
     let mut ids = 0usize;
     for (ts, key) in found {

@@ -87,3 +87,65 @@ pub fn consumer_config(cfg: &KafkaConfig, opts: &ConsumerOptions) -> Result<Clie
 pub fn build_consumer(cfg: &KafkaConfig, opts: &ConsumerOptions) -> Result<StreamConsumer> {
     consumer_config(cfg, opts)?.create().map_err(Error::Client)
 }
+
+/// One partition to read: topic, partition, first offset, end offset (exclusive).
+pub type Range = (String, i32, i64, i64);
+
+/// Assigns `ranges` to `consumer` (no group: plain assignment) and reads each partition
+/// from its first offset up to its end, calling `f` for every record in range. A
+/// partition read to its end is paused; before returning every partition is resumed, so
+/// the consumer can go on following (the suppression list does). Fails with a timeout
+/// after `patience`. Blocking.
+pub fn read_ranges<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    ranges: &[Range],
+    patience: std::time::Duration,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let deadline = std::time::Instant::now() + patience;
+    let mut tpl = TopicPartitionList::new();
+    let mut left = std::collections::HashMap::new();
+    for (topic, p, start, end) in ranges {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
+        if end > start {
+            left.insert((topic.clone(), *p), *end);
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut paused = TopicPartitionList::new();
+    while !left.is_empty() {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        if wait.is_zero() {
+            return Err(Error::Client(
+                rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                ),
+            ));
+        }
+        let Some(m) = consumer.poll(wait.min(std::time::Duration::from_millis(500))) else {
+            continue;
+        };
+        let m = m?;
+        let key = (m.topic().to_owned(), m.partition());
+        let Some(end) = left.get(&key).copied() else {
+            continue;
+        };
+        if m.offset() < end {
+            f(&m);
+        }
+        if m.offset() + 1 >= end {
+            left.remove(&key);
+            let mut done = TopicPartitionList::new();
+            done.add_partition(&key.0, key.1);
+            if consumer.pause(&done).is_ok() {
+                paused.add_partition(&key.0, key.1);
+            }
+        }
+    }
+    if paused.count() > 0 {
+        consumer.resume(&paused)?;
+    }
+    Ok(())
+}

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use zt_model::Event;
 
@@ -216,35 +216,14 @@ fn read_to_end(
             reason: format!("the suppression list topic {topic} does not exist (zt topics create)"),
         });
     }
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
+    let mut ranges = Vec::new();
     for p in 0..n {
         let (low, high) = consumer.fetch_watermarks(topic, p, left())?;
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        if high > low {
-            remaining.insert(p, high);
-        }
+        ranges.push((topic.to_owned(), p, low, high));
     }
-    consumer.assign(&tpl)?;
-    while !remaining.is_empty() {
-        if left().is_zero() {
-            return Err(crate::Error::Client(
-                rdkafka::error::KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                ),
-            ));
-        }
-        if let Some(m) = consumer.poll(left().min(Duration::from_millis(500))) {
-            let m = m?;
-            list.apply(m.key(), m.payload().is_some());
-            if remaining
-                .get(&m.partition())
-                .is_some_and(|h| m.offset() + 1 >= *h)
-            {
-                remaining.remove(&m.partition());
-            }
-        }
-    }
+    crate::client::read_ranges(&consumer, &ranges, left(), |m| {
+        list.apply(m.key(), m.payload().is_some());
+    })?;
     Ok(consumer)
 }
 
