@@ -168,14 +168,14 @@ fn topics_create_is_idempotent_against_the_broker() {
     assert!(o.status.success(), "{err}");
     assert_eq!(
         out.lines().filter(|l| l.contains(" created ")).count(),
-        18,
+        20,
         "{out}"
     );
     let o = zt(&["topics", "create"], &env);
     let (out, _) = text(&o);
     assert_eq!(
         out.lines().filter(|l| l.contains(" exists ")).count(),
-        18,
+        20,
         "{out}"
     );
 
