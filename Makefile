@@ -10,7 +10,7 @@ help:
 	@echo "make demo          the whole pipeline on generated traffic, then the KPI report (DEMO_ARGS=...)"
 	@echo "make test          bring the local stack up, then fmt, clippy and every test"
 	@echo "make bench         criterion benchmarks (benches/)"
-	@echo "make chaos         the fault matrix on the local stack (about 25 min; empties the local broker; docs/reliability.md)"
+	@echo "make chaos         the fault matrix on the local stack (about 20 min; empties the local broker; docs/reliability.md)"
 	@echo "make fuzz          each cargo-fuzz target for FUZZ_SECONDS (120)"
 	@echo "make stack-up|stack-down|stack-status|stack-logs"
 	@echo "make clean-stack   stop the stack and forget the local broker's topics and records"

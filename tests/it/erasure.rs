@@ -387,7 +387,7 @@ async fn an_erased_person_does_not_come_back_through_replays_or_a_reload() {
         .find(|(n, _)| n == "ingest")
         .unwrap()
         .1;
-    let metrics = reqwest_like_get(ingest_port, "/metrics");
+    let metrics = http_get_body(ingest_port, "/metrics");
     let suppressed: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("zt_ingest_events_suppressed_total"))
@@ -522,7 +522,7 @@ async fn an_erased_person_does_not_come_back_through_replays_or_a_reload() {
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; the body.
-fn reqwest_like_get(port: u16, path: &str) -> String {
+fn http_get_body(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())

@@ -123,7 +123,7 @@ pub fn build_state(deps: IngestDeps, metrics: &Metrics) -> Result<Arc<AppState>,
         publisher,
         metrics: m,
         broker_ready: AtomicBool::new(false),
-        dedup_restored: AtomicBool::new(false),
+        startup_loaded: AtomicBool::new(false),
         suppressions: zt_kafka::suppress::Suppressions::empty(),
         topics: deps.topics,
         cfg: deps.ingest,
@@ -133,8 +133,9 @@ pub fn build_state(deps: IngestDeps, metrics: &Metrics) -> Result<Arc<AppState>,
 /// Least time between two producer replacements.
 pub(crate) const RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Probes the broker every few seconds and reports readiness; first loads the suppression list and reads the dedup
-/// window back from the event topics (`dedup::restore`), retried until it succeeds.
+/// Probes the broker every few seconds and reports readiness; first loads the suppression
+/// list and reads the dedup window back from the event topics (`dedup::restore`), retried
+/// until it succeeds.
 fn spawn_readiness(
     state: Arc<AppState>,
     kafka: KafkaConfig,
@@ -149,11 +150,11 @@ fn spawn_readiness(
                     .await
                     .unwrap_or(false);
             state.broker_ready.store(ok, Ordering::Relaxed);
-            if ok && !state.dedup_restored.load(Ordering::Relaxed) {
+            if ok && !state.startup_loaded.load(Ordering::Relaxed) {
                 ready.set_not_ready("loading the suppression list and the dedup window");
                 restore_state(&state, &kafka).await;
             }
-            if ok && state.dedup_restored.load(Ordering::Relaxed) {
+            if ok && state.startup_loaded.load(Ordering::Relaxed) {
                 ready.set_ready();
             } else if ok {
                 ready.set_not_ready("loading the suppression list and the dedup window");
@@ -208,7 +209,7 @@ async fn restore_state(state: &Arc<AppState>, kafka: &KafkaConfig) {
                 suppressed,
                 "dedup window read back from the event topics; suppression list loaded"
             );
-            state.dedup_restored.store(true, Ordering::Relaxed);
+            state.startup_loaded.store(true, Ordering::Relaxed);
         }
         Ok(Err(e)) => {
             state.metrics.errors.with_label_values(&["restore"]).inc();

@@ -61,7 +61,7 @@ pub struct AppState {
     pub(crate) broker_ready: AtomicBool,
     /// The dedup window was read back from the event topics (`dedup::restore`) and the
     /// suppression list was read to its end.
-    pub(crate) dedup_restored: AtomicBool,
+    pub(crate) startup_loaded: AtomicBool,
     /// Erased persons and identifiers (`zt erase`): their events are acknowledged and not
     /// published.
     pub(crate) suppressions: zt_kafka::suppress::Suppressions,
@@ -325,7 +325,7 @@ impl AppState {
     /// client wait for a publish timeout; also while the dedup window is being read back
     /// at start (a retry then would not be recognised).
     fn broker_gate(&self, route: &str) -> Option<Response> {
-        if self.broker_ready.load(Ordering::Relaxed) && self.dedup_restored.load(Ordering::Relaxed)
+        if self.broker_ready.load(Ordering::Relaxed) && self.startup_loaded.load(Ordering::Relaxed)
         {
             return None;
         }
