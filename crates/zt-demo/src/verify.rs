@@ -457,13 +457,8 @@ pub fn read_event_ids(
     topic: &str,
 ) -> anyhow::Result<BTreeMap<i32, Vec<(i64, String)>>> {
     use rdkafka::Message;
-    use rdkafka::consumer::BaseConsumer;
     let marks = crate::drain::watermarks(kafka, topic)?;
-    let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
-        .set("group.id", "zt-verify-reader")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()
+    let c = zt_kafka::client::range_reader(kafka, "zt-verify-reader", 50)
         .context("a consumer to read the topic back")?;
     let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
     let ranges: Vec<zt_kafka::client::Range> = marks

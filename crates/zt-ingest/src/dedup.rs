@@ -116,7 +116,7 @@ pub fn restore(
     max_records: usize,
     patience: Duration,
 ) -> Result<Restored, zt_kafka::Error> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::{Message, Offset, TopicPartitionList};
 
     if since.is_zero() || window.window.is_zero() || max_records == 0 {
@@ -124,14 +124,7 @@ pub fn restore(
     }
     let deadline = Instant::now() + patience;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let consumer: BaseConsumer = zt_kafka::client::base_config(kafka)?
-        .set("group.id", "zt-ingest-dedup-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        // Read to the end without waiting: a broker may hold an empty fetch for the whole
-        // wait (tansu does), once per partition already read to its end.
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
+    let consumer = zt_kafka::client::range_reader(kafka, "zt-ingest-dedup-restore", 10)?;
     let now_ms = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

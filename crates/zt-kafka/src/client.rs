@@ -88,6 +88,22 @@ pub fn build_consumer(cfg: &KafkaConfig, opts: &ConsumerOptions) -> Result<Strea
     consumer_config(cfg, opts)?.create().map_err(Error::Client)
 }
 
+/// A consumer for [`read_ranges`]: outside any group's work (`group` only names it), no
+/// automatic commits, and empty fetches held at most `fetch_wait_ms` (a broker may hold
+/// one for the whole wait per partition already read to its end; tansu does).
+pub fn range_reader(
+    cfg: &KafkaConfig,
+    group: &str,
+    fetch_wait_ms: u32,
+) -> Result<rdkafka::consumer::BaseConsumer> {
+    Ok(base_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()?)
+}
+
 /// One partition to read: topic, partition, first offset, end offset (exclusive).
 pub type Range = (String, i32, i64, i64);
 

@@ -199,11 +199,8 @@ fn read_to_end(
 ) -> crate::Result<BaseConsumer> {
     let deadline = Instant::now() + patience;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let consumer: BaseConsumer = crate::client::base_config(kafka)?
-        .set("group.id", "zt-suppressions-reader")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
+    // It goes on following the topic: empty fetches may wait 100 ms.
+    let consumer = crate::client::range_reader(kafka, "zt-suppressions-reader", 100)?;
     let md = consumer.fetch_metadata(Some(topic), left())?;
     let n = md
         .topics()

@@ -26,7 +26,9 @@
 //! suppression list (whose keys are SHA-256 digests) and the tombstones' keys.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::replay::now_ms;
 
 use anyhow::{Context as _, bail};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -383,13 +385,6 @@ pub fn new_erasure_id(at_ms: i64) -> String {
         t.second(),
         rand::random::<u64>()
     )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A table of [`TABLES`] the database has, with its columns.

@@ -141,7 +141,7 @@ fn day(ms: i64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
