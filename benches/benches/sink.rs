@@ -300,6 +300,8 @@ async fn main() {
         partitions: PARTITIONS,
         replication_factor: 1,
         partition_overrides: BTreeMap::new(),
+        profiles_version: 1,
+        funnels_version: 1,
     };
     topics_cfg.partitions = PARTITIONS;
     let mut sc = sink_cfg.clone();

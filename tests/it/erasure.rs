@@ -29,13 +29,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use sink_support::zt_binary;
-use zt_demo::demo::{Pipeline, PipelineOptions, stages};
+use sink_support::{run_zt as zt, start_pipeline, zt_binary};
+use zt_demo::demo::stages;
 use zt_demo::drain::{Stage, wait_drained};
 use zt_demo::scenario::{Params, generate};
 use zt_demo::send::{SendOptions, send};
-use zt_integration_tests::{clickhouse_url, kafka_config, unique};
-use zt_kafka::{KafkaConfig, TopicsConfig};
+use zt_integration_tests::kafka_config;
+use zt_kafka::KafkaConfig;
 use zt_model::{DeadLetter, Source};
 use zt_sink::config::ClickHouseConfig;
 
@@ -151,18 +151,6 @@ fn high(kafka: &KafkaConfig, topic: &str) -> i64 {
         .sum()
 }
 
-fn zt(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(zt_binary());
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run zt")
-}
-
 fn dead_letter(id: &str, record: &Value) -> DeadLetter {
     let now = zt_demo::now_ms();
     DeadLetter {
@@ -185,36 +173,10 @@ fn dead_letter(id: &str, record: &Value) -> DeadLetter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_person_does_not_come_back_through_replays_or_a_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = unique("zt_erase_it").replace(['-', '.'], "_");
     let kafka = kafka_config();
-    let topics = TopicsConfig {
-        prefix: "unused".into(),
-        partitions: 2,
-        replication_factor: 1,
-        partition_overrides: BTreeMap::new(),
-    };
-    let ch_cfg = ClickHouseConfig {
-        url: clickhouse_url(),
-        database: db.clone(),
-        user: "default".into(),
-        password: Default::default(),
-        cluster: String::new(),
-    };
-    let mut pipeline = Pipeline::start(
-        &kafka,
-        &topics,
-        &ch_cfg,
-        &PipelineOptions {
-            zt_exe: zt_binary(),
-            work_dir: dir.path().to_path_buf(),
-            database: db.clone(),
-            extra_config: None,
-            env: Vec::new(),
-        },
-    )
-    .await
-    .expect("the pipeline starts");
-    let config = dir.path().join("zt-demo.toml");
+    let (mut pipeline, config) = start_pipeline(dir.path(), "zt_erase_it").await;
+    let ch_cfg = pipeline.clickhouse.clone();
+    let db = ch_cfg.database.clone();
     let t = pipeline.topics.clone();
     let world = generate(Params::new(31, 40, 14, pipeline.started_ms));
     let opts = SendOptions {

@@ -63,6 +63,8 @@ pub async fn setup_with(test: &str, partitions: i32, batch: usize, extra: &str) 
         partitions,
         replication_factor: 1,
         partition_overrides: BTreeMap::new(),
+        profiles_version: 1,
+        funnels_version: 1,
     };
     create_topics(&kafka_config(), &platform_topics(&topics))
         .await

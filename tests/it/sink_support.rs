@@ -22,6 +22,56 @@ use zt_kafka::topics::TopicSpec;
 use zt_kafka::{build_producer, create_topics};
 use zt_model::*;
 
+/// The whole pipeline (`zt_demo::demo::Pipeline`: ingest, the processors, the sink as
+/// child processes of the real binary) on fresh topics of 2 partitions and a fresh
+/// database named after `db_prefix`, its files in `dir`; and its configuration file.
+pub async fn start_pipeline(dir: &Path, db_prefix: &str) -> (zt_demo::demo::Pipeline, PathBuf) {
+    let db = unique(db_prefix).replace(['-', '.'], "_");
+    let topics = zt_kafka::TopicsConfig {
+        prefix: "unused".into(),
+        partitions: 2,
+        replication_factor: 1,
+        partition_overrides: BTreeMap::new(),
+        profiles_version: 1,
+        funnels_version: 1,
+    };
+    let ch_cfg = zt_sink::config::ClickHouseConfig {
+        url: clickhouse_url(),
+        database: db.clone(),
+        user: "default".into(),
+        password: Default::default(),
+        cluster: String::new(),
+    };
+    let pipeline = zt_demo::demo::Pipeline::start(
+        &kafka_config(),
+        &topics,
+        &ch_cfg,
+        &zt_demo::demo::PipelineOptions {
+            zt_exe: zt_binary(),
+            work_dir: dir.to_path_buf(),
+            database: db,
+            extra_config: None,
+            env: Vec::new(),
+        },
+    )
+    .await
+    .expect("the pipeline starts");
+    (pipeline, dir.join("zt-demo.toml"))
+}
+
+/// Runs `zt --config <config> <args>` to its end, with `env` added; `NO_COLOR` set.
+pub fn run_zt(config: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(zt_binary());
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run zt")
+}
+
 /// The `zt` binary, built once per test process.
 pub fn zt_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -632,6 +632,31 @@ def test_processor_replicas_are_bounded_by_their_own_inputs(chart):
     with pytest.raises(helm.HelmError) as e:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert "zt.events.resolved=8, zt.identity.merges=8, zt.profiles.transfers=4" in str(e.value)
+    # An output version (docs/operations.md, "Backfill") names the topics the guard checks:
+    # version 2's own topics, not version 1's.
+    values = processor_values(profiles={"replicas": 8})
+    values["config"] = {
+        "topics": {
+            "partitions": 4,
+            "profiles_version": 2,
+            "partition_overrides": {
+                t: 8
+                for t in (
+                    "zt.events.resolved",
+                    "zt.identity.merges",
+                    "zt.profiles.transfers.v2",
+                    "zt.profiles.v2",
+                    "zt.profiles.state.v2",
+                )
+            },
+        }
+    }
+    (profiles,) = [d for d in by_kind(render(chart, values), "Deployment") if component(d) == "profiles"]
+    assert profiles["spec"]["replicas"] == 8
+    del values["config"]["topics"]["partition_overrides"]["zt.profiles.state.v2"]
+    with pytest.raises(helm.HelmError) as e:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "zt.profiles.v2=8, zt.profiles.state.v2=4" in str(e.value)
 
 
 def test_sink_replicas_may_reach_the_largest_partition_override(chart):

@@ -84,6 +84,8 @@ pub async fn fresh_topics(kafka: &KafkaConfig, partitions: i32) -> TopicsConfig 
         partitions,
         replication_factor: 1,
         partition_overrides: BTreeMap::new(),
+        profiles_version: 1,
+        funnels_version: 1,
     };
     create_topics(kafka, &platform_topics(&topics))
         .await

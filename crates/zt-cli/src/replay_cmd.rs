@@ -18,6 +18,66 @@ pub enum ReplayCmd {
     /// normalisers after a configuration fix (docs/operations.md).
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Rebuild the profiles or funnels processor's output from its inputs as a new output
+    /// version, next to the live one, then switch the readers over (docs/operations.md,
+    /// "Backfill").
+    #[command(subcommand)]
+    Backfill(BackfillCmd),
+}
+
+/// `zt replay backfill ...`.
+#[derive(Debug, Subcommand)]
+pub enum BackfillCmd {
+    /// Step 1: create the new version's topics, start its consumer group at --from, and run
+    /// the processor (this configuration's [profiles] or [funnels] section) in this process
+    /// until it has caught up with its inputs. The live version keeps running. Run again
+    /// after an interruption: it continues where it stopped.
+    Run(BackfillRunArgs),
+    /// Step 3, after the processor and the sink were switched to the new version
+    /// (topics.<processor>_version): wait until the sink has loaded the new version, then
+    /// delete every other version's rows from the processor's ClickHouse tables.
+    Finish(BackfillFinishArgs),
+}
+
+/// `zt replay backfill run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillRunArgs {
+    /// profiles or funnels.
+    #[arg(value_name = "PROCESSOR")]
+    pub processor: zt_ops::backfill::Output,
+    /// The new output version: above the configured topics.<processor>_version.
+    #[arg(long)]
+    pub version: u32,
+    /// Where to start reading the inputs: `beginning` (every retained record; the default,
+    /// and what profiles and funnels need to be complete), or a time (RFC 3339 or unix ms):
+    /// the first record at or after it.
+    #[arg(long, value_name = "beginning|TIME", default_value = "beginning", value_parser = parse_start)]
+    pub from: zt_ops::backfill::Start,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `zt replay backfill finish`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillFinishArgs {
+    /// profiles or funnels.
+    #[arg(value_name = "PROCESSOR")]
+    pub processor: zt_ops::backfill::Output,
+    /// The version the configuration now names.
+    #[arg(long)]
+    pub version: u32,
+    /// Longest wait for the sink to load the new version, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait_secs: u64,
+}
+
+fn parse_start(s: &str) -> Result<zt_ops::backfill::Start, String> {
+    if s == "beginning" {
+        Ok(zt_ops::backfill::Start::Beginning)
+    } else {
+        parse_time(s).map(zt_ops::backfill::Start::Time)
+    }
 }
 
 /// `zt replay dlq ...`.
@@ -101,7 +161,10 @@ impl FilterArgs {
 
 /// Runs `zt replay ...`.
 pub async fn run(settings: &Settings, cmd: ReplayCmd) -> anyhow::Result<()> {
-    let ReplayCmd::Dlq(cmd) = cmd;
+    let cmd = match cmd {
+        ReplayCmd::Dlq(cmd) => cmd,
+        ReplayCmd::Backfill(cmd) => return backfill(settings, cmd).await,
+    };
     match cmd {
         DlqCmd::List(f) => {
             let report = zt_ops::list(&settings.kafka, &settings.topics, &f.filter()).await?;
@@ -136,6 +199,81 @@ pub async fn run(settings: &Settings, cmd: ReplayCmd) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn backfill(settings: &Settings, cmd: BackfillCmd) -> anyhow::Result<()> {
+    let params = zt_ops::backfill::BackfillParams {
+        kafka: settings.kafka.clone(),
+        topics: settings.topics.clone(),
+        profiles: settings.profiles.clone(),
+        funnels: settings.funnels.clone(),
+        clickhouse: settings.clickhouse.clone(),
+        sink_group: settings.sink.group_id.clone(),
+    };
+    match cmd {
+        BackfillCmd::Run(a) => {
+            let shutdown = zt_runtime::Shutdown::install()?;
+            let r =
+                zt_ops::backfill::run(&params, a.processor, a.version, a.from, !a.quiet, &shutdown)
+                    .await?;
+            print!("{}", render_backfill_run(&r));
+        }
+        BackfillCmd::Finish(a) => {
+            let r = zt_ops::backfill::finish(
+                &params,
+                a.processor,
+                a.version,
+                std::time::Duration::from_secs(a.wait_secs),
+            )
+            .await?;
+            print!("{}", render_backfill_finish(&r));
+        }
+    }
+    Ok(())
+}
+
+/// The text of `zt replay backfill run`.
+pub fn render_backfill_run(r: &zt_ops::backfill::RunReport) -> String {
+    let name = r.output.name();
+    let mut out = String::new();
+    if !r.created.is_empty() {
+        let _ = writeln!(out, "created: {}", r.created.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "{name} version {}: group {} {} and caught up: {} input records in {:.1} s",
+        r.version,
+        r.group,
+        if r.fresh { "started" } else { "continued" },
+        r.records,
+        r.seconds
+    );
+    let _ = writeln!(
+        out,
+        "next: set topics.{name}_version = {v} for `zt process {name}` and `zt sink`, restart          both, then run `zt replay backfill finish {name} --version {v}`",
+        v = r.version
+    );
+    out
+}
+
+/// The text of `zt replay backfill finish`.
+pub fn render_backfill_finish(r: &zt_ops::backfill::FinishReport) -> String {
+    let mut out = String::new();
+    for (table, deleted, kept) in &r.tables {
+        let _ = writeln!(
+            out,
+            "{table}: {deleted} rows of other versions deleted, {kept} rows of {} kept",
+            r.topic
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} version {} is the only one in ClickHouse; older topics, to delete when no other          reader needs them: {}",
+        r.output.name(),
+        r.version,
+        r.old_topics.join(", ")
+    );
+    out
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

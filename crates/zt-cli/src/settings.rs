@@ -86,6 +86,7 @@ impl Settings {
         self.ingest.validate()?;
         self.clickhouse.validate()?;
         self.sink.validate()?;
+        self.sink.check_output_versions(&self.topics)?;
         self.identity.validate()?;
         self.profiles.validate()?;
         self.funnels.validate()?;
@@ -101,6 +102,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sink_loads_only_the_live_output_version() {
+        let mut s: Settings =
+            zt_runtime::config::load_with_env(DEFAULTS, None, Default::default()).unwrap();
+        s.sink.topics = vec!["zt.events.resolved".into(), "zt.profiles".into()];
+        s.validate().unwrap();
+        s.topics.profiles_version = 2;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("sink.topics") && e.contains("topics.profiles_version = 2"),
+            "{e}"
+        );
+        s.sink.topics[1] = "zt.profiles.v2".into();
+        s.validate().unwrap();
+    }
 
     #[test]
     fn defaults_load_and_validate() {

@@ -482,12 +482,12 @@ pub fn stages(t: &TopicsConfig) -> Vec<Stage> {
         },
         Stage {
             name: "profiles".into(),
-            group: format!("{prefix}-profiles"),
+            group: zt_kafka::config::versioned(&format!("{prefix}-profiles"), t.profiles_version),
             topics: zt_process::profiles::inputs(t),
         },
         Stage {
             name: "funnels".into(),
-            group: format!("{prefix}-funnels"),
+            group: zt_kafka::config::versioned(&format!("{prefix}-funnels"), t.funnels_version),
             topics: zt_process::funnels::inputs(t),
         },
         Stage {

@@ -68,12 +68,7 @@ pub fn watermarks(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<BTreeMap<i
 
 fn watermarks_with(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
-    let md = c.fetch_metadata(Some(topic), timeout)?;
-    let n = md
-        .topics()
-        .iter()
-        .find(|m| m.name() == topic)
-        .map_or(0, |m| m.partitions().len() as i32);
+    let n = zt_kafka::client::partition_count(c, topic, timeout)?;
     let mut out = BTreeMap::new();
     for p in 0..n {
         out.insert(p, c.fetch_watermarks(topic, p, timeout)?);

@@ -165,3 +165,17 @@ pub fn read_ranges<C: rdkafka::consumer::ConsumerContext>(
     }
     Ok(())
 }
+
+/// Partitions of `topic` per the broker's metadata; 0 when it does not exist.
+pub fn partition_count<C, K>(consumer: &K, topic: &str, timeout: std::time::Duration) -> Result<i32>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    K: rdkafka::consumer::Consumer<C>,
+{
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic)
+        .map_or(0, |m| m.partitions().len() as i32))
+}

@@ -193,6 +193,30 @@ pub struct TopicsConfig {
     /// Partition counts for single topics, by full name, e.g. `"zt.events.tracking" = 12`.
     /// Default empty.
     pub partition_overrides: BTreeMap<String, i32>,
+    /// Output version of the profiles processor (`zt replay backfill`, docs/operations.md):
+    /// version 1 writes `<prefix>.profiles`, `.profiles.state` and `.profiles.transfers`
+    /// under the consumer group `[profiles] group_id`; version N > 1 writes the same names
+    /// with `.v<N>` appended, under the group `<group_id>.v<N>`, and the sink loads the
+    /// version configured here. Default 1.
+    #[serde(default = "first_version")]
+    pub profiles_version: u32,
+    /// Output version of the funnels processor, like `profiles_version`
+    /// (`<prefix>.funnels`, `.funnels.state`, `.funnels.transfers`). Default 1.
+    #[serde(default = "first_version")]
+    pub funnels_version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// `name` of output version `version`: unchanged for 1, `<name>.v<version>` after.
+pub fn versioned(name: &str, version: u32) -> String {
+    if version <= 1 {
+        name.to_owned()
+    } else {
+        format!("{name}.v{version}")
+    }
 }
 
 impl TopicsConfig {
@@ -233,7 +257,7 @@ impl TopicsConfig {
     }
     /// `<prefix>.profiles` (compacted).
     pub fn profiles(&self) -> String {
-        format!("{}.profiles", self.prefix)
+        versioned(&format!("{}.profiles", self.prefix), self.profiles_version)
     }
     /// `<prefix>.identity.edges`: the identity graph's log (one partition, internal).
     pub fn identity_edges(&self) -> String {
@@ -241,23 +265,68 @@ impl TopicsConfig {
     }
     /// `<prefix>.profiles.state` (compacted): the profiles processor's changelog.
     pub fn profiles_state(&self) -> String {
-        format!("{}.profiles.state", self.prefix)
+        versioned(
+            &format!("{}.profiles.state", self.prefix),
+            self.profiles_version,
+        )
     }
     /// `<prefix>.profiles.transfers`: profile state moved by merges (internal).
     pub fn profiles_transfers(&self) -> String {
-        format!("{}.profiles.transfers", self.prefix)
+        versioned(
+            &format!("{}.profiles.transfers", self.prefix),
+            self.profiles_version,
+        )
     }
     /// `<prefix>.funnels.state` (compacted): the funnels processor's changelog.
     pub fn funnels_state(&self) -> String {
-        format!("{}.funnels.state", self.prefix)
+        versioned(
+            &format!("{}.funnels.state", self.prefix),
+            self.funnels_version,
+        )
     }
     /// `<prefix>.funnels.transfers`: funnel state moved by merges (internal).
     pub fn funnels_transfers(&self) -> String {
-        format!("{}.funnels.transfers", self.prefix)
+        versioned(
+            &format!("{}.funnels.transfers", self.prefix),
+            self.funnels_version,
+        )
     }
     /// `<prefix>.funnels`.
     pub fn funnels(&self) -> String {
-        format!("{}.funnels", self.prefix)
+        versioned(&format!("{}.funnels", self.prefix), self.funnels_version)
+    }
+
+    /// When `name` is a topic of some output version of the profiles or funnels processor
+    /// (`<prefix>.profiles`, `<prefix>.funnels.state.v3`, ...): the processor (`profiles`
+    /// or `funnels`) and that version.
+    pub fn output_version_of(&self, name: &str) -> Option<(&'static str, u32)> {
+        let rest = name.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        for output in ["profiles", "funnels"] {
+            for suffix in ["", ".state", ".transfers"] {
+                let base = format!("{output}{suffix}");
+                if rest == base {
+                    return Some((output, 1));
+                }
+                let v = rest
+                    .strip_prefix(&base)
+                    .and_then(|r| r.strip_prefix(".v"))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|v| *v > 1);
+                if let Some(v) = v {
+                    return Some((output, v));
+                }
+            }
+        }
+        None
+    }
+
+    /// The configured (live) output version of `output` (`profiles` or `funnels`).
+    pub fn live_version(&self, output: &str) -> u32 {
+        if output == "profiles" {
+            self.profiles_version
+        } else {
+            self.funnels_version
+        }
     }
 
     /// Checks names and sizes.
@@ -277,6 +346,12 @@ impl TopicsConfig {
                 "topics.replication_factor",
                 "must be at least 1",
             ));
+        }
+        if self.profiles_version < 1 {
+            return Err(config_err("topics.profiles_version", "must be at least 1"));
+        }
+        if self.funnels_version < 1 {
+            return Err(config_err("topics.funnels_version", "must be at least 1"));
         }
         let known: Vec<String> = crate::topics::platform_topic_names(self);
         for (name, &n) in &self.partition_overrides {
@@ -319,6 +394,45 @@ mod tests {
             },
             options: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn output_versions_name_their_topics() {
+        let mut t: TopicsConfig = toml_topics();
+        assert_eq!(t.profiles(), "zt.profiles");
+        assert_eq!(t.funnels_state(), "zt.funnels.state");
+        t.profiles_version = 2;
+        t.funnels_version = 3;
+        assert_eq!(t.profiles(), "zt.profiles.v2");
+        assert_eq!(t.profiles_transfers(), "zt.profiles.transfers.v2");
+        assert_eq!(t.funnels(), "zt.funnels.v3");
+        assert_eq!(t.funnels_state(), "zt.funnels.state.v3");
+        assert_eq!(t.events_resolved(), "zt.events.resolved");
+        assert_eq!(t.output_version_of("zt.profiles"), Some(("profiles", 1)));
+        assert_eq!(t.output_version_of("zt.profiles.v2"), Some(("profiles", 2)));
+        assert_eq!(
+            t.output_version_of("zt.funnels.transfers.v12"),
+            Some(("funnels", 12))
+        );
+        assert_eq!(
+            t.output_version_of("zt.funnels.state"),
+            Some(("funnels", 1))
+        );
+        assert_eq!(t.output_version_of("zt.events.resolved"), None);
+        assert_eq!(t.output_version_of("zt.profiles.v1"), None);
+        assert_eq!(t.output_version_of("other.profiles"), None);
+        assert_eq!(t.live_version("funnels"), 3);
+        t.profiles_version = 0;
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("topics.profiles_version"), "{e}");
+    }
+
+    fn toml_topics() -> TopicsConfig {
+        // Without the version keys: an older configuration still reads, at version 1.
+        serde_json::from_str(
+            r#"{"prefix": "zt", "partitions": 4, "replication_factor": 1, "partition_overrides": {}}"#,
+        )
+        .unwrap()
     }
 
     #[test]

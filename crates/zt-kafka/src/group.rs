@@ -120,12 +120,7 @@ where
     let mut tpl = TopicPartitionList::new();
     let mut highs = Vec::new();
     for t in topics {
-        let md = consumer.fetch_metadata(Some(t), CALL_TIMEOUT)?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|m| m.name() == t)
-            .map_or(0, |m| m.partitions().len() as i32);
+        let n = crate::client::partition_count(consumer, t, CALL_TIMEOUT)?;
         for p in 0..n {
             let (_, high) = consumer.fetch_watermarks(t, p, CALL_TIMEOUT)?;
             highs.push(high);

@@ -201,12 +201,7 @@ fn read_to_end(
     let left = || deadline.saturating_duration_since(Instant::now());
     // It goes on following the topic: empty fetches may wait 100 ms.
     let consumer = crate::client::range_reader(kafka, "zt-suppressions-reader", 100)?;
-    let md = consumer.fetch_metadata(Some(topic), left())?;
-    let n = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len() as i32);
+    let n = crate::client::partition_count(&consumer, topic, left())?;
     if n == 0 {
         return Err(crate::Error::Config {
             key: "topics.prefix".into(),

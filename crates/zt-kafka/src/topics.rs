@@ -215,6 +215,8 @@ mod tests {
             partitions: 4,
             replication_factor: 1,
             partition_overrides: BTreeMap::from([("zt.events.tracking".into(), 12)]),
+            profiles_version: 1,
+            funnels_version: 1,
         }
     }
 

@@ -523,7 +523,14 @@ pub async fn erase(
         }
         let deadline = Instant::now() + MUTATION_TIMEOUT;
         for (table, _) in &pending {
-            wait_for_mutations(&client, ch, table, deadline).await?;
+            wait_for_mutations(
+                &client,
+                ch,
+                table,
+                deadline,
+                "the suppression records are written: run the same command again",
+            )
+            .await?;
         }
         pending.clear();
         for (table, cond) in &conditions {
@@ -706,7 +713,7 @@ fn query(client: &clickhouse::Client, sql: &str) -> clickhouse::query::Query {
     }
 }
 
-async fn count(
+pub(crate) async fn count(
     client: &clickhouse::Client,
     db: &str,
     table: &str,
@@ -739,7 +746,7 @@ fn delete_statement(ch: &ClickHouseConfig, table: &str, cond: &str) -> String {
     format!("ALTER TABLE {}.{t}{on} DELETE WHERE {cond}", ch.database)
 }
 
-async fn delete(
+pub(crate) async fn delete(
     client: &clickhouse::Client,
     ch: &ClickHouseConfig,
     table: &str,
@@ -751,11 +758,14 @@ async fn delete(
         .with_context(|| format!("deleting from {}.{table}", ch.database))
 }
 
-async fn wait_for_mutations(
+/// Waits until no mutation of `table` is pending; after `deadline` fails with `retry`
+/// (what to do then) in the message.
+pub(crate) async fn wait_for_mutations(
     client: &clickhouse::Client,
     ch: &ClickHouseConfig,
     table: &str,
     deadline: Instant,
+    retry: &str,
 ) -> anyhow::Result<()> {
     let (t, _) = mutated(ch, table);
     let sql = format!(
@@ -775,8 +785,7 @@ async fn wait_for_mutations(
         if Instant::now() >= deadline {
             bail!(
                 "the delete of {}.{table} has not finished after {} s ({pending} mutations pending, \
-                 see system.mutations); the suppression records are written: run the same \
-                 command again",
+                 see system.mutations); {retry}",
                 ch.database,
                 MUTATION_TIMEOUT.as_secs()
             );

@@ -8,6 +8,10 @@
 //!   letter; each replayed dead letter gets a marker on the compacted
 //!   `<prefix>.dlq.replays`, written after the broker acknowledged its records, so a second
 //!   run does not publish it again.
+//! - [`backfill`]: `zt replay backfill run|finish`: rebuilds the profiles or funnels
+//!   processor's output from its inputs as a new output version (new topics, new consumer
+//!   group, fresh state) next to the live one, then, after the operator switched the
+//!   configuration to it, deletes the other versions' rows from ClickHouse.
 //! - [`erase`]: `zt erase`: erasure of persons and identifiers (PIPL / GDPR,
 //!   docs/erasure.md): resolves them through the identity graph in ClickHouse, puts them
 //!   on the suppression list `<prefix>.suppressions`, deletes their rows from every
@@ -19,6 +23,7 @@
 //! Nothing here prints personal data: reports carry dead-letter ids, sources, reasons,
 //! fields, ingest's messages (which never contain input values), erasure ids and counts.
 
+pub mod backfill;
 pub mod erase;
 pub mod progress;
 pub mod replay;

@@ -237,6 +237,12 @@ impl Default for ProfilesConfig {
 }
 
 impl ProfilesConfig {
+    /// The consumer group of the configured output version: `group_id` for version 1,
+    /// `<group_id>.v<N>` for `topics.profiles_version = N`.
+    pub fn group(&self, topics: &zt_kafka::TopicsConfig) -> String {
+        zt_kafka::config::versioned(&self.group_id, topics.profiles_version)
+    }
+
     /// Checks names, sizes and RFM cut points.
     pub fn validate(&self) -> Result<()> {
         if self.group_id.trim().is_empty() {
@@ -285,6 +291,12 @@ impl Default for FunnelsConfig {
 }
 
 impl FunnelsConfig {
+    /// The consumer group of the configured output version: `group_id` for version 1,
+    /// `<group_id>.v<N>` for `topics.funnels_version = N`.
+    pub fn group(&self, topics: &zt_kafka::TopicsConfig) -> String {
+        zt_kafka::config::versioned(&self.group_id, topics.funnels_version)
+    }
+
     /// Checks names, sizes and funnel definitions.
     pub fn validate(&self) -> Result<()> {
         if self.group_id.trim().is_empty() {

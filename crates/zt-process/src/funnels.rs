@@ -183,7 +183,8 @@ pub async fn run(
     ready.set_not_ready("waiting for a partition assignment");
     let t = &params.topics;
     let inputs = inputs(t);
-    let reader = runtime::reader(&params.kafka, &params.funnels.group_id)?;
+    let group = params.funnels.group(&params.topics);
+    let reader = runtime::reader(&params.kafka, &group)?;
     let mut counts = BTreeMap::new();
     for topic in inputs.iter().chain([&t.funnels_state()]) {
         let n = runtime::partitions_when_ready(
@@ -203,13 +204,7 @@ pub async fn run(
         )));
     }
     let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone());
-    let consumer = runtime::group_consumer(
-        &params.kafka,
-        &params.funnels.group_id,
-        &inputs,
-        ctx.clone(),
-        5_000,
-    )?;
+    let consumer = runtime::group_consumer(&params.kafka, &group, &inputs, ctx.clone(), 5_000)?;
     let producer = zt_kafka::build_producer(&params.kafka)?;
     let suppressions = runtime::follow_suppressions(&params.kafka, &params.topics).await?;
     let mut proc = Processor {
@@ -225,7 +220,7 @@ pub async fn run(
         assigned: BTreeSet::new(),
         metrics,
     };
-    tracing::info!(inputs = ?inputs, group = %proc.p.funnels.group_id,
+    tracing::info!(inputs = ?inputs, group = %group,
         funnels = proc.p.funnels.definitions.len(), "funnels processor started");
     ready.set_ready();
     let out = proc.run_loop(&shutdown).await;

@@ -179,7 +179,8 @@ pub async fn run(
     ready.set_not_ready("waiting for a partition assignment");
     let t = &params.topics;
     let inputs = inputs(t);
-    let reader = runtime::reader(&params.kafka, &params.profiles.group_id)?;
+    let group = params.profiles.group(&params.topics);
+    let reader = runtime::reader(&params.kafka, &group)?;
     // Co-partitioning is what puts a person's events, merges, transfers and state on one
     // member: refuse to start without it.
     let mut counts = BTreeMap::new();
@@ -201,13 +202,7 @@ pub async fn run(
         )));
     }
     let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone());
-    let consumer = runtime::group_consumer(
-        &params.kafka,
-        &params.profiles.group_id,
-        &inputs,
-        ctx.clone(),
-        5_000,
-    )?;
+    let consumer = runtime::group_consumer(&params.kafka, &group, &inputs, ctx.clone(), 5_000)?;
     let producer = zt_kafka::build_producer(&params.kafka)?;
     let suppressions = runtime::follow_suppressions(&params.kafka, &params.topics).await?;
     let mut proc = Processor {
@@ -222,7 +217,7 @@ pub async fn run(
         assigned: BTreeSet::new(),
         metrics,
     };
-    tracing::info!(inputs = ?inputs, group = %proc.p.profiles.group_id, "profiles processor started");
+    tracing::info!(inputs = ?inputs, group = %group, "profiles processor started");
     ready.set_ready();
     let out = proc.run_loop(&shutdown).await;
     proc.consumer.unsubscribe();

@@ -129,6 +129,27 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
+    /// Only the live output version of a processor may be loaded (docs/operations.md,
+    /// "Backfill"): another version's rows would mix with it in the same tables. Refuses a
+    /// `sink.topics` entry that names another version than `[topics]` does.
+    pub fn check_output_versions(&self, topics: &zt_kafka::TopicsConfig) -> Result<()> {
+        for t in &self.topics {
+            if let Some((output, v)) = topics.output_version_of(t) {
+                let live = topics.live_version(output);
+                if v != live {
+                    return Err(config_err(
+                        "sink.topics",
+                        format!(
+                            "`{t}` is version {v} of the {output} output, but \
+                             topics.{output}_version = {live}: list version {live}'s topic instead"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks sizes and times.
     pub fn validate(&self) -> Result<()> {
         if self.group_id.trim().is_empty() {

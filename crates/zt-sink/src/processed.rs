@@ -602,6 +602,8 @@ mod tests {
             partitions: 1,
             replication_factor: 1,
             partition_overrides: Default::default(),
+            profiles_version: 1,
+            funnels_version: 1,
         };
         assert_eq!(TopicKind::of("x.profiles", &t), TopicKind::Profiles);
         assert_eq!(

@@ -116,6 +116,8 @@ pub struct SinkParams {
     /// The consumed topics that carry the processors' JSON records (by their configured
     /// names); every other topic carries events.
     pub kinds: HashMap<String, TopicKind>,
+    /// `[topics]`, for the output versions.
+    pub topic_names: TopicsConfig,
 }
 
 impl SinkParams {
@@ -145,6 +147,7 @@ impl SinkParams {
             dlq_topic: topics.dlq(),
             suppressions_topic: topics.suppressions(),
             kinds,
+            topic_names: topics.clone(),
         }
     }
 
@@ -159,6 +162,7 @@ impl SinkParams {
                 reason: "no topic to consume".into(),
             });
         }
+        self.sink.check_output_versions(&self.topic_names)?;
         Ok(())
     }
 }
