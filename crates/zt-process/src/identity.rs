@@ -303,7 +303,8 @@ pub async fn run(
     let ready = health.register("kafka");
     ready.set_not_ready("restoring the identity graph");
     let inputs = params.inputs();
-    let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone());
+    let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone())
+        .with_nudge(&params.kafka, &params.identity.group_id);
     let consumer = runtime::group_consumer(
         &params.kafka,
         &params.identity.group_id,

@@ -201,7 +201,8 @@ pub async fn run(
              (set topics.partition_overrides alike)"
         )));
     }
-    let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone());
+    let ctx = Ctx::new(metrics.lag.clone(), metrics.errors.clone(), ready.clone())
+        .with_nudge(&params.kafka, &group);
     let consumer = runtime::group_consumer(&params.kafka, &group, &inputs, ctx.clone(), 5_000)?;
     let producer = zt_kafka::build_producer(&params.kafka)?;
     let suppressions = runtime::follow_suppressions(&params.kafka, &params.topics).await?;

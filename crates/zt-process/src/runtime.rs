@@ -77,6 +77,20 @@ impl Ctx {
         }
     }
 
+    /// Nudges `group`'s coordinator whenever this member re-joins because its group is
+    /// stuck ([`zt_kafka::group::nudge_coordinator`]: a tansu coordinator wedged on a
+    /// leader that is gone).
+    pub fn with_nudge(self, kafka: &zt_kafka::KafkaConfig, group: &str) -> Self {
+        let watch = IdleMemberWatch::new(IDLE_PATIENCE)
+            .with_nudge(zt_kafka::group::Nudge::new(kafka, group));
+        *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+        self
+    }
+
+    fn nudge(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).nudge();
+    }
+
     /// Rebalances since the last call, in order.
     pub fn take_events(&self) -> Vec<RebalanceEvent> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
@@ -229,12 +243,13 @@ pub fn rejoin_if_stuck(
     if idle_stuck {
         tracing::warn!(
             seconds = IDLE_PATIENCE.as_secs(),
-            "no partitions while the group makes no progress; re-joining the group"
+            "partitions this member does not hold make no progress; re-joining the group"
         );
         ctx.errors.with_label_values(&["idle_member_stuck"]).inc();
         consumer.unsubscribe();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
+        ctx.nudge();
         return Ok(());
     }
     if ctx.stuck_in_rebalance(patience) {
@@ -247,6 +262,7 @@ pub fn rejoin_if_stuck(
         consumer.unsubscribe();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
+        ctx.nudge();
     }
     Ok(())
 }

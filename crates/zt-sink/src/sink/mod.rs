@@ -249,6 +249,7 @@ pub async fn run(
             })??;
     }
     let decoder = Decoder::start(&params.sink, params.kinds.clone(), suppressions)?;
+    let nudge = zt_kafka::group::Nudge::new(&params.kafka, &params.sink.group_id);
     let mut sink = Sink {
         p: params,
         consumer: Arc::new(consumer),
@@ -266,7 +267,7 @@ pub async fn run(
         decoder,
         paused: false,
         resume,
-        idle: IdleMemberWatch::new(IDLE_PATIENCE),
+        idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
     };
     let out = sink.run_loop().await;
     sink.consumer.unsubscribe();
@@ -539,7 +540,7 @@ impl Sink {
         }
         tracing::warn!(
             seconds = IDLE_PATIENCE.as_secs(),
-            "no partitions while the group makes no progress; re-joining the group"
+            "partitions this member does not hold make no progress; re-joining the group"
         );
         self.metrics
             .errors
@@ -552,7 +553,9 @@ impl Sink {
             .map_err(|source| Error::Kafka {
                 operation: "subscribe",
                 source,
-            })
+            })?;
+        self.idle.nudge();
+        Ok(())
     }
 
     /// Tags a received record with its partition's assignment epoch and hands it to the
