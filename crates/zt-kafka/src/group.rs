@@ -36,6 +36,8 @@ pub struct IdleMemberWatch {
     patience: Duration,
     /// How many partitions the member holds, and since when.
     assignment: Option<(usize, Instant)>,
+    /// The topics' partitions in all, and when that was read.
+    partitions: Option<(usize, Instant)>,
     last_check: Option<Instant>,
     /// The group's committed offsets (summed) and since when they have not moved.
     committed: Option<(i64, Instant)>,
@@ -172,6 +174,7 @@ impl IdleMemberWatch {
         IdleMemberWatch {
             patience,
             assignment: None,
+            partitions: None,
             last_check: None,
             committed: None,
             nudge: None,
@@ -224,7 +227,28 @@ impl IdleMemberWatch {
         let due = self.last_check.is_none_or(|t| t.elapsed() >= every);
         let progress = if due {
             self.last_check = Some(Instant::now());
-            group_progress_except(consumer, topics, &held).ok()
+            // A member holding every partition has nobody to wait for: no broker calls
+            // (the partition count is refreshed at most once a minute).
+            let stale = self
+                .partitions
+                .is_none_or(|(_, at)| at.elapsed() >= Duration::from_secs(60));
+            if stale {
+                self.partitions = topics
+                    .iter()
+                    .map(|t| crate::client::partition_count(consumer, t, CALL_TIMEOUT))
+                    .sum::<crate::Result<i32>>()
+                    .ok()
+                    .map(|n| (usize::try_from(n).unwrap_or(0), Instant::now()));
+            }
+            match self.partitions {
+                Some((total, _)) if !held.is_empty() && held.len() >= total => {
+                    Some(GroupProgress {
+                        lag: 0,
+                        committed: 0,
+                    })
+                }
+                _ => group_progress_except(consumer, topics, &held).ok(),
+            }
         } else {
             None
         };
@@ -291,25 +315,47 @@ where
     K: Consumer<C>,
 {
     let mut tpl = TopicPartitionList::new();
-    let mut highs = Vec::new();
+    let mut latest = TopicPartitionList::new();
     for t in topics {
         let n = crate::client::partition_count(consumer, t, CALL_TIMEOUT)?;
         for p in (0..n).filter(|p| !except.contains(&(t.clone(), *p))) {
-            let (_, high) = consumer.fetch_watermarks(t, p, CALL_TIMEOUT)?;
-            highs.push(high);
             tpl.add_partition(t, p);
+            // Timestamp -1: the latest offset, i.e. the high watermark.
+            latest.add_partition_offset(t, p, Offset::End)?;
         }
     }
-    let got = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
     let mut out = GroupProgress {
         lag: 0,
         committed: 0,
     };
-    for (e, high) in got.elements().iter().zip(highs) {
+    if tpl.count() == 0 {
+        return Ok(out);
+    }
+    // One ListOffsets request for every partition (not one per partition): this runs on
+    // the processing loop of members that hold partitions too.
+    let mut highs = std::collections::HashMap::new();
+    for e in consumer.offsets_for_times(latest, CALL_TIMEOUT)?.elements() {
+        let Offset::Offset(high) = e.offset() else {
+            // A partition the broker gave no end offset for (its error, or none).
+            let code = e
+                .error()
+                .err()
+                .and_then(|k| k.rdkafka_error_code())
+                .unwrap_or(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange);
+            return Err(rdkafka::error::KafkaError::OffsetFetch(code).into());
+        };
+        highs.insert((e.topic().to_owned(), e.partition()), high);
+    }
+    let got = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
+    for e in got.elements() {
         let at = match e.offset() {
             Offset::Offset(o) => o,
             _ => 0,
         };
+        let high = highs
+            .get(&(e.topic().to_owned(), e.partition()))
+            .copied()
+            .unwrap_or(at);
         out.committed += at;
         out.lag += (high - at).max(0);
     }

@@ -249,6 +249,7 @@ pub async fn run(
     };
 
     // The processor, in this process, until its group has caught up.
+    let first = lag(&p.kafka, &group, &inputs).await?;
     let stop = Shutdown::new();
     let task = {
         let (kafka, topics, stop) = (p.kafka.clone(), t.clone(), stop.clone());
@@ -278,7 +279,6 @@ pub async fn run(
         })
     };
     let started = Instant::now();
-    let first = lag(&p.kafka, &group, &inputs).await?;
     let mut bar = Progress::new(progress, first, "input records");
     let mut done = 0u64;
     let mut streak = 0;
