@@ -4,7 +4,7 @@
 //! The real components run as child processes (`zt_demo::demo::Pipeline`) on fresh topics
 //! and a fresh database; a small seeded world goes in over HTTP. One customer is erased
 //! by the phone number their CRM registration carried (raw, as an operator would type
-//! it). The oracle is ClickHouse before the erasure: the rows that name the customer's
+//! it, on `zt erase --stdin`). The oracle is ClickHouse before the erasure: the rows that name the customer's
 //! person, customer id or identifiers (must be there before, none after) and every other
 //! row (unchanged). Then:
 //!
@@ -29,7 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use sink_support::{run_zt as zt, start_pipeline, zt_binary};
+use sink_support::{run_zt as zt, run_zt_with_stdin as zt_with_stdin, start_pipeline, zt_binary};
 use zt_demo::demo::stages;
 use zt_demo::drain::{Stage, wait_drained};
 use zt_demo::scenario::{Params, generate};
@@ -285,7 +285,12 @@ async fn an_erased_person_does_not_come_back_through_replays_or_a_reload() {
     }
 
     // Erase by the raw phone number.
-    let out = zt(&config, &["erase", "--phone", &phone, "--yes"], &[]);
+    // The phone goes in on standard input, off the command line.
+    let out = zt_with_stdin(
+        &config,
+        &["erase", "--stdin", "--yes"],
+        &format!("# erasure request\nphone {phone}\n"),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "zt erase failed\n{stdout}\n{stderr}");

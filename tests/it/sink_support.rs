@@ -72,6 +72,28 @@ pub fn run_zt(config: &Path, args: &[&str], env: &[(&str, &str)]) -> std::proces
     cmd.output().expect("run zt")
 }
 
+/// [`run_zt`] with `input` on its standard input.
+pub fn run_zt_with_stdin(config: &Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(zt_binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zt");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("zt output")
+}
+
 /// The `zt` binary, built once per test process.
 pub fn zt_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -33,6 +33,12 @@ pub struct EraseArgs {
     /// An e-mail address (normalised and hashed like --phone).
     #[arg(long = "email", value_name = "EMAIL")]
     pub emails: Vec<String>,
+    /// Also read selectors from standard input, one per line: `<selector> <value>` with
+    /// the selector a flag's name without dashes (`phone 13812345678`,
+    /// `crm-customer-id C-1001`); blank lines and lines starting with `#` are skipped. Keeps
+    /// personal data off the command line (shell history, `ps`).
+    #[arg(long)]
+    pub stdin: bool,
     /// Resolve and count, print the plan; write and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -80,6 +86,37 @@ pub fn request(args: &EraseArgs, hasher: &PiiHasher) -> anyhow::Result<EraseRequ
     Ok(req)
 }
 
+/// Adds the selectors of `text` (the `--stdin` format) to `args`. Errors name the line
+/// and the selector, never the value.
+pub fn add_selectors(args: &mut EraseArgs, text: &str) -> anyhow::Result<()> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (selector, value) = line
+            .split_once(char::is_whitespace)
+            .map_or((line, ""), |(s, v)| (s, v.trim()));
+        let list = match selector {
+            "person" => &mut args.persons,
+            "crm-customer-id" => &mut args.crm_customer_ids,
+            "user-id" => &mut args.user_ids,
+            "anonymous-id" => &mut args.anonymous_ids,
+            "phone" => &mut args.phones,
+            "email" => &mut args.emails,
+            _ => bail!(
+                "standard input, line {}: the selector must be person, crm-customer-id,                  user-id, anonymous-id, phone or email",
+                i + 1
+            ),
+        };
+        if value.is_empty() {
+            bail!("standard input, line {}: {selector} without a value", i + 1);
+        }
+        list.push(value.to_owned());
+    }
+    Ok(())
+}
+
 /// An id as given; only an empty one is refused (it would match every row without one).
 fn plain(flag: &str, v: &str) -> anyhow::Result<String> {
     if v.trim().is_empty() {
@@ -109,6 +146,14 @@ fn hashed(flag: &str, v: &str, hasher: &PiiHasher, phone: bool) -> anyhow::Resul
 
 /// Runs `zt erase`.
 pub async fn run(settings: &Settings, args: &EraseArgs) -> anyhow::Result<()> {
+    let mut args = args.clone();
+    if args.stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("reading the selectors from standard input: {e}"))?;
+        add_selectors(&mut args, &text)?;
+    }
+    let args = &args;
     let req = request(args, &settings.pii.hasher()?)?;
     let dry_run = args.dry_run || !args.yes;
     let report = zt_ops::erase::erase(
@@ -192,6 +237,25 @@ mod tests {
 
     fn hasher() -> PiiHasher {
         PiiHasher::new(b"test-salt", "86").unwrap()
+    }
+
+    #[test]
+    fn selectors_from_standard_input() {
+        let mut args = EraseArgs::default();
+        add_selectors(
+            &mut args,
+            "# a request\nphone 138 1234 5678\n\n  crm-customer-id   C-1 \nemail li@example.com\n",
+        )
+        .unwrap();
+        assert_eq!(args.phones, vec!["138 1234 5678".to_string()]);
+        assert_eq!(args.crm_customer_ids, vec!["C-1".to_string()]);
+        assert_eq!(args.emails, vec!["li@example.com".to_string()]);
+        let e = add_selectors(&mut args, "phone 1\nmobile 13812345678\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && !e.contains("1381"), "{e}");
+        let e = add_selectors(&mut args, "email\n").unwrap_err().to_string();
+        assert!(e.contains("line 1: email without a value"), "{e}");
     }
 
     #[test]
