@@ -10,7 +10,8 @@
 //! - where the backfill starts: the records it reports having to process equal the
 //!   broker's offsets (every record of `events.resolved` and `identity.merges` from the
 //!   beginning; with `--from` a time between the first and second part, exactly the
-//!   records after it);
+//!   records after it; a run continuing an interrupted one, from the group's committed
+//!   offsets);
 //! - the rebuilt profiles equal a recomputation from the paid orders in ClickHouse
 //!   (`zt_demo::verify::profiles_match_orders`), and the persons the `paid` funnel counts
 //!   are exactly those with a paid order there;
@@ -286,6 +287,50 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
         all_inputs - after_part1,
         "{stdout}"
     );
+    // An interrupted backfill continues from its group's committed offsets (here committed
+    // at half of each input partition, as a run stopped midway would have left them), and
+    // `--from` no longer applies.
+    let group = format!("{prefix}-profiles.v3");
+    let mut half = 0i64;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for topic in [t.events_resolved(), t.identity_merges()] {
+        for (p, (_, high)) in zt_demo::drain::watermarks(&kafka, &topic).unwrap() {
+            half += high / 2;
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(high / 2))
+                .unwrap();
+        }
+    }
+    let committer: rdkafka::consumer::BaseConsumer = zt_kafka::client::base_config(&kafka)
+        .unwrap()
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::commit(&committer, &tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit the midway offsets");
+    let out = zt(
+        &v2_config,
+        &[
+            "replay",
+            "backfill",
+            "run",
+            "profiles",
+            "--version",
+            "3",
+            "--from",
+            "beginning",
+            "-q",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("continued"), "{stdout}");
+    assert_eq!(reported_records(&stdout), all_inputs - half, "{stdout}");
 
     // The switch: version 2 in the configuration of the processors and the sink.
     let switched = v2_config_text(&live_config, &prefix);
