@@ -75,6 +75,21 @@ fn input_records(kafka: &KafkaConfig, t: &TopicsConfig) -> i64 {
         .sum()
 }
 
+/// Runs `zt replay backfill <args>` with `config`; its standard output, once it succeeded.
+fn backfill(config: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec!["replay", "backfill"];
+    all.extend_from_slice(args);
+    let out = zt(config, &all, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "zt replay backfill {}: {stdout}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// "... caught up: N input records ..." of `zt replay backfill run`.
 fn reported_records(stdout: &str) -> i64 {
     stdout
@@ -234,25 +249,7 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
         "{err}"
     );
     for processor in ["funnels", "profiles"] {
-        let out = zt(
-            &v2_config,
-            &[
-                "replay",
-                "backfill",
-                "run",
-                processor,
-                "--version",
-                "2",
-                "-q",
-            ],
-            &[],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "backfill {processor}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = backfill(&v2_config, &["run", processor, "--version", "2", "-q"]);
         assert_eq!(
             reported_records(&stdout),
             all_inputs,
@@ -261,26 +258,10 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
         assert!(stdout.contains("started"), "{stdout}");
     }
     // From a time: exactly the records after it (a third version, never switched to).
-    let out = zt(
+    let from = between.to_string();
+    let stdout = backfill(
         &v2_config,
-        &[
-            "replay",
-            "backfill",
-            "run",
-            "funnels",
-            "--version",
-            "3",
-            "--from",
-            &between.to_string(),
-            "-q",
-        ],
-        &[],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        &["run", "funnels", "--version", "3", "--from", &from, "-q"],
     );
     assert_eq!(
         reported_records(&stdout),
@@ -308,11 +289,9 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
         .unwrap();
     rdkafka::consumer::Consumer::commit(&committer, &tpl, rdkafka::consumer::CommitMode::Sync)
         .expect("commit the midway offsets");
-    let out = zt(
+    let stdout = backfill(
         &v2_config,
         &[
-            "replay",
-            "backfill",
             "run",
             "profiles",
             "--version",
@@ -321,13 +300,6 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
             "beginning",
             "-q",
         ],
-        &[],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("continued"), "{stdout}");
     assert_eq!(reported_records(&stdout), all_inputs - half, "{stdout}");
@@ -350,17 +322,7 @@ async fn a_backfilled_version_replaces_the_live_one_and_keeps_erased_persons_out
     let old_rows = rows_of_other_versions(&ch, &prefix).await;
     assert!(old_rows > 0, "control: version 1's rows before finish");
     for processor in ["profiles", "funnels"] {
-        let out = zt(
-            &config,
-            &["replay", "backfill", "finish", processor, "--version", "2"],
-            &[],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "finish {processor}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = backfill(&config, &["finish", processor, "--version", "2"]);
         assert!(
             stdout.contains("rows of other versions deleted"),
             "{stdout}"

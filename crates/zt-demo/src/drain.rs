@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use zt_kafka::KafkaConfig;
 
 /// One consumer group and the topics it consumes.
@@ -28,34 +27,7 @@ pub struct Stage {
 /// Records on `topics` that `group` has not committed yet (a partition without a
 /// committed offset counts from 0). Blocking.
 pub fn group_lag(kafka: &KafkaConfig, group: &str, topics: &[String]) -> anyhow::Result<u64> {
-    let c: BaseConsumer = zt_kafka::client::base_config(kafka)?
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("consumer for the lag check")?;
-    let timeout = Duration::from_secs(10);
-    let mut tpl = TopicPartitionList::new();
-    let mut highs = BTreeMap::new();
-    for t in topics {
-        for (p, (_, high)) in watermarks_with(&c, t)? {
-            highs.insert((t.clone(), p), high);
-            tpl.add_partition(t, p);
-        }
-    }
-    let got = c.committed_offsets(tpl, timeout)?;
-    let mut lag = 0u64;
-    for e in got.elements() {
-        let high = highs
-            .get(&(e.topic().to_owned(), e.partition()))
-            .copied()
-            .unwrap_or(0);
-        let at = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
-        lag += u64::try_from(high - at).unwrap_or(0);
-    }
-    Ok(lag)
+    Ok(zt_kafka::group::group_lag(kafka, group, topics)?)
 }
 
 /// Low and high watermark of every partition of `topic`. Blocking.

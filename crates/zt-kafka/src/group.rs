@@ -304,6 +304,17 @@ where
     group_progress_except(consumer, topics, &BTreeSet::new())
 }
 
+/// Records on `topics` that consumer group `group` has not committed (a partition without
+/// a committed offset counts from 0), through a consumer of its own. Blocking.
+pub fn group_lag(cfg: &KafkaConfig, group: &str, topics: &[String]) -> crate::Result<u64> {
+    let c: rdkafka::consumer::BaseConsumer = crate::client::base_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let p = group_progress(&c, topics)?;
+    Ok(u64::try_from(p.lag).unwrap_or(0))
+}
+
 /// [`group_progress`] over the partitions of `topics` other than `except`.
 pub fn group_progress_except<C, K>(
     consumer: &K,

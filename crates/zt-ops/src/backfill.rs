@@ -332,12 +332,10 @@ pub async fn run(
 /// Records on `topics` that `group` has not committed. Blocking calls on a worker thread.
 async fn lag(kafka: &KafkaConfig, group: &str, topics: &[String]) -> anyhow::Result<u64> {
     let (kafka, group, topics) = (kafka.clone(), group.to_owned(), topics.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let c = checker(&kafka, &group)?;
-        let p = zt_kafka::group::group_progress(&c, &topics)?;
-        Ok(u64::try_from(p.lag).unwrap_or(0))
-    })
-    .await?
+    Ok(
+        tokio::task::spawn_blocking(move || zt_kafka::group::group_lag(&kafka, &group, &topics))
+            .await??,
+    )
 }
 
 fn checker(kafka: &KafkaConfig, group: &str) -> anyhow::Result<BaseConsumer> {
