@@ -85,8 +85,9 @@ async fn demo_kpis_match_the_generators_ground_truth() {
     let diffs = against_truth(&ch, &truth).await.expect("reading the KPIs");
     assert!(
         diffs.is_empty(),
-        "the KPIs differ from the ground truth:\n{}",
-        diffs.join("\n")
+        "the KPIs differ from the ground truth:\n{}\n\ngroup events in the components' logs:\n{}",
+        diffs.join("\n"),
+        group_events(dir.path())
     );
 
     // Negative control: another seed's world over the same period differs.
@@ -105,4 +106,32 @@ async fn demo_kpis_match_the_generators_ground_truth() {
         .query(&format!("DROP DATABASE IF EXISTS {db}"))
         .execute()
         .await;
+}
+
+/// The rebalance, re-join and restart lines of every component log in `dir` (at most 200),
+/// to tell a failure after a group event from one without.
+fn group_events(dir: &std::path::Path) -> String {
+    let mut out = Vec::new();
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    logs.sort();
+    for log in logs {
+        let name = log
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+            if ["re-joining", "revoked", "assigned", "restarted", "ERROR"]
+                .iter()
+                .any(|k| line.contains(k))
+            {
+                out.push(format!("{name}: {line}"));
+            }
+        }
+    }
+    let skip = out.len().saturating_sub(200);
+    out[skip..].join("\n")
 }
