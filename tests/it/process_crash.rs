@@ -399,13 +399,7 @@ async fn kill_9_mid_stream_equals_the_reference() {
     let _ = wait_exit(&mut profiles, Duration::from_secs(20));
     assert!(drained, "not drained:\n{}", env.logs());
     let diffs = compare(&env, &expect);
-    assert!(
-        diffs.is_empty(),
-        "{} differences: {:#?}\n{}",
-        diffs.len(),
-        &diffs[..diffs.len().min(20)],
-        env.logs()
-    );
+    env.assert_no_differences(&diffs);
     // The restarted processors restored state rather than starting empty.
     let logs = env.logs();
     assert!(logs.contains("identity graph restored"), "{logs}");
@@ -459,13 +453,7 @@ async fn two_instances_with_rebalances_equal_the_reference() {
         );
     }
     let diffs = compare(&env, &expect);
-    assert!(
-        diffs.is_empty(),
-        "{} differences: {:#?}\n{}",
-        diffs.len(),
-        &diffs[..diffs.len().min(20)],
-        env.logs()
-    );
+    env.assert_no_differences(&diffs);
 }
 
 #[tokio::test(flavor = "multi_thread")]

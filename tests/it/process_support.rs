@@ -175,6 +175,17 @@ impl Env {
         out
     }
 
+    /// Fails with the first differences and every log unless `diffs` is empty.
+    pub fn assert_no_differences(&self, diffs: &[String]) {
+        assert!(
+            diffs.is_empty(),
+            "{} differences: {:#?}\n{}",
+            diffs.len(),
+            &diffs[..diffs.len().min(20)],
+            self.logs()
+        );
+    }
+
     /// Produces events to their source topics, keyed by event id; waits for every ack.
     pub async fn produce(&self, producer: &FutureProducer, events: &[Event]) {
         for e in events {

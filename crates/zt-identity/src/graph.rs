@@ -14,6 +14,10 @@
 //!   SHA-256 over `kind:value`, in hex. The same input in the same order gives the same
 //!   ids. When a merge or a better identifier changes a person's anchor, the old id is
 //!   reported as merged into the new one.
+//! - **History**: every resolve is stamped with a version (the identity processor uses the
+//!   edge's offset in the graph's log); the graph keeps when each identifier arrived and
+//!   when each person id was replaced, so [`IdentityGraph::person_at`] answers as the
+//!   graph did at any earlier version (a replay resolves as the first run did).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -162,6 +166,8 @@ pub struct Refusal {
 /// What one event did to the graph.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {
+    /// The version the resolve was stamped with.
+    pub version: u64,
     /// The person the event belongs to (`None` for an event without identifiers).
     pub person_id: Option<String>,
     /// Identifiers whose person changed or that are new, with their person now: the
@@ -191,6 +197,14 @@ pub struct IdentityGraph {
     parent: Vec<u32>,
     shared: BTreeSet<u32>,
     clusters: HashMap<u32, Cluster>,
+    /// The version of the resolve that added each node (by node index).
+    born: Vec<u64>,
+    /// Every person id replaced so far: the old id, the id that replaced it and the
+    /// version of the resolve that did. A person id is replaced at most once (its anchor
+    /// is in a better-anchored person from then on), so each id has one entry.
+    renamed: HashMap<String, (String, u64)>,
+    /// The version [`IdentityGraph::resolve`] stamps next.
+    next_version: u64,
 }
 
 /// The person id of an anchor identifier.
@@ -264,6 +278,7 @@ impl IdentityGraph {
         }
         let n = self.nodes.len() as u32;
         self.nodes.push(id.clone());
+        self.born.push(res.version);
         self.parent.push(n);
         self.index.insert(id.clone(), n);
         let person_id = person_id_of(id);
@@ -401,24 +416,76 @@ impl IdentityGraph {
         self.shared.len()
     }
 
-    /// Links the identifiers of one event and says which person it belongs to.
+    /// Links the identifiers of one event and says which person it belongs to; stamped
+    /// with the version after the last one (see [`IdentityGraph::resolve_at`]).
     pub fn resolve(&mut self, ids: &[Identifier]) -> Resolution {
-        let mut res = Resolution::default();
+        let v = self.next_version;
+        self.resolve_at(ids, v)
+    }
+
+    /// [`IdentityGraph::resolve`] stamped with `version` (the identity processor uses the
+    /// edge's offset in the graph's log): what it changed is remembered with the version,
+    /// so that [`IdentityGraph::person_at`] can answer for any earlier version. Versions
+    /// must not decrease; a smaller one is raised to the last one.
+    pub fn resolve_at(&mut self, ids: &[Identifier], version: u64) -> Resolution {
+        let version = version.max(self.next_version.saturating_sub(1));
+        self.next_version = version.saturating_add(1);
+        let mut res = Resolution {
+            version,
+            ..Resolution::default()
+        };
+        self.resolve_into(ids, &mut res);
+        for m in &res.merges {
+            self.renamed
+                .entry(m.from.clone())
+                .or_insert_with(|| (m.into.clone(), version));
+        }
+        res
+    }
+
+    /// The person `id` belonged to once every resolve stamped `version` or lower was done,
+    /// and none after: what [`IdentityGraph::person_of`] answered then. `None` when the
+    /// identifier is unknown or arrived later. A person's id changes only when it is
+    /// replaced (a merge or a better anchor), so this is the identifier's first person id
+    /// followed along the replacements made up to `version`.
+    pub fn person_at(&self, id: &Identifier, version: u64) -> Option<String> {
+        let n = *self.index.get(id)?;
+        if self.born[n as usize] > version {
+            return None;
+        }
+        let mut person = person_id_of(id);
+        while let Some((into, v)) = self.renamed.get(&person) {
+            if *v > version {
+                break;
+            }
+            person = into.clone();
+        }
+        Some(person)
+    }
+
+    /// [`IdentityGraph::person_for`] as it answered at `version` (see
+    /// [`IdentityGraph::person_at`]).
+    pub fn person_for_at(&self, ids: &[Identifier], version: u64) -> Option<String> {
+        let first = self.ordered(ids).first().map(|i| (*i).clone())?;
+        self.person_at(&first, version)
+    }
+
+    fn resolve_into(&mut self, ids: &[Identifier], res: &mut Resolution) {
         let mut ids: Vec<&Identifier> = ids.iter().collect();
         ids.sort_by_key(|i| (self.rank(i.kind), (*i).clone()));
         ids.dedup();
         let Some(first) = ids.first() else {
-            return res;
+            return;
         };
-        let primary = self.node(first, &mut res);
+        let primary = self.node(first, res);
         let mut root = self.find(primary);
         for id in ids.iter().skip(1) {
-            let n = self.node(id, &mut res);
+            let n = self.node(id, res);
             if self.shared.contains(&n) {
                 continue;
             }
             let rn = self.find(n);
-            match self.union(root, rn, &mut res) {
+            match self.union(root, rn, res) {
                 Ok(r) => root = r,
                 Err(reason) => {
                     // The identifier that would bridge two persons links nothing more.
@@ -434,7 +501,6 @@ impl IdentityGraph {
         }
         let root = self.find(primary);
         res.person_id = self.clusters.get(&root).map(|c| c.person_id.clone());
-        res
     }
 }
 
@@ -532,6 +598,64 @@ mod tests {
         assert_eq!(refused, 7, "devices beyond the third are refused");
         // The phone's person holds three devices; the others are persons of their own.
         assert_eq!(g.persons(), 1 + 7);
+    }
+
+    /// `person_at(id, v)` equals what `person_of(id)` answered right after the resolve
+    /// stamped `v`, for every identifier and every earlier version, over random events
+    /// that merge, re-anchor and hit both guards.
+    #[test]
+    fn person_at_answers_as_the_graph_did_then() {
+        use IdKind::*;
+        let mut cfg = GraphConfig::default();
+        cfg.max_per_person.insert(AnonymousId, 4);
+        let mut g = IdentityGraph::new(cfg);
+        let kinds = [CrmCustomerId, UserId, PhoneHash, AnonymousId, OrderId];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // (version, every identifier's person right after it)
+        type Snapshot = (u64, Vec<(Identifier, Option<String>)>);
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        let mut all: Vec<Identifier> = Vec::new();
+        let mut merges = 0;
+        for step in 0..400u64 {
+            let ids: Vec<Identifier> = (0..1 + next(3))
+                .map(|_| {
+                    let k = kinds[next(kinds.len() as u64) as usize];
+                    id(k, &format!("{}", next(40)))
+                })
+                .collect();
+            // Versions with gaps, as log offsets have (other records in between).
+            let v = step * 3 + next(3);
+            merges += g.resolve_at(&ids, v).merges.len();
+            for i in ids {
+                if !all.contains(&i) {
+                    all.push(i);
+                }
+            }
+            let snap = all.iter().map(|i| (i.clone(), g.person_of(i))).collect();
+            snapshots.push((v, snap));
+        }
+        assert!(merges > 50, "the sequence must merge persons: {merges}");
+        let mut differs = 0;
+        for (v, snap) in &snapshots {
+            for (i, then) in snap {
+                assert_eq!(&g.person_at(i, *v), then, "{i} at version {v}");
+                differs += usize::from(g.person_at(i, *v) != g.person_of(i));
+            }
+            // Identifiers that arrived later were unknown then.
+            for later in all.iter().filter(|i| !snap.iter().any(|(s, _)| s == *i)) {
+                assert_eq!(g.person_at(later, *v), None);
+            }
+        }
+        assert!(
+            differs > 100,
+            "past answers must differ from today's: {differs}"
+        );
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! The graph is global, like a Kafka Streams global table: instances in one consumer group
 //! split the *input* partitions, and a rebalance moves no graph state at all.
 //!
-//! **Per batch** of input records: append the edges the batch needs and wait for their
-//! acknowledgement; fold the log up to (at least) those edges; look up each event's person;
-//! send the resolved events (`zt.events.resolved`, Avro `zt.Event` with `person_id`, keyed by
+//! **Per batch** of input records: append the edges the batch needs and, after them, the
+//! batch's [`ResolvedMark`] (its input offsets per partition), and wait for their
+//! acknowledgement; fold the log up to the mark; look up each event's person as the graph
+//! stands at the mark; send the resolved events (`zt.events.resolved`, Avro `zt.Event` with `person_id`, keyed by
 //! person id), the links and merges the batch's edges caused (`zt.identity.links`, keyed
 //! `kind:value`; `zt.identity.merges`, keyed by the old person id), and dead letters; wait
 //! for every acknowledgement; then commit the input offsets.
@@ -26,9 +27,15 @@
 //! readers keep one). This holds also when the crash came between appending an edge and
 //! sending its effects: the replayed record either finds its edge already folded (and its
 //! effects kept under its input position) or appends it again and folds the first copy on
-//! the way. Resolved events are sent again
-//! with their `event_id`; downstream state is idempotent per event id (profiles) or
-//! deduplicated by it.
+//! the way. Resolved events are sent again with their `event_id`, **under the same person
+//! and so to the same partition**: a replayed position is resolved as the graph stood at
+//! the first mark that named it ([`zt_identity::IdentityGraph::person_at`]), not as it
+//! stands now (a merge since then would send the copy to the new person's partition, past
+//! the sink's per-partition deduplication). The new owner of a partition folds the log to
+//! its end before its first batch, so it knows the marks its previous owner appended.
+//! Downstream state is idempotent per event id (profiles) or deduplicated by it (the sink,
+//! per partition). Left open: a member expelled for exceeding `max.poll.interval.ms` that
+//! appends its mark after the new owner folded the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,17 +50,31 @@ use zt_identity::{Identifier, IdentityGraph, Resolution};
 use zt_kafka::suppress::Suppressions;
 use zt_kafka::{KafkaConfig, TopicsConfig};
 use zt_model::{Event, Source};
+use zt_runtime::failpoint::Failpoint;
 use zt_runtime::health::Health;
 use zt_runtime::shutdown::Shutdown;
 
 use crate::config::IdentityConfig;
 use crate::error::{Error, Result};
-use crate::records::{EdgeRecord, IdentityLink, IdentityMerge};
+use crate::records::{EdgeRecord, IdentityLink, IdentityMerge, LogEntry, ResolvedMark, Span};
 use crate::runtime::{self, Ctx, Out, PartKey, RebalanceEvent};
 
 /// Header of a resolved event: a JSON array of the event's identifiers (`kind:value`)
 /// that belong to its person. An identifier a guard refused is not in it.
 pub const PERSON_IDS_HEADER: &str = "zt-person-ids";
+
+/// Test-only crash points (`zt_runtime::failpoint`): `ZT_IDENTITY_FAILPOINT=after_send:<n>`
+/// aborts after the n-th batch's outputs were acknowledged, before its input offsets are
+/// committed (the crash that makes a replay re-send them).
+pub const FAILPOINT_ENV: &str = "ZT_IDENTITY_FAILPOINT";
+
+static FAIL: Failpoint = Failpoint::new(FAILPOINT_ENV);
+
+/// Test-only negative control: `ZT_IDENTITY_DISABLE_AS_OF=1` resolves every event with the
+/// graph as it is now instead of as it stood at the batch's first [`ResolvedMark`], so a
+/// replay after a merge sends an event again under another person (and partition). Never
+/// set it in production.
+pub const DISABLE_AS_OF_ENV: &str = "ZT_IDENTITY_DISABLE_AS_OF";
 
 /// The identity processor's metrics. Labels never carry ids or personal data.
 #[derive(Debug, Clone)]
@@ -180,6 +201,9 @@ struct Effects {
     at: i64,
 }
 
+/// Marked spans of one input partition: `from -> (to, mark offset)`.
+type Spans = BTreeMap<i64, (i64, i64)>;
+
 /// The graph and the position of its log.
 struct GraphLog {
     graph: IdentityGraph,
@@ -189,6 +213,9 @@ struct GraphLog {
     effects: HashMap<(Arc<str>, i32), BTreeMap<i64, Effects>>,
     /// Effects below these positions are never needed again (committed).
     floor: HashMap<(Arc<str>, i32), i64>,
+    /// Per input partition, the log offset of the first [`ResolvedMark`] that named each
+    /// input offset: `from -> (to, mark offset)`, spans in offset order, none overlapping.
+    marks: HashMap<(Arc<str>, i32), Spans>,
 }
 
 impl GraphLog {
@@ -196,7 +223,11 @@ impl GraphLog {
         self.next = offset + 1;
         let Some(bytes) = value else { return Ok(()) };
         let edge: EdgeRecord = match serde_json::from_slice(bytes) {
-            Ok(e) => e,
+            Ok(LogEntry::Edge(e)) => e,
+            Ok(LogEntry::Mark(m)) => {
+                self.mark(offset, &m);
+                return Ok(());
+            }
             Err(e) => {
                 // Not written by a resolver; nothing can be folded from it.
                 metrics.errors.with_label_values(&["bad_edge"]).inc();
@@ -205,7 +236,7 @@ impl GraphLog {
             }
         };
         metrics.edges_folded.inc();
-        let res = self.graph.resolve(&edge.ids);
+        let res = self.graph.resolve_at(&edge.ids, offset as u64);
         if res.links.is_empty() && res.merges.is_empty() && res.refusals.is_empty() {
             return Ok(());
         }
@@ -228,11 +259,37 @@ impl GraphLog {
         Ok(())
     }
 
+    /// Remembers the mark at log `offset` for the input offsets no earlier mark named:
+    /// an input offset keeps the first mark that named it (the one its first copy was
+    /// resolved at).
+    fn mark(&mut self, offset: i64, mark: &ResolvedMark) {
+        for s in &mark.resolved {
+            let part: (Arc<str>, i32) = (s.topic.as_str().into(), s.partition);
+            let floor = self.floor.get(&part).copied().unwrap_or(i64::MIN);
+            let spans = self.marks.entry(part).or_default();
+            let covered = spans.last_key_value().map_or(i64::MIN, |(_, (to, _))| *to);
+            let from = s.from.max(covered).max(floor);
+            if from < s.to {
+                spans.insert(from, (s.to, offset));
+            }
+        }
+    }
+
+    /// The log offset of the first mark that named input position `pos`.
+    fn mark_of(&self, pos: &Pos) -> Option<i64> {
+        let spans = self.marks.get(&(pos.topic.clone(), pos.partition))?;
+        let (_, (to, at)) = spans.range(..=pos.offset).next_back()?;
+        (pos.offset < *to).then_some(*at)
+    }
+
     fn prune(&mut self, committed: &HashMap<PartKey, i64>) {
         for ((t, p), o) in committed {
             let key: (Arc<str>, i32) = (t.as_str().into(), *p);
             if let Some(m) = self.effects.get_mut(&key) {
                 *m = m.split_off(o);
+            }
+            if let Some(m) = self.marks.get_mut(&key) {
+                m.retain(|_, (to, _)| *to > *o);
             }
             let f = self.floor.entry(key).or_insert(*o);
             *f = (*f).max(*o);
@@ -288,6 +345,11 @@ struct Processor {
     /// Assigned input partitions; records of others (received before a revocation) are
     /// left to their new owner.
     assigned: std::collections::BTreeSet<PartKey>,
+    /// Partitions were assigned: fold the log to its end before the next batch, so that
+    /// the marks of their previous owner are known when their records are replayed.
+    refold: bool,
+    /// [`DISABLE_AS_OF_ENV`] (test only).
+    as_of_disabled: bool,
 }
 
 /// Runs the identity processor until `shutdown`.
@@ -343,11 +405,14 @@ pub async fn run(
             next: 0,
             effects: HashMap::new(),
             floor: HashMap::new(),
+            marks: HashMap::new(),
         },
         metrics,
         edges_topic,
         last_prune: Instant::now(),
         assigned: Default::default(),
+        refold: false,
+        as_of_disabled: std::env::var_os(DISABLE_AS_OF_ENV).is_some_and(|v| v == "1"),
         p: params,
     };
     // Effects of edges whose input is committed are never needed: skip them while folding.
@@ -380,6 +445,9 @@ pub async fn run(
     tpl.add_partition_offset(&proc.edges_topic, 0, Offset::Offset(proc.log.next))?;
     proc.log_reader.assign(&tpl)?;
     ready.set_ready();
+    if proc.as_of_disabled {
+        tracing::warn!("{DISABLE_AS_OF_ENV}=1: replays resolve with today's graph (test only)");
+    }
     tracing::info!(inputs = ?proc.inputs, group = %proc.p.identity.group_id, "identity processor started");
     let out = proc.run_loop(&shutdown).await;
     proc.consumer.unsubscribe();
@@ -474,6 +542,9 @@ impl Processor {
                 self.drain_log()?;
                 continue;
             }
+            if self.refold {
+                self.refold_to_end()?;
+            }
             self.process(&batch).await?;
             if self.last_prune.elapsed() > Duration::from_secs(30) {
                 let parts = runtime::partitions_of(&self.log_reader, &self.inputs)?;
@@ -485,12 +556,28 @@ impl Processor {
         Ok(())
     }
 
+    /// Folds the log up to its high watermark now, waiting for it (after an assignment).
+    fn refold_to_end(&mut self) -> Result<()> {
+        let (_, high) =
+            self.log_reader
+                .fetch_watermarks(&self.edges_topic, 0, Duration::from_secs(10))?;
+        if high > self.log.next {
+            self.catch_up(Some(high - 1))?;
+        }
+        self.refold = false;
+        Ok(())
+    }
+
     fn apply_rebalance(&mut self, events: Vec<RebalanceEvent>) {
         // The graph is global: nothing moves. A replayed record finds the effects of the
-        // edge its previous owner appended (kept by input position until committed).
+        // edge its previous owner appended and the mark it resolved at (kept by input
+        // position until committed), once the log is folded to its end.
         for e in events {
             match e {
-                RebalanceEvent::Assigned(keys) => self.assigned.extend(keys),
+                RebalanceEvent::Assigned(keys) => {
+                    self.refold = true;
+                    self.assigned.extend(keys);
+                }
                 RebalanceEvent::Revoked(keys) => {
                     for k in keys {
                         self.assigned.remove(&k);
@@ -539,12 +626,19 @@ impl Processor {
             });
             items.push((pos, item));
         }
-        if !edges.is_empty() {
-            let acks = runtime::send_all(&self.producer, &edges).await?;
-            self.metrics.edges_appended.inc_by(edges.len() as u64);
-            let last = acks.iter().map(|a| a.1).max().unwrap_or(-1);
-            self.catch_up(Some(last))?;
+        // The mark follows the edges: the batch is resolved as the graph stands at it.
+        let n_edges = edges.len();
+        edges.push(self.mark_record(batch));
+        let acks = runtime::send_all(&self.producer, &edges).await?;
+        self.metrics.edges_appended.inc_by(n_edges as u64);
+        let mut at = acks.last().map_or(-1, |a| a.1);
+        if acks.iter().any(|a| a.1 > at) {
+            // Not in send order (the idempotent producer keeps it; this is a safety net):
+            // a mark after every edge.
+            let again = runtime::send_all(&self.producer, &[self.mark_record(batch)]).await?;
+            at = again.last().map_or(at, |a| a.1);
         }
+        self.catch_up(Some(at))?;
         // 2. Resolve and send.
         let mut out = Vec::with_capacity(batch.len() * 2);
         let mut merges = 0u64;
@@ -571,7 +665,15 @@ impl Processor {
                     ));
                 }
                 Ok((mut ev, ids)) => {
-                    let person = self.log.graph.person_for(&ids);
+                    // As the graph stood at the first mark that named this position: the
+                    // batch's own mark, or (a replay) the one its first copy was sent at.
+                    let at = self.log.mark_of(&pos).unwrap_or(at) as u64;
+                    let graph = &mut self.log.graph;
+                    let person = if self.as_of_disabled {
+                        graph.person_for(&ids)
+                    } else {
+                        graph.person_for_at(&ids, at)
+                    };
                     let fx = self
                         .log
                         .effects
@@ -594,7 +696,15 @@ impl Processor {
                     let own: Vec<String> = match &person {
                         Some(p) => ids
                             .iter()
-                            .filter(|i| self.log.graph.person_of(i).as_ref() == Some(p))
+                            .filter(|i| {
+                                let g = &mut self.log.graph;
+                                let of = if self.as_of_disabled {
+                                    g.person_of(i)
+                                } else {
+                                    g.person_at(i, at)
+                                };
+                                of.as_ref() == Some(p)
+                            })
                             .map(ToString::to_string)
                             .collect(),
                         None => vec![],
@@ -637,8 +747,43 @@ impl Processor {
         }
         runtime::send_all(&self.producer, &out).await?;
         self.metrics.merges.inc_by(merges);
+        FAIL.hit("after_send");
         // 3. Commit.
         runtime::commit(&self.consumer, &runtime::next_offsets(batch))
+    }
+}
+
+impl Processor {
+    /// The [`ResolvedMark`] of a batch: each partition's offsets, first to last.
+    fn mark_record(&self, batch: &[OwnedMessage]) -> Out {
+        let mut spans: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
+        for m in batch {
+            let s = spans
+                .entry((m.topic(), m.partition()))
+                .or_insert((m.offset(), m.offset() + 1));
+            s.0 = s.0.min(m.offset());
+            s.1 = s.1.max(m.offset() + 1);
+        }
+        let mark = ResolvedMark {
+            resolved: spans
+                .into_iter()
+                .map(|((topic, partition), (from, to))| Span {
+                    topic: topic.to_owned(),
+                    partition,
+                    from,
+                    to,
+                })
+                .collect(),
+        };
+        let key = mark.resolved.first().map_or_else(String::new, |s| {
+            format!("mark:{}/{}/{}", s.topic, s.partition, s.from)
+        });
+        Out {
+            topic: self.edges_topic.clone(),
+            key: key.into_bytes(),
+            value: Some(serde_json::to_vec(&mark).expect("mark serializes")),
+            headers: vec![],
+        }
     }
 }
 
@@ -689,6 +834,89 @@ fn dead_letter(t: &TopicsConfig, pos: &Pos, original: &[u8], reason: &str) -> Ou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pos(p: i32, o: i64) -> Pos {
+        Pos {
+            topic: "in".into(),
+            partition: p,
+            offset: o,
+        }
+    }
+
+    fn span(p: i32, from: i64, to: i64) -> Span {
+        Span {
+            topic: "in".into(),
+            partition: p,
+            from,
+            to,
+        }
+    }
+
+    fn log() -> GraphLog {
+        GraphLog {
+            graph: IdentityGraph::default(),
+            next: 0,
+            effects: HashMap::new(),
+            floor: HashMap::new(),
+            marks: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_position_keeps_the_first_mark_that_named_it() {
+        let mut l = log();
+        l.mark(
+            10,
+            &ResolvedMark {
+                resolved: vec![span(0, 100, 200), span(1, 5, 6)],
+            },
+        );
+        // A replay of a shorter batch, then one reaching further.
+        l.mark(
+            20,
+            &ResolvedMark {
+                resolved: vec![span(0, 100, 150)],
+            },
+        );
+        l.mark(
+            30,
+            &ResolvedMark {
+                resolved: vec![span(0, 150, 300)],
+            },
+        );
+        assert_eq!(l.mark_of(&pos(0, 99)), None);
+        assert_eq!(l.mark_of(&pos(0, 100)), Some(10));
+        assert_eq!(l.mark_of(&pos(0, 199)), Some(10));
+        assert_eq!(l.mark_of(&pos(0, 200)), Some(30));
+        assert_eq!(l.mark_of(&pos(0, 299)), Some(30));
+        assert_eq!(l.mark_of(&pos(0, 300)), None);
+        assert_eq!(l.mark_of(&pos(1, 5)), Some(10));
+        assert_eq!(l.mark_of(&pos(2, 5)), None);
+        // Committed positions are forgotten, and marks below the commit not kept.
+        l.prune(&HashMap::from([(("in".to_owned(), 0), 250)]));
+        assert_eq!(l.mark_of(&pos(0, 199)), None);
+        assert_eq!(l.mark_of(&pos(0, 260)), Some(30));
+        l.mark(
+            40,
+            &ResolvedMark {
+                resolved: vec![span(0, 0, 400)],
+            },
+        );
+        assert_eq!(l.mark_of(&pos(0, 100)), None);
+        assert_eq!(l.mark_of(&pos(0, 350)), Some(40));
+    }
+
+    #[test]
+    fn log_entries_are_told_apart_by_their_fields() {
+        let edge = r#"{"src":"in/0/1","ids":[{"kind":"user_id","value":"u"}],"at":5}"#;
+        let mark = r#"{"resolved":[{"topic":"in","partition":0,"from":1,"to":2}]}"#;
+        assert!(matches!(serde_json::from_str(edge), Ok(LogEntry::Edge(_))));
+        assert!(matches!(
+            serde_json::from_str::<LogEntry>(mark),
+            Ok(LogEntry::Mark(m)) if m.resolved == vec![span(0, 1, 2)]
+        ));
+        assert!(serde_json::from_str::<LogEntry>(r#"{"x":1}"#).is_err());
+    }
 
     #[test]
     fn positions_round_trip() {

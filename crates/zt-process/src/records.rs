@@ -6,7 +6,7 @@
 //!
 //! | topic | key | value |
 //! |---|---|---|
-//! | `zt.identity.edges` (1 partition, internal) | source position `topic/partition/offset` | [`EdgeRecord`] |
+//! | `zt.identity.edges` (1 partition, internal) | source position `topic/partition/offset` (a mark: `mark:` and its first span's) | [`EdgeRecord`] or [`ResolvedMark`] ([`LogEntry`]) |
 //! | `zt.identity.links` (compacted) | `kind:value` | [`IdentityLink`] |
 //! | `zt.identity.merges` | old person id | [`IdentityMerge`] |
 //! | `zt.events.resolved` | person id (event id when the event names nobody) | `zt.Event` with `person_id` |
@@ -29,6 +29,41 @@ pub struct EdgeRecord {
     pub ids: Vec<Identifier>,
     /// The event's time (UTC ms), stamped on the links and merges it causes.
     pub at: i64,
+}
+
+/// An entry of the resolver's batch in the identity graph's log, appended (and
+/// acknowledged) before the batch's resolved events are sent: the batch's events are
+/// resolved as the graph stood at this entry's own offset. A replay of those input
+/// positions (a crash or a rebalance before their commit) resolves them at the same offset
+/// again, so that every copy of a resolved event names the same person and goes to the
+/// same partition (`zt.events.resolved` is keyed by person id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedMark {
+    /// The input offsets of the batch, per input partition.
+    pub resolved: Vec<Span>,
+}
+
+/// Input offsets `from..to` (end excluded) of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// Input topic.
+    pub topic: String,
+    /// Input partition.
+    pub partition: i32,
+    /// First offset.
+    pub from: i64,
+    /// One past the last offset.
+    pub to: i64,
+}
+
+/// One entry of `zt.identity.edges`, told apart by its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogEntry {
+    /// The identifiers of an input event.
+    Edge(EdgeRecord),
+    /// A batch about to be sent.
+    Mark(ResolvedMark),
 }
 
 /// An identifier's person. The latest `version` per identifier is the current one.

@@ -6,10 +6,12 @@
 //! - [`metrics`]: the Prometheus registry;
 //! - [`health`]: liveness and readiness state;
 //! - [`admin`]: one small HTTP server per process for `/metrics`, `/livez`, `/readyz`;
-//! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
+//! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token;
+//! - [`failpoint`]: test-only crash points of the crash tests.
 
 pub mod admin;
 pub mod config;
+pub mod failpoint;
 pub mod health;
 pub mod metrics;
 pub mod secret;
