@@ -72,12 +72,12 @@ pub async fn against_truth(ch: &Client, t: &Truth) -> anyhow::Result<Vec<String>
     let mut seen = BTreeMap::new();
     for r in &by_source {
         let s = r["source"].as_str().unwrap_or_default().to_owned();
-        check(
-            &mut bad,
-            &format!("events of {s} (distinct ids)"),
-            int(&r["u"]),
-            int(&r["n"]),
-        );
+        let (n, u) = (int(&r["n"]), int(&r["u"]));
+        if n != u {
+            bad.push(format!(
+                "events of {s}: {n} rows in ClickHouse but {u} distinct event ids"
+            ));
+        }
         seen.insert(s, int(&r["n"]));
     }
     for (s, n) in &t.events_by_source {
