@@ -15,7 +15,9 @@
 //! free port for the run (INFRA.md: SQLite is the durable local stack, memory is for
 //! throughput); `ZT_BENCH_KAFKA=host:port` uses an existing broker instead.
 //! `ZT_BENCH_EVENTS` sets the event count (default 200000), `ZT_BENCH_BATCH_AGE_MS` the
-//! sink's `batch_max_age_ms` (default 1000, the shipped default).
+//! sink's `batch_max_age_ms` (default 1000, the shipped default), `ZT_BENCH_BATCH_ROWS` its
+//! `batch_max_rows` (default 100000, the shipped default; the raw side inserts chunks of
+//! the same size).
 //!
 //! Run with `cargo bench -p zt-benches --bench sink`.
 
@@ -182,7 +184,10 @@ async fn main() {
     let sink_cfg = SinkConfig {
         group_id: format!("zt-bench-{stamp}"),
         topics: vec![],
-        batch_max_rows: 100_000,
+        batch_max_rows: std::env::var("ZT_BENCH_BATCH_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000),
         batch_max_bytes: 32 * 1024 * 1024,
         batch_max_age_ms: std::env::var("ZT_BENCH_BATCH_AGE_MS")
             .ok()

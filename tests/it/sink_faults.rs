@@ -204,6 +204,10 @@ async fn send(p: &FutureProducer, topic: &str, bytes: &[u8]) -> (i32, i64) {
 }
 
 fn committed(env: &Env, topic: &str) -> Option<i64> {
+    committed_at(env, topic, 0)
+}
+
+fn committed_at(env: &Env, topic: &str, partition: i32) -> Option<i64> {
     let c = build_consumer(
         &kafka_config(),
         &ConsumerOptions {
@@ -213,7 +217,7 @@ fn committed(env: &Env, topic: &str) -> Option<i64> {
     )
     .ok()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
+    tpl.add_partition(topic, partition);
     let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
     match got.elements().first()?.offset() {
         Offset::Offset(o) => Some(o),
@@ -221,40 +225,58 @@ fn committed(env: &Env, topic: &str) -> Option<i64> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_row_is_dead_lettered_and_the_partition_goes_on() {
-    let env = setup("poison", &[], &clickhouse_url()).await;
-    // A server-side data rule, as an operator might add: orders must not be negative.
-    // The model and the sink accept such an order; ClickHouse refuses the row.
+/// A server-side data rule, as an operator might add: orders must not be negative. The
+/// model and the sink accept such an order; ClickHouse refuses the row.
+async fn guard_orders(env: &Env) {
     env.client()
         .query("ALTER TABLE orders ADD COLUMN _guard UInt8 MATERIALIZED throwIf(total_minor < 0)")
         .execute()
         .await
         .unwrap();
-    let topic = env.topic(Source::Erp);
-    let erp: Vec<u32> = (0..1_000)
-        .filter(|i| event(*i).0.source == Source::Erp)
-        .collect();
-    let mut produced = produce(&env, erp[..150].iter().copied()).await;
-    let p = build_producer(&kafka_config()).unwrap();
+}
 
-    let (mut bad, lines) = event(erp[150]);
-    bad.event_id = "evt-poison".into();
+/// The ERP events' indexes of the generator's first 1,000.
+fn erp_events() -> Vec<u32> {
+    (0..1_000)
+        .filter(|i| event(*i).0.source == Source::Erp)
+        .collect()
+}
+
+/// Produces the ERP order `i` with a negative total (refused by [`guard_orders`]) as
+/// `event_id`, without a key.
+async fn send_poison(env: &Env, i: u32, event_id: &str) -> Produced {
+    let topic = env.topic(Source::Erp);
+    let (mut bad, lines) = event(i);
+    bad.event_id = event_id.into();
     let Payload::Order(o) = &mut bad.payload else {
         unreachable!()
     };
     o.total_minor = -1;
-    let poison_bytes = zt_model::encode(&bad).unwrap();
-    let (pp, poison_off) = send(&p, &topic, &poison_bytes).await;
-    produced.push(Produced {
-        topic: topic.clone(),
-        partition: pp,
-        offset: poison_off,
+    let bytes = zt_model::encode(&bad).unwrap();
+    let p = build_producer(&kafka_config()).unwrap();
+    let (partition, offset) = send(&p, &topic, &bytes).await;
+    Produced {
+        topic,
+        partition,
+        offset,
         source: Source::Erp,
-        event_id: bad.event_id.clone(),
+        event_id: bad.event_id,
         lines,
-        bytes: poison_bytes.clone(),
-    });
+        bytes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_row_is_dead_lettered_and_the_partition_goes_on() {
+    let env = setup("poison", &[], &clickhouse_url()).await;
+    guard_orders(&env).await;
+    let topic = env.topic(Source::Erp);
+    let erp = erp_events();
+    let mut produced = produce(&env, erp[..150].iter().copied()).await;
+    let p = build_producer(&kafka_config()).unwrap();
+    let poison = send_poison(&env, erp[150], "evt-poison").await;
+    let (pp, poison_off, poison_bytes) = (poison.partition, poison.offset, poison.bytes.clone());
+    produced.push(poison);
     produced.extend(produce(&env, erp[151..250].iter().copied()).await);
     let garbage = b"\x00\x00\x00\x00\x07not avro".to_vec();
     let (_, garbage_off) = send(&p, &topic, &garbage).await;
@@ -351,6 +373,71 @@ async fn poison_row_is_dead_lettered_and_the_partition_goes_on() {
     assert_eq!(
         metric(&metrics, "zt_sink_rows_inserted_total", "table=\"orders\""),
         erp_records - 1.0
+    );
+    drop_database(&env).await;
+}
+
+/// A flush inserts the records of every partition with one INSERT per table. When
+/// ClickHouse rejects such an INSERT, each partition re-reads which of its records the
+/// table holds and loads the rest on its own: the poison is dead-lettered and every other
+/// record of both partitions is stored once. (The oracle is the broker's offsets of what
+/// was produced; the log line shows the shared INSERT was the one rejected.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_insert_of_several_partitions_is_loaded_partition_by_partition() {
+    let env = setup("poison_shared", &[(Source::Erp, 2)], &clickhouse_url()).await;
+    // One flush (by age) carries everything: both partitions in each INSERT.
+    env.write_config(100_000);
+    guard_orders(&env).await;
+    let topic = env.topic(Source::Erp);
+    let erp = erp_events();
+    let mut produced = produce(&env, erp[..100].iter().copied()).await;
+    let poison = send_poison(&env, erp[100], "evt-poison-shared").await;
+    let (pp, poison_off) = (poison.partition, poison.offset);
+    produced.push(poison);
+    produced.extend(produce(&env, erp[101..200].iter().copied()).await);
+    let ends: BTreeMap<i32, i64> = produced.iter().fold(BTreeMap::new(), |mut m, x| {
+        let e = m.entry(x.partition).or_insert(0);
+        *e = (*e).max(x.offset + 1);
+        m
+    });
+    assert_eq!(ends.len(), 2, "records on both partitions: {ends:?}");
+
+    let mut sink = env.spawn_sink(1, &[]);
+    wait_for(
+        "both partitions committed",
+        Duration::from_secs(90),
+        async || {
+            ends.iter()
+                .all(|(p, end)| committed_at(&env, &topic, *p) == Some(*end))
+        },
+    )
+    .await;
+    let metrics = env.admin("/metrics").map(|(_, b)| b).unwrap_or_default();
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let log = env.log(1);
+    assert!(
+        log.contains("insert rejected; loading its partitions one by one"),
+        "the rejected INSERT carried both partitions:\n{log}"
+    );
+    let problems = check_with(
+        &env,
+        &produced,
+        &[((topic.clone(), pp, poison_off), "orders")],
+    )
+    .await;
+    assert!(
+        problems.is_empty(),
+        "{:#?}",
+        &problems[..problems.len().min(10)]
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "zt_sink_dead_lettered_total",
+            "clickhouse_rejected"
+        ),
+        1.0
     );
     drop_database(&env).await;
 }

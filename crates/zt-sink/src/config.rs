@@ -100,14 +100,15 @@ pub struct SinkConfig {
     /// Topics to consume. Empty (the default) means the six source topics
     /// `<prefix>.events.<source>`. Every topic must carry `zt.Event` records.
     pub topics: Vec<String>,
-    /// Flush a partition's batch at this many rows (over all tables). Larger batches insert
-    /// faster and replay more after a crash. At most 1,000,000. Default 100000.
+    /// Flush at this many pending rows, over all tables and every partition (a flush
+    /// inserts every partition's pending records, one INSERT per table). Larger batches
+    /// insert faster and replay more after a crash. At most 1,000,000. Default 100000.
     pub batch_max_rows: u32,
-    /// Flush a partition's batch at this many bytes of row data (RowBinary size, before
-    /// compression). Default 33554432 (32 MiB).
+    /// Flush at this many bytes of pending row data, over every partition (RowBinary size,
+    /// before compression). Default 33554432 (32 MiB).
     pub batch_max_bytes: u64,
-    /// Flush a partition's batch when its oldest record waited this long, in milliseconds:
-    /// the sink's added latency when traffic is low. Default 1000.
+    /// Flush when the oldest pending record (of any partition) waited this long, in
+    /// milliseconds: the sink's added latency when traffic is low. Default 1000.
     pub batch_max_age_ms: u64,
     /// First wait after a failed insert, commit or dead-letter send, in milliseconds;
     /// doubled after each failure up to `retry_max_backoff_ms`. Default 100.

@@ -11,9 +11,11 @@
 //! **On the wire to ClickHouse.** Each event becomes one `events` row plus the rows of its
 //! domain table (`orders` and `order_lines`, `shipments`, `tickets`, `ad_spend`,
 //! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
-//! its record. Rows are batched per partition until `batch_max_rows`, `batch_max_bytes` or
-//! `batch_max_age_ms`, then inserted with one `INSERT ... FORMAT RowBinary` per table over
-//! HTTP (the `clickhouse` crate), the tables' INSERTs running concurrently. Records are
+//! its record. Rows are batched per partition; when the batches of every partition together
+//! reach `batch_max_rows` or `batch_max_bytes`, or the oldest record `batch_max_age_ms`,
+//! all of them are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP
+//! (the `clickhouse` crate), the tables' INSERTs running concurrently, and every
+//! partition's next offset is committed in one request. Records are
 //! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), so that
 //! decoding overlaps the INSERTs; batches hold the encoded bytes.
 //!
@@ -34,8 +36,8 @@
 //!    holds (a timeout may hide an insert that succeeded).
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
-//! month partition and a batch stays below `max_insert_block_size` (at most 1,000,000
-//! rows per batch).
+//! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000
+//! rows of every partition together).
 //!
 //! **Failures.** ClickHouse or the broker down: retried with capped exponential backoff
 //! (`retry_initial_backoff_ms` to `retry_max_backoff_ms`), no loss, no busy loop, `/readyz`
@@ -267,6 +269,8 @@ pub async fn run(
         decoder,
         paused: false,
         resume,
+        pending_rows: 0,
+        pending_bytes: 0,
         idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
     };
     let out = sink.run_loop().await;
@@ -401,6 +405,33 @@ impl RecentIds {
     }
 }
 
+/// The records of a table's buffer still to insert (ranges of record indexes), and how
+/// many it skipped (the table holds them).
+type Pending = (Vec<(usize, usize)>, usize);
+
+/// A table's buffer of one partition and the ranges of its records to insert.
+type Runs<'a> = (&'a TableBuf, &'a [(usize, usize)]);
+
+/// What is known before [`Sink::load_table`] inserts a table's rows of one partition.
+#[derive(Debug)]
+enum Before {
+    /// Nothing tried yet.
+    Untried,
+    /// The first attempt, for this partition alone, failed so.
+    Failed(Error),
+    /// An INSERT with other partitions' records failed: some may be stored; re-read first.
+    SharedFailed,
+}
+
+/// One INSERT into table `t` of `parts` (none when empty): how many partitions it carried
+/// and how it went.
+async fn insert_table(w: &Writer, t: usize, parts: &[Runs<'_>]) -> Option<(usize, Result<()>)> {
+    if parts.is_empty() {
+        return None;
+    }
+    Some((parts.len(), w.insert_many(t, parts).await))
+}
+
 /// Did an operation finish, or was its partition given up (revoked, shutting down)?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -439,6 +470,10 @@ struct Sink {
     decoder: Decoder,
     paused: bool,
     resume: bool,
+    /// Rows and bytes of row data pending in every partition's batch (`batch_max_rows`
+    /// and `batch_max_bytes` bound their sum).
+    pending_rows: usize,
+    pending_bytes: u64,
     /// Re-joins when left without partitions in a stuck group.
     idle: IdleMemberWatch,
 }
@@ -524,11 +559,7 @@ impl Sink {
             }
         }
         tracing::info!("shutting down: flushing buffered records");
-        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
-        for k in keys {
-            self.flush(&k).await?;
-        }
-        Ok(())
+        self.flush_all().await
     }
 
     /// Re-joins the group when this member has held no partition for [`IDLE_PATIENCE`]
@@ -737,6 +768,7 @@ impl Sink {
             timestamp_ms,
             value,
         });
+        let rows_added = rows.as_ref().map(|enc| (enc.rows(), enc.data.len()));
         if let Some(enc) = rows {
             b.row_count += enc.rows();
             b.bytes += enc.data.len();
@@ -747,8 +779,12 @@ impl Sink {
                 }
             }
         }
-        if b.row_count >= max_rows || b.bytes as u64 >= max_bytes {
-            self.flush(&(topic.to_owned(), partition)).await?;
+        if let Some(enc) = &rows_added {
+            self.pending_rows += enc.0;
+            self.pending_bytes += enc.1 as u64;
+        }
+        if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
+            self.flush_all().await?;
         }
         Ok(())
     }
@@ -838,155 +874,252 @@ impl Sink {
         tracing::warn!(error = %e, operation, "clickhouse failed; retrying with backoff");
     }
 
+    /// When the oldest pending record of any partition is `batch_max_age_ms` old, every
+    /// partition's pending records are flushed with it.
     async fn flush_due(&mut self) -> Result<()> {
         let now = Instant::now();
         let age = Duration::from_millis(self.p.sink.batch_max_age_ms);
-        let due: Vec<PartKey> = self
+        if self
+            .parts
+            .values()
+            .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
+        {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the pending records of every partition together: one INSERT per table for
+    /// all of them (fewer and larger INSERTs, so fewer parts for ClickHouse to write and
+    /// merge), then one commit of every partition's next offset.
+    async fn flush_all(&mut self) -> Result<()> {
+        let keys: Vec<PartKey> = self
             .parts
             .iter()
-            .filter(|(_, s)| s.batch.first_at.is_some_and(|t| t + age <= now))
+            .filter(|(_, s)| s.batch.records > 0 && s.batch.last_offset.is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        for k in due {
-            self.flush(&k).await?;
+        if !keys.is_empty() {
+            self.flush_group(keys).await?;
         }
+        // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
+        self.pending_rows = self.parts.values().map(|s| s.batch.row_count).sum();
+        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes as u64).sum();
         Ok(())
     }
 
-    async fn flush(&mut self, key: &PartKey) -> Result<()> {
-        let Some(mut st) = self.parts.remove(key) else {
-            return Ok(());
-        };
-        let epoch = self.assigned.get(key).copied();
-        let flow = self.flush_state(key, &mut st).await;
-        match flow? {
-            Flow::Done => {
-                // Keep it unless a revocation (and maybe a new assignment, whose resume
-                // state is read afresh) arrived in the meantime.
-                if epoch.is_some() && self.assigned.get(key).copied() == epoch {
-                    self.parts.insert(key.clone(), st);
-                }
-            }
-            Flow::Abandoned => {
-                tracing::info!(topic = %key.0, partition = key.1, records = st.batch.records,
-                    "batch abandoned (partition revoked or shutting down); not committed");
-            }
-        }
-        Ok(())
-    }
-
-    async fn flush_state(&mut self, key: &PartKey, st: &mut PartState) -> Result<Flow> {
-        let Some(last) = st.batch.last_offset else {
-            return Ok(Flow::Done);
-        };
-        if st.batch.records == 0 {
-            return Ok(Flow::Done);
-        }
-        let b = &st.batch;
-        let p = &mut st.present;
-        let o = &b.originals;
-        // First attempt: every table's INSERT at once. Each INSERT has a fixed cost on the
-        // server (a new part per table: files created, written, renamed) that dominated
-        // the smaller tables' INSERTs when they ran one after another. Nothing else runs
-        // meanwhile (in particular the consumer is not polled), and the commit below
-        // still waits for every table.
-        let resume = self.resume;
-        let mut runs: Vec<(Vec<(usize, usize)>, usize)> = b
-            .tables
-            .iter()
-            .zip(p.iter())
-            .map(|(buf, present)| {
-                buf.pending_runs(0, buf.records(), |o| resume && present.contains(o))
+    async fn flush_group(&mut self, keys: Vec<PartKey>) -> Result<()> {
+        let mut group: Vec<(PartKey, Option<u64>, PartState)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let st = self.parts.remove(&k)?;
+                let epoch = self.assigned.get(&k).copied();
+                Some((k, epoch, st))
             })
             .collect();
-        let first = {
-            let w = &self.writer;
-            let r = &runs;
-            let t = &b.tables;
-            let go = |i: usize| async move {
-                if r[i].0.is_empty() {
-                    None
-                } else {
-                    Some(w.insert(i, &t[i], &r[i].0).await)
+        let flows = self.flush_states(&mut group).await?;
+        for ((key, epoch, st), flow) in group.into_iter().zip(flows) {
+            match flow {
+                Flow::Done => {
+                    // Keep it unless a revocation (and maybe a new assignment, whose
+                    // resume state is read afresh) arrived in the meantime.
+                    if epoch.is_some() && self.assigned.get(&key).copied() == epoch {
+                        self.parts.insert(key, st);
+                    }
                 }
-            };
+                Flow::Abandoned => {
+                    tracing::info!(topic = %key.0, partition = key.1, records = st.batch.records,
+                        "batch abandoned (partition revoked or shutting down); not committed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the batches of `group` and commits them; the outcome per partition.
+    async fn flush_states(
+        &mut self,
+        group: &mut [(PartKey, Option<u64>, PartState)],
+    ) -> Result<Vec<Flow>> {
+        let mut flows = vec![Flow::Done; group.len()];
+        // First attempt: one INSERT per table for every partition's records, the tables'
+        // INSERTs at once. Each INSERT has a fixed cost on the server (a new part per
+        // table: files created, written, renamed) that dominated the smaller tables'
+        // INSERTs when they ran one after another. Nothing else runs meanwhile (in
+        // particular the consumer is not polled), and the commit below still waits for
+        // every table.
+        let resume = self.resume;
+        // runs[g][t]: the records of partition g that table t does not hold yet.
+        let mut runs: Vec<Vec<Pending>> = group
+            .iter()
+            .map(|(_, _, st)| {
+                st.batch
+                    .tables
+                    .iter()
+                    .zip(st.present.iter())
+                    .map(|(buf, present)| {
+                        buf.pending_runs(0, buf.records(), |o| resume && present.contains(o))
+                    })
+                    .collect()
+            })
+            .collect();
+        // (In a block: the references must not live across the awaits below.)
+        let first = {
+            // Per table, the buffers and runs of the partitions it has records of.
+            let per_table: Vec<Vec<Runs<'_>>> = (0..TABLES.len())
+                .map(|t| {
+                    let mut parts = Vec::new();
+                    for ((_, _, st), r) in group.iter().zip(&runs) {
+                        if !r[t].0.is_empty() {
+                            parts.push((&st.batch.tables[t], &r[t].0[..]));
+                        }
+                    }
+                    parts
+                })
+                .collect();
+            let w = &self.writer;
+            let p = &per_table;
             let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) = tokio::join!(
-                go(0),
-                go(1),
-                go(2),
-                go(3),
-                go(4),
-                go(5),
-                go(6),
-                go(7),
-                go(8),
-                go(9),
-                go(10),
-                go(11)
+                insert_table(w, 0, &p[0]),
+                insert_table(w, 1, &p[1]),
+                insert_table(w, 2, &p[2]),
+                insert_table(w, 3, &p[3]),
+                insert_table(w, 4, &p[4]),
+                insert_table(w, 5, &p[5]),
+                insert_table(w, 6, &p[6]),
+                insert_table(w, 7, &p[7]),
+                insert_table(w, 8, &p[8]),
+                insert_table(w, 9, &p[9]),
+                insert_table(w, 10, &p[10]),
+                insert_table(w, 11, &p[11])
             );
             [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
         };
-        // Then, table by table, whatever failed goes the careful way: re-read what the
-        // table holds, retry with backoff, bisect a rejected INSERT down to the record.
+        // Then, table by table and partition by partition, whatever failed goes the
+        // careful way: re-read what the table holds, retry with backoff, bisect a rejected
+        // INSERT down to the record.
         for (t, res) in first.into_iter().enumerate() {
-            let (pending, skipped) = std::mem::take(&mut runs[t]);
-            let err = match res {
-                Some(Err(e)) => e,
+            let (shared, mut err) = match res {
+                Some((n, Err(e))) if n > 1 => {
+                    if e.is_retryable() {
+                        self.note_ch_error(&e, "insert");
+                    } else {
+                        tracing::info!(
+                            table = TABLES[t],
+                            partitions = n,
+                            "insert rejected; loading its partitions one by one"
+                        );
+                    }
+                    (true, None)
+                }
+                Some((_, Err(e))) => (false, Some(e)),
                 done => {
-                    if done.is_some() {
-                        for &(a, z) in &pending {
-                            for i in a..z {
-                                p[t].insert(b.tables[t].offset(i));
+                    let ok = done.is_some();
+                    for ((_, _, st), r) in group.iter_mut().zip(&mut runs) {
+                        let (pending, skipped) = std::mem::take(&mut r[t]);
+                        if ok {
+                            for &(a, z) in &pending {
+                                for i in a..z {
+                                    st.present[t].insert(st.batch.tables[t].offset(i));
+                                }
                             }
                         }
-                        self.ch_ready.set_ready();
+                        if skipped > 0 {
+                            self.metrics
+                                .rows_skipped
+                                .with_label_values(&[TABLES[t]])
+                                .inc_by(skipped as u64);
+                        }
                     }
-                    if skipped > 0 {
-                        self.metrics
-                            .rows_skipped
-                            .with_label_values(&[TABLES[t]])
-                            .inc_by(skipped as u64);
+                    if ok {
+                        self.ch_ready.set_ready();
                     }
                     continue;
                 }
             };
-            if self
-                .load_table(key, t, &b.tables[t], o, &mut p[t], Some(err))
-                .await?
-                == Flow::Abandoned
-            {
-                return Ok(Flow::Abandoned);
+            for g in 0..group.len() {
+                if flows[g] == Flow::Abandoned || runs[g][t].0.is_empty() {
+                    continue;
+                }
+                // A failed INSERT of several partitions' records may have stored some of
+                // them (a part per month): each partition re-reads what it holds first.
+                let before = match err.take() {
+                    Some(e) => Before::Failed(e),
+                    None if shared => Before::SharedFailed,
+                    None => Before::Untried,
+                };
+                let (key, _, st) = &mut group[g];
+                if self.load_partition_table(key, st, t, before).await? == Flow::Abandoned {
+                    flows[g] = Flow::Abandoned;
+                }
             }
         }
-        failpoint::hit_on(Point::BeforeCommit, Some(&key.0));
-        let next = last + 1;
-        if self.commit(key, next).await? == Flow::Abandoned {
-            return Ok(Flow::Abandoned);
+        // A partition revoked meanwhile is its next owner's to commit.
+        self.apply_rebalance_events();
+        let mut next: Vec<(PartKey, i64)> = Vec::with_capacity(group.len());
+        for ((key, epoch, st), flow) in group.iter().zip(flows.iter_mut()) {
+            if *flow == Flow::Done && (epoch.is_none() || self.assigned.get(key) != epoch.as_ref())
+            {
+                *flow = Flow::Abandoned;
+            }
+            if *flow == Flow::Done
+                && let Some(last) = st.batch.last_offset
+            {
+                failpoint::hit_on(Point::BeforeCommit, Some(&key.0));
+                next.push((key.clone(), last + 1));
+            }
         }
-        failpoint::hit(Point::AfterCommit);
-        self.metrics.batch_rows.observe(b.row_count as f64);
-        self.metrics.batch_records.observe(b.records as f64);
-        // Counted per committed batch (one label lookup per batch, not per record).
-        self.metrics
-            .records_received
-            .with_label_values(&[key.0.as_str()])
-            .inc_by(b.records as u64);
-        self.metrics
-            .bytes_received
-            .with_label_values(&[key.0.as_str()])
-            .inc_by(b.value_bytes as u64);
-        self.kafka_ready.set_ready();
-        for s in &mut st.present {
-            s.prune_below(next);
+        let committed = self.commit_all(&next).await?;
+        for (g, (key, _, st)) in group.iter_mut().enumerate() {
+            let Some(&(_, next)) = next.iter().find(|(k, _)| k == key) else {
+                continue;
+            };
+            if !committed.contains(key) {
+                flows[g] = Flow::Abandoned;
+                continue;
+            }
+            failpoint::hit(Point::AfterCommit);
+            let b = &st.batch;
+            self.metrics.batch_rows.observe(b.row_count as f64);
+            self.metrics.batch_records.observe(b.records as f64);
+            // Counted per committed batch (one label lookup per batch, not per record).
+            self.metrics
+                .records_received
+                .with_label_values(&[key.0.as_str()])
+                .inc_by(b.records as u64);
+            self.metrics
+                .bytes_received
+                .with_label_values(&[key.0.as_str()])
+                .inc_by(b.value_bytes as u64);
+            for s in &mut st.present {
+                s.prune_below(next);
+            }
+            st.batch.clear();
         }
-        st.batch.clear();
-        Ok(Flow::Done)
+        if !committed.is_empty() {
+            self.kafka_ready.set_ready();
+        }
+        Ok(flows)
+    }
+
+    /// [`Sink::load_table`] for table `t` of one partition's batch.
+    async fn load_partition_table(
+        &mut self,
+        key: &PartKey,
+        st: &mut PartState,
+        t: usize,
+        before: Before,
+    ) -> Result<Flow> {
+        let b = &st.batch;
+        let p = &mut st.present;
+        self.load_table(key, t, &b.tables[t], &b.originals, &mut p[t], before)
+            .await
     }
 
     /// Inserts the rows of one table of a batch, skipping records the table already
     /// holds, retrying transient failures and bisecting rejected inserts down to the
-    /// record, which is dead-lettered. `first` is the error of a first attempt already
-    /// made for the whole batch.
+    /// record, which is dead-lettered. `before` says what a first attempt (made for the
+    /// whole flush) already found.
     async fn load_table(
         &mut self,
         key: &PartKey,
@@ -994,7 +1127,7 @@ impl Sink {
         buf: &TableBuf,
         originals: &[Original],
         present: &mut OffsetSet,
-        mut first: Option<Error>,
+        before: Before,
     ) -> Result<Flow> {
         let n = buf.records();
         if n == 0 {
@@ -1004,7 +1137,11 @@ impl Sink {
         // Ranges of record indexes still to load; a rejected range is split in halves.
         let mut work = vec![(0usize, n)];
         let mut backoff = Backoff::new(&self.p.sink);
-        let mut refresh = false;
+        let mut refresh = matches!(before, Before::SharedFailed);
+        let mut first = match before {
+            Before::Failed(e) => Some(e),
+            Before::Untried | Before::SharedFailed => None,
+        };
         while let Some(&(a, b)) = work.last() {
             if refresh && self.resume {
                 let range = (buf.offset(a), buf.offset(b - 1));
@@ -1120,6 +1257,45 @@ impl Sink {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Commits every partition's next offset in one request; when that fails, each
+    /// partition on its own, with retries. The partitions committed (not revoked meanwhile).
+    async fn commit_all(&mut self, next: &[(PartKey, i64)]) -> Result<Vec<PartKey>> {
+        if next.is_empty() {
+            return Ok(vec![]);
+        }
+        let consumer = self.consumer.clone();
+        let offsets = next.to_vec();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), o) in &offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*o))?;
+            }
+            consumer.commit(&tpl, CommitMode::Sync)
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                self.metrics.commits.with_label_values(&["ok"]).inc();
+                return Ok(next.iter().map(|(k, _)| k.clone()).collect());
+            }
+            Ok(Err(e)) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                self.metrics.errors.with_label_values(&["commit"]).inc();
+                tracing::warn!(partitions = next.len(), error = %e, "failed to commit offsets; retrying partition by partition");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit task failed; retrying partition by partition")
+            }
+        }
+        let mut done = Vec::with_capacity(next.len());
+        for (key, o) in next {
+            if self.commit(key, *o).await? == Flow::Done {
+                done.push(key.clone());
+            }
+        }
+        Ok(done)
     }
 
     async fn commit(&mut self, key: &PartKey, next: i64) -> Result<Flow> {

@@ -1,4 +1,4 @@
-//! ClickHouse side of the sink: one INSERT per table per partition batch (RowBinary), and
+//! ClickHouse side of the sink: one INSERT per table per flush (RowBinary, every partition's pending records), and
 //! the resume query that reads which records of a partition a table already holds.
 
 use std::time::{Duration, Instant};
@@ -162,6 +162,18 @@ impl Writer {
         buf: &TableBuf,
         runs: &[(usize, usize)],
     ) -> Result<()> {
+        self.insert_many(t, &[(buf, runs)]).await
+    }
+
+    /// One INSERT into table `t` of the records `runs` of each buffer (the batches of
+    /// several partitions); returns when the server has stored them. Every row carries its
+    /// `_topic`, `_partition` and `_offset`, so what an INSERT that failed half-way stored
+    /// is found by the resume read like any other.
+    pub(crate) async fn insert_many(
+        &self,
+        t: usize,
+        parts: &[(&TableBuf, &[(usize, usize)])],
+    ) -> Result<()> {
         failpoint::hit(Point::BeforeInsert);
         let table = TABLES[t];
         let op = || format!("insert into {table}");
@@ -171,39 +183,46 @@ impl Writer {
             .insert_formatted_with(self.sql[t].clone())
             .with_timeouts(Some(self.timeout), Some(self.timeout))
             .buffered_with_capacity(CHUNK);
-        let total: usize = runs.iter().map(|&(a, b)| buf.rows(a, b)).sum();
+        let total: usize = parts
+            .iter()
+            .flat_map(|(buf, runs)| runs.iter().map(|&(a, b)| buf.rows(a, b)))
+            .sum();
         let half = total / 2;
         let (mut rows, mut bytes) = (0usize, 0usize);
-        for &(a, b) in runs {
-            // Whole runs at once, except that a run crossing half the rows is cut after
-            // the record that reaches it: the `mid_insert` failpoint is hit there, with the
-            // first half sent.
-            let mut cut = b;
-            if rows < half && half > 0 {
-                let mut acc = rows;
-                for k in a..b {
-                    acc += buf.rows(k, k + 1);
-                    if acc >= half {
-                        cut = k + 1;
-                        break;
+        // Plain loops: an iterator adapter with closures held across the awaits below
+        // defeats rustc's `Send` inference for the sink task (rust-lang/rust#110338).
+        for &(buf, runs) in parts {
+            for &(a, b) in runs {
+                // Whole runs at once, except that a run crossing half the rows is cut after
+                // the record that reaches it: the `mid_insert` failpoint is hit there, with the
+                // first half sent.
+                let mut cut = b;
+                if rows < half && half > 0 {
+                    let mut acc = rows;
+                    for k in a..b {
+                        acc += buf.rows(k, k + 1);
+                        if acc >= half {
+                            cut = k + 1;
+                            break;
+                        }
                     }
                 }
-            }
-            for (i, j) in [(a, cut), (cut, b)] {
-                if i >= j {
-                    continue;
-                }
-                let mut data = buf.bytes(i, j);
-                bytes += data.len();
-                while !data.is_empty() {
-                    let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
-                    data = &data[n..];
-                }
-                let before = rows;
-                rows += buf.rows(i, j);
-                if before < half && rows >= half {
-                    ins.flush().await.map_err(|e| Error::ch(op(), e))?;
-                    failpoint::hit(Point::MidInsert);
+                for (i, j) in [(a, cut), (cut, b)] {
+                    if i >= j {
+                        continue;
+                    }
+                    let mut data = buf.bytes(i, j);
+                    bytes += data.len();
+                    while !data.is_empty() {
+                        let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
+                        data = &data[n..];
+                    }
+                    let before = rows;
+                    rows += buf.rows(i, j);
+                    if before < half && rows >= half {
+                        ins.flush().await.map_err(|e| Error::ch(op(), e))?;
+                        failpoint::hit(Point::MidInsert);
+                    }
                 }
             }
         }
