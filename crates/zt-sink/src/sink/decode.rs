@@ -50,9 +50,9 @@ pub(crate) struct Decoded {
     /// tombstone of a processed topic, or a record of an erased person or identifier
     /// (`zt erase`, the suppression list).
     pub(crate) tombstone: Option<usize>,
-    /// The event's id, for a record of an events topic that has rows (the sink's
-    /// `dedup_window_records`).
-    pub(crate) event_id: Option<String>,
+    /// The [`id_key`] of the event's id, for a record of an events topic that has rows
+    /// (the sink's `dedup_window_records`), computed here rather than on the sink task.
+    pub(crate) event_id: Option<u128>,
 }
 
 /// True when a processor's JSON record names an erased person or identifier: by
@@ -126,7 +126,7 @@ pub(crate) fn decode(raw: Raw, kind: TopicKind, list: &Suppressions) -> Decoded 
                     rows.encode()
                         .map_err(|e| (Reason::Unmappable, e.to_string()))
                 }),
-            Some(ev.event_id),
+            Some(id_key(&ev.event_id)),
         ),
         Err(e) => (Err((Reason::DecodeFailed, error_text(&e))), None),
     };
@@ -136,6 +136,22 @@ pub(crate) fn decode(raw: Raw, kind: TopicKind, list: &Suppressions) -> Decoded 
         tombstone: None,
         event_id,
     }
+}
+
+/// The 128-bit key of an event id in the sink's deduplication window: two SipHash-1-3
+/// digests with fixed keys (the same in every run of the process; the window and its seed
+/// are both built in one process). Two different ids share a key with a probability of
+/// about 2^-128 per pair.
+pub(crate) fn id_key(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        // `DefaultHasher::new` has fixed keys (unlike `RandomState`).
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        id.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// The decode thread and its queues.

@@ -33,7 +33,8 @@
 //!    high-water mark, so an insert ClickHouse stored only partly (one part per month
 //!    partition) is completed, not skipped;
 //! 3. a failed insert is retried only after re-reading which of its records the table
-//!    holds (a timeout may hide an insert that succeeded).
+//!    holds (a timeout may hide an insert that succeeded), and only once no failed
+//!    INSERT of this process is still running on the server (by its `query_id`).
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
 //! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000
@@ -370,12 +371,34 @@ struct PartState {
     recent: RecentIds,
 }
 
-/// The last `cap` event ids of a partition, oldest forgotten first.
+/// The last `cap` event ids of a partition (their [`decode::id_key`]s), oldest forgotten
+/// first.
 #[derive(Debug, Default)]
 struct RecentIds {
     cap: usize,
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>,
+    order: VecDeque<u128>,
+}
+
+/// The hasher of keys that are hashes already: their low 64 bits.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u128 keys; FNV-1a for anything else.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, k: u128) {
+        self.0 = k as u64;
+    }
 }
 
 impl RecentIds {
@@ -386,16 +409,15 @@ impl RecentIds {
         }
     }
 
-    /// False when `id` is already there (a repeat); else remembers it.
-    fn insert(&mut self, id: &str) -> bool {
+    /// False when `key` is already there (a repeat); else remembers it.
+    fn insert(&mut self, key: u128) -> bool {
         if self.cap == 0 {
             return true;
         }
-        if self.set.contains(id) {
+        if !self.set.insert(key) {
             return false;
         }
-        self.set.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
+        self.order.push_back(key);
         while self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -711,7 +733,7 @@ impl Sink {
         // rows, like a tombstone; its offset is still committed with the batch.
         let repeat = match (&event_id, self.state_mut(topic, partition)) {
             (Some(id), Some(st)) => {
-                st.batch.last_offset.is_none_or(|last| offset > last) && !st.recent.insert(id)
+                st.batch.last_offset.is_none_or(|last| offset > last) && !st.recent.insert(*id)
             }
             _ => false,
         };
@@ -841,7 +863,7 @@ impl Sink {
                     Ok(ids) => {
                         st.recent = RecentIds::new(window);
                         for id in ids {
-                            st.recent.insert(&id);
+                            st.recent.insert(decode::id_key(&id));
                         }
                     }
                     Err(e) => r = Err(e),
@@ -1145,10 +1167,14 @@ impl Sink {
         while let Some(&(a, b)) = work.last() {
             if refresh && self.resume {
                 let range = (buf.offset(a), buf.offset(b - 1));
-                let r = self
-                    .writer
-                    .present(&key.0, key.1, range, &[tidx], |_, o| present.insert(o))
-                    .await;
+                let r = match self.writer.settle_failed_inserts().await {
+                    Ok(()) => {
+                        self.writer
+                            .present(&key.0, key.1, range, &[tidx], |_, o| present.insert(o))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 match r {
                     Ok(()) => refresh = false,
                     Err(e) if e.is_retryable() => {
@@ -1410,6 +1436,26 @@ mod tests {
         assert_eq!((runs.len(), skipped), (0, 7));
         t.clear();
         assert_eq!(t.records(), 0);
+    }
+
+    #[test]
+    fn the_window_remembers_the_last_ids_only() {
+        let k = |s: &str| decode::id_key(s);
+        assert_eq!(k("evt-1"), k("evt-1"));
+        assert_ne!(k("evt-1"), k("evt-2"));
+        let mut w = RecentIds::new(3);
+        for id in ["a", "b", "c"] {
+            assert!(w.insert(k(id)), "{id} is new");
+        }
+        assert!(!w.insert(k("a")), "a repeat inside the window");
+        assert!(w.insert(k("d")), "d is new and pushes a out");
+        assert!(w.insert(k("a")), "a is forgotten");
+        assert!(!w.insert(k("d")));
+        let mut off = RecentIds::new(0);
+        assert!(
+            off.insert(k("a")) && off.insert(k("a")),
+            "a window of 0 remembers nothing"
+        );
     }
 
     #[test]

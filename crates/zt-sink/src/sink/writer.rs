@@ -1,7 +1,9 @@
 //! ClickHouse side of the sink: one INSERT per table per flush (RowBinary, every partition's pending records), and
 //! the resume query that reads which records of a partition a table already holds.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -107,6 +109,12 @@ pub(crate) struct Writer {
     metrics: SinkMetrics,
     /// `INSERT INTO <table>(<columns>) FORMAT RowBinary`, per table.
     sql: Vec<String>,
+    /// The `query_id`s of INSERTs that failed without a rejection (a timeout, a lost
+    /// connection): the server may still be running them, or about to.
+    failed: Arc<Mutex<Vec<String>>>,
+    /// Prefix of this process's `query_id`s, and the sequence after it.
+    id_prefix: String,
+    seq: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -136,7 +144,13 @@ impl Writer {
                 format!("INSERT INTO {t}({}) FORMAT RowBinary", cols.join(","))
             })
             .collect();
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         Writer {
+            failed: Arc::default(),
+            id_prefix: format!("zt-sink-{}-{started}", std::process::id()),
+            seq: Arc::default(),
             client,
             timeout,
             metrics,
@@ -174,6 +188,80 @@ impl Writer {
         t: usize,
         parts: &[(&TableBuf, &[(usize, usize)])],
     ) -> Result<()> {
+        let id = format!(
+            "{}-{}",
+            self.id_prefix,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let r = self.send_insert(t, parts, &id).await;
+        if let Err(e) = &r
+            && !e.is_rejection()
+        {
+            self.failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id);
+        }
+        r
+    }
+
+    /// Waits until no INSERT of this process that failed without a rejection is running
+    /// on the server: a timed-out INSERT may still be running there (it was sent whole,
+    /// and the server was stopped or slow), or start just after the server comes back,
+    /// and what it stores must be seen by the re-read that follows, or the retry would
+    /// store it twice. Its `query_id` must be absent from `system.processes` in two
+    /// checks 0.5 s apart. An error (the server still away) is the caller's to retry.
+    pub(crate) async fn settle_failed_inserts(&self) -> Result<()> {
+        let ids: Vec<String> = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Our own ids (letters, digits and dashes), quoted.
+        let list: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+        let sql = format!(
+            "SELECT count() FROM system.processes WHERE query_id IN ({})",
+            list.join(",")
+        );
+        let mut clear = 0;
+        let since = Instant::now();
+        while clear < 2 {
+            let running: u64 = self
+                .client
+                .query(&sql)
+                .fetch_one()
+                .await
+                .map_err(|e| Error::ch("read running inserts", e))?;
+            if running == 0 {
+                clear += 1;
+            } else {
+                clear = 0;
+                tracing::info!(
+                    running,
+                    waited_s = since.elapsed().as_secs(),
+                    "an INSERT that failed here is still running on the server; waiting for it before re-reading"
+                );
+            }
+            if clear < 2 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|i| !ids.contains(i));
+        Ok(())
+    }
+
+    async fn send_insert(
+        &self,
+        t: usize,
+        parts: &[(&TableBuf, &[(usize, usize)])],
+        query_id: &str,
+    ) -> Result<()> {
         failpoint::hit(Point::BeforeInsert);
         let table = TABLES[t];
         let op = || format!("insert into {table}");
@@ -181,6 +269,7 @@ impl Writer {
         let mut ins = self
             .client
             .insert_formatted_with(self.sql[t].clone())
+            .with_setting("query_id", query_id)
             .with_timeouts(Some(self.timeout), Some(self.timeout))
             .buffered_with_capacity(CHUNK);
         let total: usize = parts
