@@ -631,12 +631,16 @@ impl Processor {
         edges.push(self.mark_record(batch));
         let acks = runtime::send_all(&self.producer, &edges).await?;
         self.metrics.edges_appended.inc_by(n_edges as u64);
-        let mut at = acks.last().map_or(-1, |a| a.1);
+        let at = acks.last().map_or(-1, |a| a.1);
         if acks.iter().any(|a| a.1 > at) {
-            // Not in send order (the idempotent producer keeps it; this is a safety net):
-            // a mark after every edge.
-            let again = runtime::send_all(&self.producer, &[self.mark_record(batch)]).await?;
-            at = again.last().map_or(at, |a| a.1);
+            // The idempotent producer keeps a partition's records in send order, so this
+            // cannot happen; if it did, the mark would name a graph without some of the
+            // batch's edges. Stop before anything of the batch is sent.
+            self.metrics.errors.with_label_values(&["log_order"]).inc();
+            return Err(Error::Topics(format!(
+                "{}: the batch's mark landed before one of its edges (offset {at})",
+                self.edges_topic
+            )));
         }
         self.catch_up(Some(at))?;
         // 2. Resolve and send.
