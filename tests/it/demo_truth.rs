@@ -108,8 +108,9 @@ async fn demo_kpis_match_the_generators_ground_truth() {
         .await;
 }
 
-/// The rebalance, re-join and restart lines of every component log in `dir` (at most 200),
-/// to tell a failure after a group event from one without.
+/// The rebalance, re-join, restart and warning lines of every component log in `dir` (at
+/// most 200), to tell a failure after a group event or a retry (a timed-out INSERT) from
+/// one without.
 fn group_events(dir: &std::path::Path) -> String {
     let mut out = Vec::new();
     let mut logs: Vec<_> = std::fs::read_dir(dir)
@@ -124,9 +125,16 @@ fn group_events(dir: &std::path::Path) -> String {
             .to_string_lossy()
             .into_owned();
         for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
-            if ["re-joining", "revoked", "assigned", "restarted", "ERROR"]
-                .iter()
-                .any(|k| line.contains(k))
+            if [
+                "re-joining",
+                "revoked",
+                "assigned",
+                "restarted",
+                "ERROR",
+                "WARN",
+            ]
+            .iter()
+            .any(|k| line.contains(k))
             {
                 out.push(format!("{name}: {line}"));
             }

@@ -33,8 +33,8 @@
 //!    high-water mark, so an insert ClickHouse stored only partly (one part per month
 //!    partition) is completed, not skipped;
 //! 3. a failed insert is retried only after re-reading which of its records the table
-//!    holds (a timeout may hide an insert that succeeded), and only once no failed
-//!    INSERT of this process is still running on the server (by its `query_id`).
+//!    holds (a timeout may hide an insert that succeeded), and only once every INSERT
+//!    that outlived `insert_timeout_ms` (kept running in its task, not dropped) has ended.
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
 //! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000

@@ -109,9 +109,8 @@ pub(crate) struct Writer {
     metrics: SinkMetrics,
     /// `INSERT INTO <table>(<columns>) FORMAT RowBinary`, per table.
     sql: Vec<String>,
-    /// The `query_id`s of INSERTs that failed without a rejection (a timeout, a lost
-    /// connection): the server may still be running them, or about to.
-    failed: Arc<Mutex<Vec<String>>>,
+    /// INSERTs that outlived `insert_timeout_ms`, still running, by `query_id`.
+    stragglers: Arc<Mutex<Vec<Straggler>>>,
     /// Prefix of this process's `query_id`s, and the sequence after it.
     id_prefix: String,
     seq: Arc<AtomicU64>,
@@ -126,6 +125,69 @@ struct Present {
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct StoredId {
     event_id: String,
+}
+
+/// An INSERT that outlived `insert_timeout_ms`: its `query_id` and its task.
+type Straggler = (String, tokio::task::JoinHandle<Result<()>>);
+
+/// One INSERT request, owned by its task.
+struct Request {
+    client: Client,
+    sql: String,
+    query_id: String,
+    body: Vec<u8>,
+    /// Byte offset after which the `mid_insert` failpoint is hit.
+    cut: Option<usize>,
+    rows: usize,
+    table: &'static str,
+    metrics: SinkMetrics,
+}
+
+impl Request {
+    async fn send(self) -> Result<()> {
+        let op = || format!("insert into {}", self.table);
+        let started = Instant::now();
+        let mut ins = self
+            .client
+            .insert_formatted_with(self.sql.clone())
+            .with_setting("query_id", self.query_id.clone())
+            .buffered_with_capacity(CHUNK);
+        let cut = self.cut.unwrap_or(self.body.len());
+        for (i, j) in [(0, cut), (cut, self.body.len())] {
+            let mut data = &self.body[i..j];
+            while !data.is_empty() {
+                let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
+                data = &data[n..];
+            }
+            if self.cut.is_some() && i == 0 {
+                ins.flush().await.map_err(|e| Error::ch(op(), e))?;
+                failpoint::hit(Point::MidInsert);
+            }
+        }
+        ins.end().await.map_err(|e| Error::ch(op(), e))?;
+        failpoint::hit(Point::AfterInsert);
+        let m = &self.metrics;
+        m.insert_duration
+            .with_label_values(&[self.table])
+            .observe(started.elapsed().as_secs_f64());
+        m.rows_inserted
+            .with_label_values(&[self.table])
+            .inc_by(self.rows as u64);
+        m.bytes_inserted
+            .with_label_values(&[self.table])
+            .inc_by(self.body.len() as u64);
+        Ok(())
+    }
+}
+
+/// The outcome of an INSERT's task.
+fn joined(done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    done.unwrap_or_else(|e| {
+        Err(Error::Io {
+            path: "sink insert task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
 }
 
 impl Writer {
@@ -148,7 +210,7 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         Writer {
-            failed: Arc::default(),
+            stragglers: Arc::default(),
             id_prefix: format!("zt-sink-{}-{started}", std::process::id()),
             seq: Arc::default(),
             client,
@@ -183,151 +245,112 @@ impl Writer {
     /// several partitions); returns when the server has stored them. Every row carries its
     /// `_topic`, `_partition` and `_offset`, so what an INSERT that failed half-way stored
     /// is found by the resume read like any other.
+    ///
+    /// The request runs in a task of its own, on a copy of the rows, with the `query_id`
+    /// `zt-sink-<pid>-<start>-<n>`. When it outlives `insert_timeout_ms` the caller gets
+    /// a timeout and goes the careful way (re-read, then insert what is missing), but the
+    /// request is **not** dropped: a server that was stopped or slow may still store it,
+    /// and the re-read must see what it stored. [`Writer::settle_failed_inserts`] waits for
+    /// every such request to end before the re-read.
     pub(crate) async fn insert_many(
         &self,
         t: usize,
         parts: &[(&TableBuf, &[(usize, usize)])],
     ) -> Result<()> {
+        failpoint::hit(Point::BeforeInsert);
         let id = format!(
             "{}-{}",
             self.id_prefix,
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
-        let r = self.send_insert(t, parts, &id).await;
-        if let Err(e) = &r
-            && !e.is_rejection()
-        {
-            self.failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(id);
-        }
-        r
-    }
-
-    /// Waits until no INSERT of this process that failed without a rejection is running
-    /// on the server: a timed-out INSERT may still be running there (it was sent whole,
-    /// and the server was stopped or slow), or start just after the server comes back,
-    /// and what it stores must be seen by the re-read that follows, or the retry would
-    /// store it twice. Its `query_id` must be absent from `system.processes` in two
-    /// checks 0.5 s apart. An error (the server still away) is the caller's to retry.
-    pub(crate) async fn settle_failed_inserts(&self) -> Result<()> {
-        let ids: Vec<String> = self
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        // Our own ids (letters, digits and dashes), quoted.
-        let list: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
-        let sql = format!(
-            "SELECT count() FROM system.processes WHERE query_id IN ({})",
-            list.join(",")
-        );
-        let mut clear = 0;
-        let since = Instant::now();
-        while clear < 2 {
-            let running: u64 = self
-                .client
-                .query(&sql)
-                .fetch_one()
-                .await
-                .map_err(|e| Error::ch("read running inserts", e))?;
-            if running == 0 {
-                clear += 1;
-            } else {
-                clear = 0;
-                tracing::info!(
-                    running,
-                    waited_s = since.elapsed().as_secs(),
-                    "an INSERT that failed here is still running on the server; waiting for it before re-reading"
-                );
-            }
-            if clear < 2 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| !ids.contains(i));
-        Ok(())
-    }
-
-    async fn send_insert(
-        &self,
-        t: usize,
-        parts: &[(&TableBuf, &[(usize, usize)])],
-        query_id: &str,
-    ) -> Result<()> {
-        failpoint::hit(Point::BeforeInsert);
-        let table = TABLES[t];
-        let op = || format!("insert into {table}");
-        let started = Instant::now();
-        let mut ins = self
-            .client
-            .insert_formatted_with(self.sql[t].clone())
-            .with_setting("query_id", query_id)
-            .with_timeouts(Some(self.timeout), Some(self.timeout))
-            .buffered_with_capacity(CHUNK);
-        let total: usize = parts
-            .iter()
-            .flat_map(|(buf, runs)| runs.iter().map(|&(a, b)| buf.rows(a, b)))
-            .sum();
-        let half = total / 2;
-        let (mut rows, mut bytes) = (0usize, 0usize);
-        // Plain loops: an iterator adapter with closures held across the awaits below
-        // defeats rustc's `Send` inference for the sink task (rust-lang/rust#110338).
+        // The body, and where half of the rows is reached (the `mid_insert` failpoint: the
+        // first half sent, the request not ended). Plain loops: an iterator adapter with
+        // closures held across an await defeats rustc's `Send` inference for the sink task
+        // (rust-lang/rust#110338).
+        let mut total = 0usize;
         for &(buf, runs) in parts {
             for &(a, b) in runs {
-                // Whole runs at once, except that a run crossing half the rows is cut after
-                // the record that reaches it: the `mid_insert` failpoint is hit there, with the
-                // first half sent.
-                let mut cut = b;
-                if rows < half && half > 0 {
-                    let mut acc = rows;
-                    for k in a..b {
-                        acc += buf.rows(k, k + 1);
-                        if acc >= half {
-                            cut = k + 1;
-                            break;
-                        }
-                    }
-                }
-                for (i, j) in [(a, cut), (cut, b)] {
-                    if i >= j {
-                        continue;
-                    }
-                    let mut data = buf.bytes(i, j);
-                    bytes += data.len();
-                    while !data.is_empty() {
-                        let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
-                        data = &data[n..];
-                    }
+                total += buf.rows(a, b);
+            }
+        }
+        let half = total / 2;
+        let mut body = Vec::new();
+        let mut cut = None;
+        let mut rows = 0usize;
+        for &(buf, runs) in parts {
+            for &(a, b) in runs {
+                for k in a..b {
+                    body.extend_from_slice(buf.bytes(k, k + 1));
                     let before = rows;
-                    rows += buf.rows(i, j);
-                    if before < half && rows >= half {
-                        ins.flush().await.map_err(|e| Error::ch(op(), e))?;
-                        failpoint::hit(Point::MidInsert);
+                    rows += buf.rows(k, k + 1);
+                    if cut.is_none() && half > 0 && before < half && rows >= half {
+                        cut = Some(body.len());
                     }
                 }
             }
         }
-        ins.end().await.map_err(|e| Error::ch(op(), e))?;
-        failpoint::hit(Point::AfterInsert);
-        let m = &self.metrics;
-        m.insert_duration
-            .with_label_values(&[table])
-            .observe(started.elapsed().as_secs_f64());
-        m.rows_inserted
-            .with_label_values(&[table])
-            .inc_by(rows as u64);
-        m.bytes_inserted
-            .with_label_values(&[table])
-            .inc_by(bytes as u64);
-        Ok(())
+        let request = Request {
+            client: self.client.clone(),
+            sql: self.sql[t].clone(),
+            query_id: id.clone(),
+            body,
+            cut,
+            rows,
+            table: TABLES[t],
+            metrics: self.metrics.clone(),
+        };
+        let mut task = tokio::spawn(request.send());
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(done) => joined(done),
+            Err(_) => {
+                tracing::warn!(table = TABLES[t], query_id = %id,
+                    "insert did not end within insert_timeout_ms; it is kept running and waited for before the retry");
+                self.stragglers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((id, task));
+                Err(Error::ch(
+                    format!("insert into {}", TABLES[t]),
+                    clickhouse::error::Error::TimedOut,
+                ))
+            }
+        }
+    }
+
+    /// Waits until every INSERT that outlived `insert_timeout_ms` has ended (stored or
+    /// failed), so that a re-read sees what it stored and the retry does not store it
+    /// twice. Each is waited for up to `insert_timeout_ms` per call; one still running
+    /// then makes this a retryable error (the caller backs off and calls again).
+    pub(crate) async fn settle_failed_inserts(&self) -> Result<()> {
+        loop {
+            let next = self
+                .stragglers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let Some((id, mut task)) = next else {
+                return Ok(());
+            };
+            match tokio::time::timeout(self.timeout, &mut task).await {
+                Ok(done) => {
+                    let r = joined(done);
+                    tracing::info!(query_id = %id, stored = r.is_ok(),
+                        "an insert that outlived insert_timeout_ms has ended");
+                }
+                Err(_) => {
+                    tracing::info!(query_id = %id,
+                        "an insert that outlived insert_timeout_ms is still running; waiting for it before re-reading");
+                    self.stragglers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((id, task));
+                    return Err(Error::ch(
+                        "wait for an earlier insert",
+                        clickhouse::error::Error::TimedOut,
+                    ));
+                }
+            }
+        }
     }
 
     /// The event ids stored in `events` from `topic`/`partition` at offsets in
