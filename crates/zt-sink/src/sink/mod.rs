@@ -581,7 +581,14 @@ impl Sink {
             }
         }
         tracing::info!("shutting down: flushing buffered records");
-        self.flush_all().await
+        self.flush_all().await?;
+        // An INSERT that outlived its timeout may still store its rows; a successor's
+        // resume read must not run beside it, so wait for it (once, up to
+        // `insert_timeout_ms` each) before leaving the group.
+        if let Err(e) = self.writer.settle_failed_inserts().await {
+            tracing::warn!(error = %e, "an earlier insert had not ended at shutdown");
+        }
+        Ok(())
     }
 
     /// Re-joins the group when this member has held no partition for [`IDLE_PATIENCE`]
