@@ -755,9 +755,7 @@ impl Processor {
         // 3. Commit.
         runtime::commit(&self.consumer, &runtime::next_offsets(batch))
     }
-}
 
-impl Processor {
     /// The [`ResolvedMark`] of a batch: each partition's offsets, first to last.
     fn mark_record(&self, batch: &[OwnedMessage]) -> Out {
         let mut spans: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();

@@ -437,8 +437,6 @@ type Runs<'a> = (&'a TableBuf, &'a [(usize, usize)]);
 /// What is known before [`Sink::load_table`] inserts a table's rows of one partition.
 #[derive(Debug)]
 enum Before {
-    /// Nothing tried yet.
-    Untried,
     /// The first attempt, for this partition alone, failed so.
     Failed(Error),
     /// An INSERT with other partitions' records failed: some may be stored; re-read first.
@@ -1028,7 +1026,7 @@ impl Sink {
         // careful way: re-read what the table holds, retry with backoff, bisect a rejected
         // INSERT down to the record.
         for (t, res) in first.into_iter().enumerate() {
-            let (shared, mut err) = match res {
+            let mut err = match res {
                 Some((n, Err(e))) if n > 1 => {
                     if e.is_retryable() {
                         self.note_ch_error(&e, "insert");
@@ -1039,9 +1037,9 @@ impl Sink {
                             "insert rejected; loading its partitions one by one"
                         );
                     }
-                    (true, None)
+                    None
                 }
-                Some((_, Err(e))) => (false, Some(e)),
+                Some((_, Err(e))) => Some(e),
                 done => {
                     let ok = done.is_some();
                     for ((_, _, st), r) in group.iter_mut().zip(&mut runs) {
@@ -1074,8 +1072,8 @@ impl Sink {
                 // them (a part per month): each partition re-reads what it holds first.
                 let before = match err.take() {
                     Some(e) => Before::Failed(e),
-                    None if shared => Before::SharedFailed,
-                    None => Before::Untried,
+                    // Shared: every partition of it re-reads (a lone one got the error).
+                    None => Before::SharedFailed,
                 };
                 let (key, _, st) = &mut group[g];
                 if self.load_partition_table(key, st, t, before).await? == Flow::Abandoned {
@@ -1169,7 +1167,7 @@ impl Sink {
         let mut refresh = matches!(before, Before::SharedFailed);
         let mut first = match before {
             Before::Failed(e) => Some(e),
-            Before::Untried | Before::SharedFailed => None,
+            Before::SharedFailed => None,
         };
         while let Some(&(a, b)) = work.last() {
             if refresh && self.resume {

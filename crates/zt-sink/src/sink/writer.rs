@@ -279,11 +279,18 @@ impl Writer {
         let mut rows = 0usize;
         for &(buf, runs) in parts {
             for &(a, b) in runs {
+                let run_rows = buf.rows(a, b);
+                if cut.is_some() || half == 0 || rows + run_rows < half {
+                    // Whole runs at once, except the one that reaches half the rows.
+                    body.extend_from_slice(buf.bytes(a, b));
+                    rows += run_rows;
+                    continue;
+                }
                 for k in a..b {
                     body.extend_from_slice(buf.bytes(k, k + 1));
                     let before = rows;
                     rows += buf.rows(k, k + 1);
-                    if cut.is_none() && half > 0 && before < half && rows >= half {
+                    if cut.is_none() && before < half && rows >= half {
                         cut = Some(body.len());
                     }
                 }
