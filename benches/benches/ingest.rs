@@ -3,6 +3,10 @@
 //! ingest does per event before the producer. Compare with `model` (encode alone) to see
 //! what normalisation costs.
 
+// The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use zt_ingest::config::Mapping;

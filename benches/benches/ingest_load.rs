@@ -8,6 +8,10 @@
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
 //! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run.
 
+// The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,10 @@
 //! source, and PII normalisation + hashing. These bound what one core can feed the broker
 //! before any I/O; the ingest benchmarks compare against them.
 
+// The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use zt_model::pii::PiiHasher;

@@ -8,6 +8,10 @@
 //! sizes the run. The traffic: persons with a CRM id, a user id, two devices and orders
 //! placed by phone, arriving shuffled over the tracking, CRM and ERP topics.
 
+// The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

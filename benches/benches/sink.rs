@@ -21,6 +21,10 @@
 //!
 //! Run with `cargo bench -p zt-benches --bench sink`.
 
+// The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -188,7 +192,10 @@ async fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000),
-        batch_max_bytes: 32 * 1024 * 1024,
+        batch_max_bytes: std::env::var("ZT_BENCH_BATCH_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32 * 1024 * 1024),
         batch_max_age_ms: std::env::var("ZT_BENCH_BATCH_AGE_MS")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -47,12 +47,20 @@ impl Failpoint {
         self.hit_on(point, None);
     }
 
+    /// Is `point` the armed point (whatever its count)?
+    pub fn is_armed(&self, point: &str) -> bool {
+        self.armed().is_some_and(|a| a.point == point)
+    }
+
+    fn armed(&self) -> Option<&Armed> {
+        self.armed
+            .get_or_init(|| parse(&std::env::var(self.env).ok()?))
+            .as_ref()
+    }
+
     /// [`Failpoint::hit`] for a point that knows the topic it works on.
     pub fn hit_on(&self, point: &str, topic: Option<&str>) {
-        let armed = self
-            .armed
-            .get_or_init(|| parse(&std::env::var(self.env).ok()?));
-        let Some(a) = armed else { return };
+        let Some(a) = self.armed() else { return };
         if a.point != point {
             return;
         }

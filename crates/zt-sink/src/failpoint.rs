@@ -58,6 +58,11 @@ pub fn hit(point: Point) {
     FAIL.hit(point.name());
 }
 
+/// Is `point` the armed point?
+pub fn is_armed(point: Point) -> bool {
+    FAIL.is_armed(point.name())
+}
+
 /// [`hit`] for a point that knows the topic it works on.
 pub fn hit_on(point: Point, topic: Option<&str>) {
     FAIL.hit_on(point.name(), topic);

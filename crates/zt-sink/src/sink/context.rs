@@ -2,7 +2,8 @@
 //! client errors, shared with the sink loop.
 //!
 //! Rebalance callbacks run inside the sink task's own `recv()` call, and the sink task
-//! never has an INSERT in flight while it polls; so when a revoke callback returns, no
+//! never polls while an INSERT is in flight (while a flush's INSERTs run in their task, it
+//! only takes records it already received); so when a revoke callback returns, no
 //! insert of a revoked partition is running, and the loop drops the revoked partitions'
 //! buffered (not yet inserted) records before it does anything else. That is the "abandon"
 //! half of "finish or abandon in-flight batches before the revoke completes".

@@ -9,8 +9,10 @@
 //! The consumer is still only ever polled by the sink task, never during an insert: this
 //! thread only turns bytes into rows.
 //!
-//! Bounded by records and bytes in flight, so a fast broker cannot make it buffer more than
-//! about one batch ahead.
+//! Bounded by records (`batch_max_rows`, 1,000 to 1,000,000) and value bytes
+//! (`batch_max_bytes`, 1 to 256 MiB) in flight, so a fast broker cannot make it buffer more
+//! than about one batch ahead: enough for the next batch to fill while a flush's INSERTs
+//! run.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -199,11 +201,11 @@ impl Decoder {
             rx,
             pending: 0,
             pending_bytes: 0,
-            // About one batch ahead: enough to keep decoding through a flush.
-            max_records: (cfg.batch_max_rows as usize).clamp(1_000, 50_000),
+            // About one batch ahead: enough for the next batch to fill during a flush.
+            max_records: (cfg.batch_max_rows as usize).clamp(1_000, 1_000_000),
             max_bytes: usize::try_from(cfg.batch_max_bytes)
                 .unwrap_or(usize::MAX)
-                .clamp(1 << 20, 64 << 20),
+                .clamp(1 << 20, 256 << 20),
         })
     }
 

@@ -16,8 +16,10 @@
 //! all of them are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP
 //! (the `clickhouse` crate), the tables' INSERTs running concurrently, and every
 //! partition's next offset is committed in one request. Records are
-//! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), so that
-//! decoding overlaps the INSERTs; batches hold the encoded bytes.
+//! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), and one
+//! flush's INSERTs run in a task while the sink takes the next decoded records into new
+//! batches, so that decoding and batching overlap the INSERTs; batches hold the encoded
+//! bytes. At most one flush is in flight: the next starts after it committed.
 //!
 //! **Delivery guarantee: effectively once per table.** After a crash at any point every
 //! record's rows are in each of its tables exactly once, without
@@ -47,8 +49,9 @@
 //! ClickHouse rejects as bad data (a failed batch is bisected down to the record), go to
 //! the dead-letter topic (see [`dlq`]) and the partition goes on.
 //!
-//! **Rebalances.** Rebalance callbacks run inside this task's `recv()`, never during an
-//! insert, so a revocation completes with no insert of the partition in flight; buffered
+//! **Rebalances.** Rebalance callbacks run inside this task's `recv()`, which is never
+//! polled while a flush's INSERTs run (the sink then only takes records already received),
+//! so a revocation completes with no insert of the partition in flight; buffered
 //! records of revoked partitions are abandoned (their offsets were not committed; the next
 //! owner reads them again) and an assigned partition's resume state is read afresh.
 
@@ -273,6 +276,7 @@ pub async fn run(
         pending_rows: 0,
         pending_bytes: 0,
         idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
+        inflight: None,
     };
     let out = sink.run_loop().await;
     sink.consumer.unsubscribe();
@@ -369,6 +373,80 @@ struct PartState {
     present: Vec<OffsetSet>,
     /// Event ids stored from this partition lately (`sink.dedup_window_records`).
     recent: RecentIds,
+    /// The buffers of the last batch committed, cleared, for the next one to reuse.
+    spare: Option<Batch>,
+}
+
+/// One partition's batch in a flush: taken out of its [`PartState`] with the resume
+/// state, and given back (the resume state updated) once committed.
+#[derive(Debug)]
+struct Flushing {
+    key: PartKey,
+    /// The assignment it was taken under.
+    epoch: Option<u64>,
+    batch: Batch,
+    present: Vec<OffsetSet>,
+    /// Per table, the records still to insert (the table does not hold them yet).
+    runs: Vec<Pending>,
+}
+
+/// Per table: the first INSERT of a flush (none when it had no rows), how many
+/// partitions it carried and how it went.
+type FirstAttempt = [Option<(usize, Result<()>)>; 12];
+
+/// A flush whose first attempt runs in a task of its own.
+type InFlight = tokio::task::JoinHandle<(Vec<Flushing>, FirstAttempt)>;
+
+/// The first attempt of a flush: one INSERT per table carrying every partition's records,
+/// the tables' INSERTs at once. Each INSERT has a fixed cost on the server (a new part per
+/// table: files created, written, renamed) that dominated the smaller tables' INSERTs when
+/// they ran one after another.
+async fn first_attempt(w: &Writer, group: &[Flushing]) -> FirstAttempt {
+    // Per table, the buffers and runs of the partitions it has records of.
+    let mut per_table: Vec<Vec<Runs<'_>>> = Vec::with_capacity(TABLES.len());
+    for t in 0..TABLES.len() {
+        let mut parts = Vec::new();
+        for f in group {
+            if !f.runs[t].0.is_empty() {
+                parts.push((&f.batch.tables[t], &f.runs[t].0[..]));
+            }
+        }
+        per_table.push(parts);
+    }
+    let p = &per_table;
+    let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) = tokio::join!(
+        insert_table(w, 0, &p[0]),
+        insert_table(w, 1, &p[1]),
+        insert_table(w, 2, &p[2]),
+        insert_table(w, 3, &p[3]),
+        insert_table(w, 4, &p[4]),
+        insert_table(w, 5, &p[5]),
+        insert_table(w, 6, &p[6]),
+        insert_table(w, 7, &p[7]),
+        insert_table(w, 8, &p[8]),
+        insert_table(w, 9, &p[9]),
+        insert_table(w, 10, &p[10]),
+        insert_table(w, 11, &p[11])
+    );
+    [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
+}
+
+/// The flush task died (a bug): its batches are lost to this process, none committed.
+fn flush_task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        path: "sink flush task".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The flush in flight's outcome, when there is one (else never).
+async fn inflight_done(
+    task: &mut Option<InFlight>,
+) -> std::result::Result<(Vec<Flushing>, FirstAttempt), tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The last `cap` event ids of a partition (their [`decode::id_key`]s), oldest forgotten
@@ -496,6 +574,8 @@ struct Sink {
     pending_bytes: u64,
     /// Re-joins when left without partitions in a stuck group.
     idle: IdleMemberWatch,
+    /// The flush whose INSERTs are running, while the next batches fill.
+    inflight: Option<InFlight>,
 }
 
 fn error_text(e: &dyn std::error::Error) -> String {
@@ -539,31 +619,26 @@ impl Sink {
             let shutdown = self.shutdown.clone();
             let room = self.decoder.has_room();
             let pending = self.decoder.pending() > 0;
+            let busy = self.inflight.is_some();
             // Keep the decoder fed first (receiving is cheap, decoding is not), so that it
             // has records to decode while a flush's INSERTs run.
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
+                r = inflight_done(&mut self.inflight), if busy => {
+                    self.inflight = None;
+                    let (group, first) = r.map_err(flush_task_failed)?;
+                    self.finish_flush(group, first).await?;
+                }
                 _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
-                _ = idle_tick.tick() => self.rejoin_if_idle_and_stuck()?,
-                r = consumer.recv(), if room => match r {
+                _ = idle_tick.tick(), if !busy => self.rejoin_if_idle_and_stuck()?,
+                // Never while a flush's INSERTs run: rebalance callbacks run in `recv`.
+                r = consumer.recv(), if room && !busy => match r {
                     Ok(m) => {
                         self.receive(&m);
                         // Take what the consumer already holds without another round
                         // through this select (a timer and two futures per record).
-                        for _ in 0..DRAIN {
-                            if !self.decoder.has_room() {
-                                break;
-                            }
-                            match poll_now(consumer.recv()) {
-                                Some(Ok(m)) => self.receive(&m),
-                                Some(Err(e)) => {
-                                    self.on_kafka_error(e).await;
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
+                        self.fill_decoder(DRAIN).await;
                     }
                     Err(e) => self.on_kafka_error(e).await,
                 },
@@ -726,6 +801,12 @@ impl Sink {
         }
         let (topic, partition) = (key.0.as_str(), key.1);
         if self.state_mut(topic, partition).is_none() {
+            // Reading the resume state may wait out retries, polling the consumer: never
+            // with a flush in flight.
+            self.complete_inflight().await?;
+            if self.assigned.get(&key) != Some(&epoch) {
+                return Ok(());
+            }
             self.kafka_ready.set_ready();
             match self.init_partition(&key, offset).await? {
                 Some(st) => {
@@ -755,6 +836,12 @@ impl Sink {
         let rows = match mapped {
             Ok(r) => Some(r),
             Err((reason, message)) => {
+                // Sending may wait out retries, polling the consumer: never with a flush
+                // in flight.
+                self.complete_inflight().await?;
+                if self.assigned.get(&key) != Some(&epoch) {
+                    return Ok(());
+                }
                 let rej = Rejected {
                     topic,
                     partition,
@@ -811,7 +898,7 @@ impl Sink {
             self.pending_bytes += enc.1 as u64;
         }
         if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
-            self.flush_all().await?;
+            self.flush_next().await?;
         }
         Ok(())
     }
@@ -835,6 +922,7 @@ impl Sink {
             batch: Batch::default(),
             present: vec![OffsetSet::default(); TABLES.len()],
             recent: RecentIds::new(window),
+            spare: None,
         };
         if !self.resume {
             // The test-only negative control: nothing already in ClickHouse counts, the
@@ -911,120 +999,116 @@ impl Sink {
             .values()
             .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
         {
-            self.flush_all().await?;
+            self.flush_next().await?;
         }
         Ok(())
     }
 
-    /// Flushes the pending records of every partition together: one INSERT per table for
-    /// all of them (fewer and larger INSERTs, so fewer parts for ClickHouse to write and
-    /// merge), then one commit of every partition's next offset.
+    /// Flushes everything and waits for it (at shutdown): the flush in flight, then the
+    /// pending records of every partition.
     async fn flush_all(&mut self) -> Result<()> {
-        let keys: Vec<PartKey> = self
-            .parts
-            .iter()
-            .filter(|(_, s)| s.batch.records > 0 && s.batch.last_offset.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !keys.is_empty() {
-            self.flush_group(keys).await?;
-        }
-        // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
-        self.pending_rows = self.parts.values().map(|s| s.batch.row_count).sum();
-        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes as u64).sum();
+        self.complete_inflight().await?;
+        self.start_flush();
+        self.complete_inflight().await
+    }
+
+    /// A flush is due (the batches full, or the oldest record `batch_max_age_ms` old):
+    /// waits for the flush in flight (its INSERTs, then its commit), takes what the
+    /// consumer already holds into the decoder while nothing is being inserted, and starts
+    /// the next flush without waiting for it.
+    async fn flush_next(&mut self) -> Result<()> {
+        self.complete_inflight().await?;
+        self.fill_decoder(usize::MAX).await;
+        self.start_flush();
         Ok(())
     }
 
-    async fn flush_group(&mut self, keys: Vec<PartKey>) -> Result<()> {
-        let mut group: Vec<(PartKey, Option<u64>, PartState)> = keys
-            .into_iter()
-            .filter_map(|k| {
-                let st = self.parts.remove(&k)?;
-                let epoch = self.assigned.get(&k).copied();
-                Some((k, epoch, st))
-            })
-            .collect();
-        let flows = self.flush_states(&mut group).await?;
-        for ((key, epoch, st), flow) in group.into_iter().zip(flows) {
-            match flow {
-                Flow::Done => {
-                    // Keep it unless a revocation (and maybe a new assignment, whose
-                    // resume state is read afresh) arrived in the meantime.
-                    if epoch.is_some() && self.assigned.get(&key).copied() == epoch {
-                        self.parts.insert(key, st);
-                    }
+    /// Feeds the decoder the records received during a retry wait, then up to `limit` of
+    /// the records the consumer already holds, within the decoder's room. Only called with
+    /// no INSERT in flight: rebalance callbacks may run here.
+    async fn fill_decoder(&mut self, limit: usize) {
+        while let Some(r) = self.stash.pop_front() {
+            self.decoder.submit(r);
+        }
+        let consumer = self.consumer.clone();
+        for _ in 0..limit {
+            if !self.decoder.has_room() {
+                break;
+            }
+            match poll_now(consumer.recv()) {
+                Some(Ok(m)) => self.receive(&m),
+                Some(Err(e)) => {
+                    self.on_kafka_error(e).await;
+                    break;
                 }
-                Flow::Abandoned => {
-                    tracing::info!(topic = %key.0, partition = key.1, records = st.batch.records,
-                        "batch abandoned (partition revoked or shutting down); not committed");
-                }
+                None => break,
             }
         }
-        Ok(())
     }
 
-    /// Inserts the batches of `group` and commits them; the outcome per partition.
-    async fn flush_states(
-        &mut self,
-        group: &mut [(PartKey, Option<u64>, PartState)],
-    ) -> Result<Vec<Flow>> {
-        let mut flows = vec![Flow::Done; group.len()];
-        // First attempt: one INSERT per table for every partition's records, the tables'
-        // INSERTs at once. Each INSERT has a fixed cost on the server (a new part per
-        // table: files created, written, renamed) that dominated the smaller tables'
-        // INSERTs when they ran one after another. Nothing else runs meanwhile (in
-        // particular the consumer is not polled), and the commit below still waits for
-        // every table.
+    /// Takes every partition's pending records out of its state and starts inserting all
+    /// of them in a task: one INSERT per table (fewer and larger INSERTs, so fewer parts
+    /// for ClickHouse to write and merge), the tables' INSERTs at once. The sink goes on
+    /// taking decoded records into new batches meanwhile, but does not poll the consumer
+    /// until [`Sink::complete_inflight`] has ended the flush and committed it.
+    fn start_flush(&mut self) {
         let resume = self.resume;
-        // runs[g][t]: the records of partition g that table t does not hold yet.
-        let mut runs: Vec<Vec<Pending>> = group
-            .iter()
-            .map(|(_, _, st)| {
-                st.batch
-                    .tables
-                    .iter()
-                    .zip(st.present.iter())
-                    .map(|(buf, present)| {
-                        buf.pending_runs(0, buf.records(), |o| resume && present.contains(o))
-                    })
-                    .collect()
-            })
-            .collect();
-        // (In a block: the references must not live across the awaits below.)
-        let first = {
-            // Per table, the buffers and runs of the partitions it has records of.
-            let per_table: Vec<Vec<Runs<'_>>> = (0..TABLES.len())
-                .map(|t| {
-                    let mut parts = Vec::new();
-                    for ((_, _, st), r) in group.iter().zip(&runs) {
-                        if !r[t].0.is_empty() {
-                            parts.push((&st.batch.tables[t], &r[t].0[..]));
-                        }
-                    }
-                    parts
+        let mut group = Vec::new();
+        for (key, st) in &mut self.parts {
+            if st.batch.records == 0 || st.batch.last_offset.is_none() {
+                continue;
+            }
+            let spare = st.spare.take().unwrap_or_default();
+            let batch = std::mem::replace(&mut st.batch, spare);
+            // Records at or below it are repeats, in this batch or the one in flight.
+            st.batch.last_offset = batch.last_offset;
+            let present = std::mem::take(&mut st.present);
+            // runs[t]: the records of the batch that table t does not hold yet.
+            let runs = batch
+                .tables
+                .iter()
+                .zip(present.iter())
+                .map(|(buf, present)| {
+                    buf.pending_runs(0, buf.records(), |o| resume && present.contains(o))
                 })
                 .collect();
-            let w = &self.writer;
-            let p = &per_table;
-            let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) = tokio::join!(
-                insert_table(w, 0, &p[0]),
-                insert_table(w, 1, &p[1]),
-                insert_table(w, 2, &p[2]),
-                insert_table(w, 3, &p[3]),
-                insert_table(w, 4, &p[4]),
-                insert_table(w, 5, &p[5]),
-                insert_table(w, 6, &p[6]),
-                insert_table(w, 7, &p[7]),
-                insert_table(w, 8, &p[8]),
-                insert_table(w, 9, &p[9]),
-                insert_table(w, 10, &p[10]),
-                insert_table(w, 11, &p[11])
-            );
-            [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
+            group.push(Flushing {
+                key: key.clone(),
+                epoch: self.assigned.get(key).copied(),
+                batch,
+                present,
+                runs,
+            });
+        }
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        if group.is_empty() {
+            return;
+        }
+        let writer = self.writer.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            let first = first_attempt(&writer, &group).await;
+            (group, first)
+        }));
+    }
+
+    /// Waits for the flush in flight, if any, and ends it ([`Sink::finish_flush`]).
+    async fn complete_inflight(&mut self) -> Result<()> {
+        let Some(task) = self.inflight.take() else {
+            return Ok(());
         };
-        // Then, table by table and partition by partition, whatever failed goes the
-        // careful way: re-read what the table holds, retry with backoff, bisect a rejected
-        // INSERT down to the record.
+        let (group, first) = task.await.map_err(flush_task_failed)?;
+        self.finish_flush(group, first).await
+    }
+
+    /// Ends a flush whose first attempt ran: whatever failed goes the careful way, then
+    /// every partition's next offset is committed in one request, and the partitions get
+    /// their resume state back.
+    async fn finish_flush(&mut self, mut group: Vec<Flushing>, first: FirstAttempt) -> Result<()> {
+        let mut flows = vec![Flow::Done; group.len()];
+        // Table by table and partition by partition, whatever failed goes the careful
+        // way: re-read what the table holds, retry with backoff, bisect a rejected INSERT
+        // down to the record.
         for (t, res) in first.into_iter().enumerate() {
             let mut err = match res {
                 Some((n, Err(e))) if n > 1 => {
@@ -1042,12 +1126,12 @@ impl Sink {
                 Some((_, Err(e))) => Some(e),
                 done => {
                     let ok = done.is_some();
-                    for ((_, _, st), r) in group.iter_mut().zip(&mut runs) {
-                        let (pending, skipped) = std::mem::take(&mut r[t]);
+                    for f in &mut group {
+                        let (pending, skipped) = std::mem::take(&mut f.runs[t]);
                         if ok {
                             for &(a, z) in &pending {
                                 for i in a..z {
-                                    st.present[t].insert(st.batch.tables[t].offset(i));
+                                    f.present[t].insert(f.batch.tables[t].offset(i));
                                 }
                             }
                         }
@@ -1065,7 +1149,7 @@ impl Sink {
                 }
             };
             for g in 0..group.len() {
-                if flows[g] == Flow::Abandoned || runs[g][t].0.is_empty() {
+                if flows[g] == Flow::Abandoned || group[g].runs[t].0.is_empty() {
                     continue;
                 }
                 // A failed INSERT of several partitions' records may have stored some of
@@ -1075,8 +1159,12 @@ impl Sink {
                     // Shared: every partition of it re-reads (a lone one got the error).
                     None => Before::SharedFailed,
                 };
-                let (key, _, st) = &mut group[g];
-                if self.load_partition_table(key, st, t, before).await? == Flow::Abandoned {
+                let f = &mut group[g];
+                let (b, present) = (&f.batch, &mut f.present[t]);
+                let flow = self
+                    .load_table(&f.key, t, &b.tables[t], &b.originals, present, before)
+                    .await?;
+                if flow == Flow::Abandoned {
                     flows[g] = Flow::Abandoned;
                 }
             }
@@ -1084,63 +1172,78 @@ impl Sink {
         // A partition revoked meanwhile is its next owner's to commit.
         self.apply_rebalance_events();
         let mut next: Vec<(PartKey, i64)> = Vec::with_capacity(group.len());
-        for ((key, epoch, st), flow) in group.iter().zip(flows.iter_mut()) {
-            if *flow == Flow::Done && (epoch.is_none() || self.assigned.get(key) != epoch.as_ref())
-            {
+        for (f, flow) in group.iter().zip(flows.iter_mut()) {
+            if *flow == Flow::Done && !self.is_current(&f.key, f.epoch) {
                 *flow = Flow::Abandoned;
             }
             if *flow == Flow::Done
-                && let Some(last) = st.batch.last_offset
+                && let Some(last) = f.batch.last_offset
             {
-                failpoint::hit_on(Point::BeforeCommit, Some(&key.0));
-                next.push((key.clone(), last + 1));
+                failpoint::hit_on(Point::BeforeCommit, Some(&f.key.0));
+                next.push((f.key.clone(), last + 1));
             }
         }
         let committed = self.commit_all(&next).await?;
-        for (g, (key, _, st)) in group.iter_mut().enumerate() {
-            let Some(&(_, next)) = next.iter().find(|(k, _)| k == key) else {
+        for (g, f) in group.iter_mut().enumerate() {
+            let Some(&(_, next)) = next.iter().find(|(k, _)| *k == f.key) else {
                 continue;
             };
-            if !committed.contains(key) {
+            if !committed.contains(&f.key) {
                 flows[g] = Flow::Abandoned;
                 continue;
             }
             failpoint::hit(Point::AfterCommit);
-            let b = &st.batch;
+            let b = &f.batch;
             self.metrics.batch_rows.observe(b.row_count as f64);
             self.metrics.batch_records.observe(b.records as f64);
             // Counted per committed batch (one label lookup per batch, not per record).
             self.metrics
                 .records_received
-                .with_label_values(&[key.0.as_str()])
+                .with_label_values(&[f.key.0.as_str()])
                 .inc_by(b.records as u64);
             self.metrics
                 .bytes_received
-                .with_label_values(&[key.0.as_str()])
+                .with_label_values(&[f.key.0.as_str()])
                 .inc_by(b.value_bytes as u64);
-            for s in &mut st.present {
+            for s in &mut f.present {
                 s.prune_below(next);
             }
-            st.batch.clear();
         }
         if !committed.is_empty() {
             self.kafka_ready.set_ready();
         }
-        Ok(flows)
+        for (f, flow) in group.into_iter().zip(flows) {
+            let current = self.is_current(&f.key, f.epoch);
+            match flow {
+                Flow::Done => {
+                    if current && let Some(st) = self.parts.get_mut(&f.key) {
+                        st.present = f.present;
+                        let mut spare = f.batch;
+                        spare.clear();
+                        st.spare = Some(spare);
+                    }
+                }
+                Flow::Abandoned => {
+                    tracing::info!(topic = %f.key.0, partition = f.key.1, records = f.batch.records,
+                        "batch abandoned (partition revoked or shutting down); not committed");
+                    if current {
+                        // Shutting down: nothing after this batch of the partition may be
+                        // loaded or committed by this member any more.
+                        self.parts.remove(&f.key);
+                        self.assigned.remove(&f.key);
+                    }
+                }
+            }
+        }
+        // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
+        self.pending_rows = self.parts.values().map(|s| s.batch.row_count).sum();
+        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes as u64).sum();
+        Ok(())
     }
 
-    /// [`Sink::load_table`] for table `t` of one partition's batch.
-    async fn load_partition_table(
-        &mut self,
-        key: &PartKey,
-        st: &mut PartState,
-        t: usize,
-        before: Before,
-    ) -> Result<Flow> {
-        let b = &st.batch;
-        let p = &mut st.present;
-        self.load_table(key, t, &b.tables[t], &b.originals, &mut p[t], before)
-            .await
+    /// Is `key` still assigned under the assignment `epoch`?
+    fn is_current(&self, key: &PartKey, epoch: Option<u64>) -> bool {
+        epoch.is_some() && self.assigned.get(key).copied() == epoch
     }
 
     /// Inserts the rows of one table of a batch, skipping records the table already

@@ -15,8 +15,8 @@ use crate::metrics::SinkMetrics;
 use crate::rows::TABLE_COLUMNS;
 use crate::sink::TABLES;
 
-/// Bytes handed to the HTTP body per chunk (the `clickhouse` crate's own `Insert` uses
-/// 256 KiB).
+/// Bytes of the body compressed and sent per chunk (the `clickhouse` crate's own `Insert`
+/// uses 256 KiB).
 const CHUNK: usize = 256 * 1024;
 
 /// One table's share of a partition batch: its rows, RowBinary-encoded, per record.
@@ -135,7 +135,7 @@ struct Request {
     client: Client,
     sql: String,
     query_id: String,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     /// Byte offset after which the `mid_insert` failpoint is hit.
     cut: Option<usize>,
     rows: usize,
@@ -150,17 +150,23 @@ impl Request {
         let mut ins = self
             .client
             .insert_formatted_with(self.sql.clone())
-            .with_setting("query_id", self.query_id.clone())
-            .buffered_with_capacity(CHUNK);
-        let cut = self.cut.unwrap_or(self.body.len());
-        for (i, j) in [(0, cut), (cut, self.body.len())] {
-            let mut data = &self.body[i..j];
-            while !data.is_empty() {
-                let n = ins.write(data).await.map_err(|e| Error::ch(op(), e))?;
-                data = &data[n..];
+            .with_setting("query_id", self.query_id.clone());
+        let len = self.body.len();
+        let cut = self.cut.unwrap_or(len);
+        for (i, j) in [(0, cut), (cut, len)] {
+            // Slices of the body (no copy), each compressed into a block of its own.
+            let mut at = i;
+            while at < j {
+                let end = (at + CHUNK).min(j);
+                ins.send(self.body.slice(at..end))
+                    .await
+                    .map_err(|e| Error::ch(op(), e))?;
+                at = end;
             }
-            if self.cut.is_some() && i == 0 {
-                ins.flush().await.map_err(|e| Error::ch(op(), e))?;
+            if self.cut.is_some() && i == 0 && failpoint::is_armed(Point::MidInsert) {
+                // `send` only queues the chunks for the connection: give them time to
+                // reach the server before the crash.
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 failpoint::hit(Point::MidInsert);
             }
         }
@@ -274,7 +280,13 @@ impl Writer {
             }
         }
         let half = total / 2;
-        let mut body = Vec::new();
+        let mut size = 0usize;
+        for &(buf, runs) in parts {
+            for &(a, b) in runs {
+                size += buf.bytes(a, b).len();
+            }
+        }
+        let mut body = Vec::with_capacity(size);
         let mut cut = None;
         let mut rows = 0usize;
         for &(buf, runs) in parts {
@@ -300,7 +312,7 @@ impl Writer {
             client: self.client.clone(),
             sql: self.sql[t].clone(),
             query_id: id.clone(),
-            body,
+            body: body.into(),
             cut,
             rows,
             table: TABLES[t],
