@@ -1059,7 +1059,10 @@ impl Sink {
                 continue;
             }
             let spare = st.spare.take().unwrap_or_default();
-            let batch = std::mem::replace(&mut st.batch, spare);
+            let mut batch = std::mem::replace(&mut st.batch, spare);
+            for t in &mut batch.tables {
+                t.freeze();
+            }
             // Records at or below it are repeats, in this batch or the one in flight.
             st.batch.last_offset = batch.last_offset;
             let present = std::mem::take(&mut st.present);

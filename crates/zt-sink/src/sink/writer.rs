@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use clickhouse::Client;
 use serde::Deserialize;
 
@@ -23,8 +24,15 @@ const CHUNK: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct TableBuf {
     data: Vec<u8>,
+    /// The rows once the batch is flushed ([`TableBuf::freeze`]): shared with the INSERT
+    /// requests without a copy.
+    frozen: Bytes,
     recs: Vec<RecSpan>,
 }
+
+/// Pieces of a body shorter than this are copied together before being sent; longer ones
+/// are sent as slices of their batch.
+const COALESCE: usize = 64 * 1024;
 
 /// The rows one record has in a table: its offset, where its bytes end in
 /// [`TableBuf::data`], and how many rows they are.
@@ -38,12 +46,30 @@ struct RecSpan {
 impl TableBuf {
     /// Appends the `rows` rows (RowBinary `bytes`) of the record at `offset`.
     pub(crate) fn push(&mut self, offset: i64, bytes: &[u8], rows: u32) {
+        debug_assert!(self.frozen.is_empty(), "a frozen buffer takes no rows");
         self.data.extend_from_slice(bytes);
         self.recs.push(RecSpan {
             offset,
             end: self.data.len(),
             rows,
         });
+    }
+
+    /// Makes the rows shareable with INSERT requests (no copy); no row is added after.
+    pub(crate) fn freeze(&mut self) {
+        if self.frozen.is_empty() {
+            self.frozen = Bytes::from(std::mem::take(&mut self.data));
+        }
+    }
+
+    /// The bytes of records `a..b`, shared when frozen (else copied).
+    fn slice(&self, a: usize, b: usize) -> Bytes {
+        let range = self.start(a)..self.start(b);
+        if self.frozen.is_empty() {
+            Bytes::copy_from_slice(&self.data[range])
+        } else {
+            self.frozen.slice(range)
+        }
     }
 
     /// Records (with rows in this table).
@@ -58,11 +84,6 @@ impl TableBuf {
 
     fn start(&self, i: usize) -> usize {
         if i == 0 { 0 } else { self.recs[i - 1].end }
-    }
-
-    /// The bytes of records `a..b`.
-    fn bytes(&self, a: usize, b: usize) -> &[u8] {
-        &self.data[self.start(a)..self.start(b)]
     }
 
     /// The rows of records `a..b`.
@@ -94,8 +115,12 @@ impl TableBuf {
         (runs, skipped)
     }
 
-    /// Removes everything, keeping the allocations.
+    /// Removes everything, keeping the allocations (a frozen buffer's too, unless a
+    /// request that outlived its timeout still holds it).
     pub(crate) fn clear(&mut self) {
+        if let Ok(m) = std::mem::take(&mut self.frozen).try_into_mut() {
+            self.data = Vec::from(m);
+        }
         self.data.clear();
         self.recs.clear();
     }
@@ -135,8 +160,9 @@ struct Request {
     client: Client,
     sql: String,
     query_id: String,
-    body: bytes::Bytes,
-    /// Byte offset after which the `mid_insert` failpoint is hit.
+    /// The body: slices of the batches' buffers.
+    body: Vec<Bytes>,
+    /// Index of the piece of `body` before which the `mid_insert` failpoint is hit.
     cut: Option<usize>,
     rows: usize,
     table: &'static str,
@@ -151,17 +177,37 @@ impl Request {
             .client
             .insert_formatted_with(self.sql.clone())
             .with_setting("query_id", self.query_id.clone());
-        let len = self.body.len();
-        let cut = self.cut.unwrap_or(len);
-        for (i, j) in [(0, cut), (cut, len)] {
-            // Slices of the body (no copy), each compressed into a block of its own.
-            let mut at = i;
-            while at < j {
-                let end = (at + CHUNK).min(j);
-                ins.send(self.body.slice(at..end))
+        let n = self.body.len();
+        let cut = self.cut.unwrap_or(n);
+        let mut small: Vec<u8> = Vec::new();
+        for (i, j) in [(0, cut), (cut, n)] {
+            // Each chunk is compressed into a block of its own: long pieces are sent as
+            // slices of their batch (no copy), short ones copied together first.
+            for piece in &self.body[i..j] {
+                if piece.len() < COALESCE {
+                    small.extend_from_slice(piece);
+                    if small.len() < CHUNK {
+                        continue;
+                    }
+                }
+                if !small.is_empty() {
+                    ins.send(Bytes::from(std::mem::take(&mut small)))
+                        .await
+                        .map_err(|e| Error::ch(op(), e))?;
+                }
+                let mut at = 0;
+                while piece.len() >= COALESCE && at < piece.len() {
+                    let end = (at + CHUNK).min(piece.len());
+                    ins.send(piece.slice(at..end))
+                        .await
+                        .map_err(|e| Error::ch(op(), e))?;
+                    at = end;
+                }
+            }
+            if !small.is_empty() {
+                ins.send(Bytes::from(std::mem::take(&mut small)))
                     .await
                     .map_err(|e| Error::ch(op(), e))?;
-                at = end;
             }
             if self.cut.is_some() && i == 0 && failpoint::is_armed(Point::MidInsert) {
                 // `send` only queues the chunks for the connection: give them time to
@@ -181,7 +227,7 @@ impl Request {
             .inc_by(self.rows as u64);
         m.bytes_inserted
             .with_label_values(&[self.table])
-            .inc_by(self.body.len() as u64);
+            .inc_by(self.body.iter().map(Bytes::len).sum::<usize>() as u64);
         Ok(())
     }
 }
@@ -252,7 +298,8 @@ impl Writer {
     /// `_topic`, `_partition` and `_offset`, so what an INSERT that failed half-way stored
     /// is found by the resume read like any other.
     ///
-    /// The request runs in a task of its own, on a copy of the rows, with the `query_id`
+    /// The request runs in a task of its own, on the rows shared with it (slices of frozen
+    /// buffers, [`TableBuf::freeze`]; others are copied), with the `query_id`
     /// `zt-sink-<pid>-<start>-<n>`. When it outlives `insert_timeout_ms` the caller gets
     /// a timeout and goes the careful way (re-read, then insert what is missing), but the
     /// request is **not** dropped: a server that was stopped or slow may still store it,
@@ -269,50 +316,12 @@ impl Writer {
             self.id_prefix,
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
-        // The body, and where half of the rows is reached (the `mid_insert` failpoint: the
-        // first half sent, the request not ended). Plain loops: an iterator adapter with
-        // closures held across an await defeats rustc's `Send` inference for the sink task
-        // (rust-lang/rust#110338).
-        let mut total = 0usize;
-        for &(buf, runs) in parts {
-            for &(a, b) in runs {
-                total += buf.rows(a, b);
-            }
-        }
-        let half = total / 2;
-        let mut size = 0usize;
-        for &(buf, runs) in parts {
-            for &(a, b) in runs {
-                size += buf.bytes(a, b).len();
-            }
-        }
-        let mut body = Vec::with_capacity(size);
-        let mut cut = None;
-        let mut rows = 0usize;
-        for &(buf, runs) in parts {
-            for &(a, b) in runs {
-                let run_rows = buf.rows(a, b);
-                if cut.is_some() || half == 0 || rows + run_rows < half {
-                    // Whole runs at once, except the one that reaches half the rows.
-                    body.extend_from_slice(buf.bytes(a, b));
-                    rows += run_rows;
-                    continue;
-                }
-                for k in a..b {
-                    body.extend_from_slice(buf.bytes(k, k + 1));
-                    let before = rows;
-                    rows += buf.rows(k, k + 1);
-                    if cut.is_none() && before < half && rows >= half {
-                        cut = Some(body.len());
-                    }
-                }
-            }
-        }
+        let (body, cut, rows) = body_of(parts);
         let request = Request {
             client: self.client.clone(),
             sql: self.sql[t].clone(),
             query_id: id.clone(),
-            body: body.into(),
+            body,
             cut,
             rows,
             table: TABLES[t],
@@ -447,5 +456,105 @@ impl Writer {
             add(usize::from(p.t), p.o);
         }
         Ok(())
+    }
+}
+
+/// The body of an INSERT of the records `runs` of each buffer, as pieces; the index of the
+/// piece before which half of the rows has been sent (the `mid_insert` failpoint: the first
+/// half sent, the request not ended); and the rows. Plain loops: an iterator adapter with
+/// closures held across an await defeats rustc's `Send` inference for the sink task
+/// (rust-lang/rust#110338).
+fn body_of(parts: &[(&TableBuf, &[(usize, usize)])]) -> (Vec<Bytes>, Option<usize>, usize) {
+    let mut total = 0usize;
+    for &(buf, runs) in parts {
+        for &(a, b) in runs {
+            total += buf.rows(a, b);
+        }
+    }
+    let half = total / 2;
+    let mut body: Vec<Bytes> = Vec::new();
+    let mut cut = None;
+    let mut rows = 0usize;
+    for &(buf, runs) in parts {
+        for &(a, b) in runs {
+            let run_rows = buf.rows(a, b);
+            if cut.is_some() || half == 0 || rows + run_rows < half {
+                // Whole runs at once, except the one that reaches half the rows.
+                body.push(buf.slice(a, b));
+                rows += run_rows;
+                continue;
+            }
+            // Split after the record that reaches half the rows.
+            let mut k = a;
+            while rows < half {
+                rows += buf.rows(k, k + 1);
+                k += 1;
+            }
+            body.push(buf.slice(a, k));
+            cut = Some(body.len());
+            if k < b {
+                body.push(buf.slice(k, b));
+                rows += buf.rows(k, b);
+            }
+        }
+    }
+    (body, cut, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(recs: &[(i64, &[u8], u32)]) -> TableBuf {
+        let mut t = TableBuf::default();
+        for &(o, b, n) in recs {
+            t.push(o, b, n);
+        }
+        t
+    }
+
+    #[test]
+    fn the_body_is_the_runs_in_order_cut_where_half_the_rows_went() {
+        let a = buf(&[(1, b"aa", 2), (2, b"b", 1), (3, b"cc", 2)]);
+        let mut b = buf(&[(7, b"x", 1), (8, b"yyy", 3)]);
+        b.freeze();
+        // a: records 0 and 2 (4 rows); b: both (4 rows). Half = 4 rows, reached after a.
+        let (body, cut, rows) = body_of(&[(&a, &[(0, 1), (2, 3)]), (&b, &[(0, 2)])]);
+        let flat: Vec<u8> = body.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(flat, b"aaccxyyy");
+        assert_eq!(rows, 8);
+        let sent: usize = body[..cut.expect("a cut")].iter().map(Bytes::len).sum();
+        assert_eq!(sent, 4, "aa and cc: 4 rows of 8 before the cut");
+        // Inside one run: half of 5 rows (2) is reached after the first record.
+        let (body, cut, rows) = body_of(&[(&a, &[(0, 3)])]);
+        assert_eq!((cut, rows), (Some(1), 5));
+        assert_eq!(&body[0][..], b"aa");
+        assert_eq!(&body[1][..], b"bcc");
+        // One row: no cut.
+        let one = buf(&[(1, b"z", 1)]);
+        assert_eq!(body_of(&[(&one, &[(0, 1)])]).1, None);
+    }
+
+    #[test]
+    fn a_frozen_buffer_is_shared_then_taken_back_for_the_next_batch() {
+        let mut t = buf(&[(1, b"hello", 1), (2, b"world", 1)]);
+        t.freeze();
+        let s = t.slice(1, 2);
+        assert_eq!(&s[..], b"world");
+        assert_eq!(t.frozen.as_ptr().wrapping_add(5), s.as_ptr(), "no copy");
+        drop(s);
+        t.clear();
+        assert!(
+            t.frozen.is_empty() && t.data.capacity() >= 10,
+            "allocation kept"
+        );
+        t.push(3, b"again", 1);
+        assert_eq!(&t.slice(0, 1)[..], b"again");
+        // A request still holding the bytes: the buffer starts afresh.
+        t.freeze();
+        let held = t.slice(0, 1);
+        t.clear();
+        assert_eq!(&held[..], b"again");
+        assert_eq!(t.records(), 0);
     }
 }
