@@ -273,8 +273,7 @@ pub async fn run(
         decoder,
         paused: false,
         resume,
-        pending_rows: 0,
-        pending_bytes: 0,
+        pending: [(0, 0); 12],
         idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
         inflight: None,
     };
@@ -351,18 +350,6 @@ struct Batch {
     first_at: Option<Instant>,
     /// The last record taken.
     last_offset: Option<i64>,
-}
-
-impl Batch {
-    /// Rows not yet taken by a flush.
-    fn rows(&self) -> usize {
-        self.tables.iter().map(TableBuf::row_total).sum()
-    }
-
-    /// RowBinary bytes not yet taken by a flush.
-    fn bytes(&self) -> usize {
-        self.tables.iter().map(TableBuf::byte_total).sum()
-    }
 }
 
 /// One assigned partition: its batch and which offsets each table already holds.
@@ -445,12 +432,37 @@ struct TableLoad {
     oldest: Option<Instant>,
 }
 
+/// A table whose rows not yet flushed, across partitions, stay below both a quarter of
+/// `batch_max_rows` and of `batch_max_bytes` is small: it waits for a later flush.
+fn small(max_rows: usize, max_bytes: u64) -> (usize, u64) {
+    ((max_rows / 4).max(1), (max_bytes / 4).max(1))
+}
+
+/// Do the rows not yet taken by a flush (`pending`: rows and bytes per table) reach
+/// `batch_max_rows` or `batch_max_bytes`, not counting the small tables, which wait
+/// ([`small`]), or twice that with them (the bound on what waits)?
+fn is_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
+    let (max_rows, max_bytes) = (cfg.batch_max_rows as usize, cfg.batch_max_bytes);
+    let (min_rows, min_bytes) = small(max_rows, max_bytes);
+    let (mut rows, mut bytes, mut all_rows, mut all_bytes) = (0, 0u64, 0, 0u64);
+    for &(r, b) in pending {
+        all_rows += r;
+        all_bytes += b as u64;
+        if r >= min_rows || b as u64 >= min_bytes {
+            rows += r;
+            bytes += b as u64;
+        }
+    }
+    rows >= max_rows || bytes >= max_bytes || all_rows >= 2 * max_rows || all_bytes >= 2 * max_bytes
+}
+
 /// The tables a flush takes. A table's rows wait for a later flush while they are few, so
 /// that a small table does not get a part of a few rows in every flush (each part is a
 /// new directory of files for ClickHouse to write and merge): a table is taken once its
-/// rows, across partitions, reach a quarter of `batch_max_rows` or of `batch_max_bytes`,
-/// or its oldest record is `batch_max_age_ms` old. `all` (shutdown) takes every table with
-/// rows; so does a flush of `full` batches in which no table qualifies.
+/// rows, across partitions, reach half of `batch_max_rows` or of `batch_max_bytes` (which
+/// also starts a flush), or its oldest record is `batch_max_age_ms` old. `all` (shutdown)
+/// takes every table with rows; so does a flush of `full` batches (all tables together at
+/// `batch_max_rows` or `batch_max_bytes`) in which no table qualifies.
 fn due_tables(
     load: &[TableLoad; 12],
     cfg: &SinkConfig,
@@ -458,8 +470,7 @@ fn due_tables(
     full: bool,
     now: Instant,
 ) -> [bool; 12] {
-    let min_rows = (cfg.batch_max_rows as usize / 4).max(1);
-    let min_bytes = cfg.batch_max_bytes / 4;
+    let (min_rows, min_bytes) = small(cfg.batch_max_rows as usize, cfg.batch_max_bytes);
     let age = Duration::from_millis(cfg.batch_max_age_ms);
     let mut due = [false; 12];
     for (d, l) in due.iter_mut().zip(load) {
@@ -614,10 +625,9 @@ struct Sink {
     decoder: Decoder,
     paused: bool,
     resume: bool,
-    /// Rows and bytes of row data pending in every partition's batch (`batch_max_rows`
-    /// and `batch_max_bytes` bound their sum).
-    pending_rows: usize,
-    pending_bytes: u64,
+    /// Per table, the rows and bytes of row data not yet taken by a flush, across
+    /// partitions (`batch_max_rows` and `batch_max_bytes` bound their sum).
+    pending: [(usize, usize); 12],
     /// Re-joins when left without partitions in a stuck group.
     idle: IdleMemberWatch,
     /// The flush whose INSERTs are running, while the next batches fill.
@@ -907,10 +917,6 @@ impl Sink {
                 None
             }
         };
-        let (max_rows, max_bytes) = (
-            self.p.sink.batch_max_rows as usize,
-            self.p.sink.batch_max_bytes,
-        );
         let skipped = tombstone.map(|t| self.metrics.rows_skipped.with_label_values(&[TABLES[t]]));
         let Some(st) = self.state_mut(topic, partition) else {
             return Ok(()); // revoked while dead-lettering
@@ -929,20 +935,22 @@ impl Sink {
             timestamp_ms,
             value,
         });
-        let rows_added = rows.as_ref().map(|enc| (enc.rows(), enc.data.len()));
+        let mut added = [(0usize, 0usize); 12];
         if let Some(enc) = rows {
             for (t, buf) in b.tables.iter_mut().enumerate() {
                 let n = enc.tables[t].0;
                 if n > 0 {
-                    buf.push(offset, enc.table(t), n);
+                    let bytes = enc.table(t);
+                    buf.push(offset, bytes, n);
+                    added[t] = (n as usize, bytes.len());
                 }
             }
         }
-        if let Some(enc) = &rows_added {
-            self.pending_rows += enc.0;
-            self.pending_bytes += enc.1 as u64;
+        for (p, a) in self.pending.iter_mut().zip(added) {
+            p.0 += a.0;
+            p.1 += a.1;
         }
-        if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
+        if self.is_full() {
             self.flush_next().await?;
         }
         Ok(())
@@ -1098,10 +1106,23 @@ impl Sink {
                 }
             }
         }
-        let cfg = &self.p.sink;
-        let full = self.pending_rows >= cfg.batch_max_rows as usize
-            || self.pending_bytes >= cfg.batch_max_bytes;
-        due_tables(&load, cfg, all, full, Instant::now())
+        due_tables(&load, &self.p.sink, all, self.is_full(), Instant::now())
+    }
+
+    /// Are the batches full ([`is_full`])?
+    fn is_full(&self) -> bool {
+        is_full(&self.pending, &self.p.sink)
+    }
+
+    /// Recounts [`Sink::pending`] from the partitions' batches.
+    fn recount_pending(&mut self) {
+        self.pending = [(0, 0); 12];
+        for st in self.parts.values() {
+            for (p, buf) in self.pending.iter_mut().zip(&st.batch.tables) {
+                p.0 += buf.row_total();
+                p.1 += buf.byte_total();
+            }
+        }
     }
 
     /// Takes the rows of the tables due ([`due_tables`]) out of every partition and
@@ -1154,8 +1175,7 @@ impl Sink {
                 commit_to,
             });
         }
-        self.pending_rows = self.parts.values().map(|s| s.batch.rows()).sum();
-        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes() as u64).sum();
+        self.recount_pending();
         if group.is_empty() {
             return;
         }
@@ -1326,8 +1346,7 @@ impl Sink {
             }
         }
         // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
-        self.pending_rows = self.parts.values().map(|s| s.batch.rows()).sum();
-        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes() as u64).sum();
+        self.recount_pending();
         Ok(())
     }
 
@@ -1686,9 +1705,9 @@ mod tests {
             oldest,
         };
         let mut load = [TableLoad::default(); 12];
-        load[0] = l(900, 400_000, fresh); // events: over a quarter of the rows
+        load[0] = l(900, 400_000, fresh); // events: over half of the rows
         load[1] = l(100, 60_000, fresh); // orders: few rows, young
-        load[3] = l(10, 300_000, fresh); // shipments: few rows but a quarter of the bytes
+        load[3] = l(10, 600_000, fresh); // shipments: few rows but half of the bytes
         load[4] = l(5, 1_000, old); // tickets: few rows, but old
         let due = due_tables(&load, &cfg(), false, true, now);
         assert_eq!(&due[..6], &[true, false, false, true, true, false]);
@@ -1709,6 +1728,30 @@ mod tests {
                 .iter()
                 .all(|d| !d)
         );
+    }
+
+    #[test]
+    fn small_tables_count_towards_the_full_batch_only_twice_over() {
+        // batch_max_rows 1,000: small below 250 rows (and 256 KiB).
+        let mut p = [(0usize, 0usize); 12];
+        p[0] = (900, 1_000);
+        p[1] = (240, 1_000);
+        assert!(
+            !is_full(&p, &cfg()),
+            "900 rows of big tables; orders' 240 wait"
+        );
+        p[2] = (250, 1_000);
+        assert!(is_full(&p, &cfg()), "1,150 rows of big tables");
+        let mut p = [(0usize, 0usize); 12];
+        for r in p.iter_mut().take(8) {
+            *r = (240, 1_000);
+        }
+        assert!(!is_full(&p, &cfg()), "1,920 rows, all small");
+        p[8] = (240, 1_000);
+        assert!(is_full(&p, &cfg()), "2,160 rows: twice batch_max_rows");
+        let mut p = [(0usize, 0usize); 12];
+        p[0] = (10, 1 << 20);
+        assert!(is_full(&p, &cfg()), "batch_max_bytes");
     }
 
     #[test]
