@@ -13,9 +13,11 @@
 //! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
 //! its record. Rows are batched per partition; when the batches of every partition together
 //! reach `batch_max_rows` or `batch_max_bytes`, or the oldest record `batch_max_age_ms`,
-//! all of them are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP
-//! (the `clickhouse` crate), the tables' INSERTs running concurrently, and every
-//! partition's next offset is committed in one request. Records are
+//! they are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP (the
+//! `clickhouse` crate), the tables' INSERTs running concurrently, and every partition's
+//! next offset is committed in one request. A table with few rows (under a quarter of
+//! either bound) waits for a later flush, up to `batch_max_age_ms`, and the commit does
+//! not pass its oldest waiting record (`due_tables`, `is_full`). Records are
 //! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), and one
 //! flush's INSERTs run in a task while the sink takes the next decoded records into new
 //! batches, so that decoding and batching overlap the INSERTs; batches hold the encoded
@@ -39,8 +41,8 @@
 //!    that outlived `insert_timeout_ms` (kept running in its task, not dropped) has ended.
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
-//! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000
-//! rows of every partition together).
+//! month partition and an INSERT stays below `max_insert_block_size` (at most 1,000,000
+//! rows of one table, every partition together).
 //!
 //! **Failures.** ClickHouse or the broker down: retried with capped exponential backoff
 //! (`retry_initial_backoff_ms` to `retry_max_backoff_ms`), no loss, no busy loop, `/readyz`
