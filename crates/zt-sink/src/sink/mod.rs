@@ -13,11 +13,9 @@
 //! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
 //! its record. Rows are batched per partition; when the batches of every partition together
 //! reach `batch_max_rows` or `batch_max_bytes`, or the oldest record `batch_max_age_ms`,
-//! they are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP (the
-//! `clickhouse` crate), the tables' INSERTs running concurrently, and every partition's
-//! next offset is committed in one request. A table with few rows (under a quarter of
-//! either bound) waits for a later flush, up to `batch_max_age_ms`, and the commit does
-//! not pass its oldest waiting record (`due_tables`, `is_full`). Records are
+//! all of them are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP
+//! (the `clickhouse` crate), the tables' INSERTs running concurrently, and every
+//! partition's next offset is committed in one request. Records are
 //! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), and one
 //! flush's INSERTs run in a task while the sink takes the next decoded records into new
 //! batches, so that decoding and batching overlap the INSERTs; batches hold the encoded
@@ -41,8 +39,8 @@
 //!    that outlived `insert_timeout_ms` (kept running in its task, not dropped) has ended.
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
-//! month partition and an INSERT stays below `max_insert_block_size` (at most 1,000,000
-//! rows of one table, every partition together).
+//! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000
+//! rows of every partition together).
 //!
 //! **Failures.** ClickHouse or the broker down: retried with capped exponential backoff
 //! (`retry_initial_backoff_ms` to `retry_max_backoff_ms`), no loss, no busy loop, `/readyz`
@@ -275,7 +273,8 @@ pub async fn run(
         decoder,
         paused: false,
         resume,
-        pending: [(0, 0); 12],
+        pending_rows: 0,
+        pending_bytes: 0,
         idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
         inflight: None,
     };
@@ -331,27 +330,40 @@ impl Backoff {
 }
 
 /// A record kept with its batch, for dead-lettering it if ClickHouse rejects its rows.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Original {
     offset: i64,
     timestamp_ms: Option<i64>,
     value: Vec<u8>,
 }
 
-/// The records of one partition not yet committed: per table, the rows no flush has taken
-/// yet (a table may wait for later flushes, [`Sink::start_flush`]), and every record's
-/// original bytes.
+/// The records of one partition not yet inserted.
 #[derive(Debug, Default)]
 struct Batch {
-    /// Per table (in [`TABLES`] order), the RowBinary rows not yet taken by a flush.
+    /// Per table (in [`TABLES`] order), the RowBinary rows of the batch's records.
     tables: [TableBuf; 12],
-    /// The records not yet committed, in offset order: for dead letters, and counted
-    /// (`records_received`) when committed.
     originals: Vec<Original>,
-    /// When the oldest record taken since the last flush began was taken.
+    records: usize,
+    /// Kafka value bytes of the records.
+    value_bytes: usize,
+    row_count: usize,
+    bytes: usize,
     first_at: Option<Instant>,
-    /// The last record taken.
     last_offset: Option<i64>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        for t in &mut self.tables {
+            t.clear();
+        }
+        self.originals.clear();
+        self.records = 0;
+        self.value_bytes = 0;
+        self.row_count = 0;
+        self.bytes = 0;
+        self.first_at = None;
+    }
 }
 
 /// One assigned partition: its batch and which offsets each table already holds.
@@ -361,27 +373,21 @@ struct PartState {
     present: Vec<OffsetSet>,
     /// Event ids stored from this partition lately (`sink.dedup_window_records`).
     recent: RecentIds,
-    /// Per table, the buffer of the last flush, cleared, for the next one to reuse.
-    spare: [TableBuf; 12],
-    /// The offset committed last (or resumed from): commits only move forward.
-    committed: i64,
+    /// The buffers of the last batch committed, cleared, for the next one to reuse.
+    spare: Option<Batch>,
 }
 
-/// One partition in a flush: the tables' rows it takes out of its [`PartState`], with the
-/// resume state, which is given back (updated) once committed.
+/// One partition's batch in a flush: taken out of its [`PartState`] with the resume
+/// state, and given back (the resume state updated) once committed.
 #[derive(Debug)]
 struct Flushing {
     key: PartKey,
     /// The assignment it was taken under.
     epoch: Option<u64>,
-    /// Per table, the rows taken (empty for a table left for a later flush).
-    tables: [TableBuf; 12],
+    batch: Batch,
     present: Vec<OffsetSet>,
     /// Per table, the records still to insert (the table does not hold them yet).
     runs: Vec<Pending>,
-    /// The offset to commit once the flush stored its rows: past every record taken,
-    /// but not past a record whose rows wait in a table left for a later flush.
-    commit_to: i64,
 }
 
 /// Per table: the first INSERT of a flush (none when it had no rows), how many
@@ -402,7 +408,7 @@ async fn first_attempt(w: &Writer, group: &[Flushing]) -> FirstAttempt {
         let mut parts = Vec::new();
         for f in group {
             if !f.runs[t].0.is_empty() {
-                parts.push((&f.tables[t], &f.runs[t].0[..]));
+                parts.push((&f.batch.tables[t], &f.runs[t].0[..]));
             }
         }
         per_table.push(parts);
@@ -423,71 +429,6 @@ async fn first_attempt(w: &Writer, group: &[Flushing]) -> FirstAttempt {
         insert_table(w, 11, &p[11])
     );
     [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
-}
-
-/// One table's rows not yet taken by a flush, across partitions.
-#[derive(Debug, Default, Clone, Copy)]
-struct TableLoad {
-    rows: usize,
-    bytes: usize,
-    /// When its oldest record was taken.
-    oldest: Option<Instant>,
-}
-
-/// A table whose rows not yet flushed, across partitions, stay below both a quarter of
-/// `batch_max_rows` and of `batch_max_bytes` is small: it waits for a later flush.
-fn small(max_rows: usize, max_bytes: u64) -> (usize, u64) {
-    ((max_rows / 4).max(1), (max_bytes / 4).max(1))
-}
-
-/// Do the rows not yet taken by a flush (`pending`: rows and bytes per table) reach
-/// `batch_max_rows` or `batch_max_bytes`, not counting the small tables, which wait
-/// ([`small`]), or twice that with them (the bound on what waits)?
-fn is_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
-    let (max_rows, max_bytes) = (cfg.batch_max_rows as usize, cfg.batch_max_bytes);
-    let (min_rows, min_bytes) = small(max_rows, max_bytes);
-    let (mut rows, mut bytes, mut all_rows, mut all_bytes) = (0, 0u64, 0, 0u64);
-    for &(r, b) in pending {
-        all_rows += r;
-        all_bytes += b as u64;
-        if r >= min_rows || b as u64 >= min_bytes {
-            rows += r;
-            bytes += b as u64;
-        }
-    }
-    rows >= max_rows || bytes >= max_bytes || all_rows >= 2 * max_rows || all_bytes >= 2 * max_bytes
-}
-
-/// The tables a flush takes. A table's rows wait for a later flush while they are few, so
-/// that a small table does not get a part of a few rows in every flush (each part is a
-/// new directory of files for ClickHouse to write and merge): a table is taken once its
-/// rows, across partitions, reach half of `batch_max_rows` or of `batch_max_bytes` (which
-/// also starts a flush), or its oldest record is `batch_max_age_ms` old. `all` (shutdown)
-/// takes every table with rows; so does a flush of `full` batches (all tables together at
-/// `batch_max_rows` or `batch_max_bytes`) in which no table qualifies.
-fn due_tables(
-    load: &[TableLoad; 12],
-    cfg: &SinkConfig,
-    all: bool,
-    full: bool,
-    now: Instant,
-) -> [bool; 12] {
-    let (min_rows, min_bytes) = small(cfg.batch_max_rows as usize, cfg.batch_max_bytes);
-    let age = Duration::from_millis(cfg.batch_max_age_ms);
-    let mut due = [false; 12];
-    for (d, l) in due.iter_mut().zip(load) {
-        *d = l.rows > 0
-            && (all
-                || l.rows >= min_rows
-                || l.bytes as u64 >= min_bytes
-                || l.oldest.is_some_and(|o| o + age <= now));
-    }
-    if full && !due.iter().any(|d| *d) {
-        for (d, l) in due.iter_mut().zip(load) {
-            *d = l.rows > 0;
-        }
-    }
-    due
 }
 
 /// The flush task died (a bug): its batches are lost to this process, none committed.
@@ -627,9 +568,10 @@ struct Sink {
     decoder: Decoder,
     paused: bool,
     resume: bool,
-    /// Per table, the rows and bytes of row data not yet taken by a flush, across
-    /// partitions (`batch_max_rows` and `batch_max_bytes` bound their sum).
-    pending: [(usize, usize); 12],
+    /// Rows and bytes of row data pending in every partition's batch (`batch_max_rows`
+    /// and `batch_max_bytes` bound their sum).
+    pending_rows: usize,
+    pending_bytes: u64,
     /// Re-joins when left without partitions in a stuck group.
     idle: IdleMemberWatch,
     /// The flush whose INSERTs are running, while the next batches fill.
@@ -777,10 +719,7 @@ impl Sink {
         let at = self
             .parts
             .values()
-            .flat_map(|s| {
-                let tables = s.batch.tables.iter().filter_map(TableBuf::first_at);
-                s.batch.first_at.into_iter().chain(tables)
-            })
+            .filter_map(|s| s.batch.first_at)
             .map(|t| t + age)
             .min()
             .unwrap_or(far);
@@ -806,9 +745,9 @@ impl Sink {
                 RebalanceEvent::Revoked(keys) => {
                     for k in keys {
                         if let Some(st) = self.parts.remove(&k)
-                            && !st.batch.originals.is_empty()
+                            && st.batch.records > 0
                         {
-                            tracing::info!(topic = %k.0, partition = k.1, records = st.batch.originals.len(),
+                            tracing::info!(topic = %k.0, partition = k.1, records = st.batch.records,
                                 "revoked: abandoning buffered records (not committed; re-read by the next owner)");
                         }
                         self.assigned.remove(&k);
@@ -919,6 +858,10 @@ impl Sink {
                 None
             }
         };
+        let (max_rows, max_bytes) = (
+            self.p.sink.batch_max_rows as usize,
+            self.p.sink.batch_max_bytes,
+        );
         let skipped = tombstone.map(|t| self.metrics.rows_skipped.with_label_values(&[TABLES[t]]));
         let Some(st) = self.state_mut(topic, partition) else {
             return Ok(()); // revoked while dead-lettering
@@ -928,6 +871,8 @@ impl Sink {
             return Ok(()); // delivered twice; already in this batch or flushed
         }
         b.last_offset = Some(offset);
+        b.records += 1;
+        b.value_bytes += value.len();
         if let Some(c) = skipped {
             c.inc();
         }
@@ -937,22 +882,22 @@ impl Sink {
             timestamp_ms,
             value,
         });
-        let mut added = [(0usize, 0usize); 12];
+        let rows_added = rows.as_ref().map(|enc| (enc.rows(), enc.data.len()));
         if let Some(enc) = rows {
+            b.row_count += enc.rows();
+            b.bytes += enc.data.len();
             for (t, buf) in b.tables.iter_mut().enumerate() {
                 let n = enc.tables[t].0;
                 if n > 0 {
-                    let bytes = enc.table(t);
-                    buf.push(offset, bytes, n);
-                    added[t] = (n as usize, bytes.len());
+                    buf.push(offset, enc.table(t), n);
                 }
             }
         }
-        for (p, a) in self.pending.iter_mut().zip(added) {
-            p.0 += a.0;
-            p.1 += a.1;
+        if let Some(enc) = &rows_added {
+            self.pending_rows += enc.0;
+            self.pending_bytes += enc.1 as u64;
         }
-        if self.is_full() {
+        if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
             self.flush_next().await?;
         }
         Ok(())
@@ -977,8 +922,7 @@ impl Sink {
             batch: Batch::default(),
             present: vec![OffsetSet::default(); TABLES.len()],
             recent: RecentIds::new(window),
-            spare: Default::default(),
-            committed: first,
+            spare: None,
         };
         if !self.resume {
             // The test-only negative control: nothing already in ClickHouse counts, the
@@ -1048,7 +992,13 @@ impl Sink {
     /// When the oldest pending record of any partition is `batch_max_age_ms` old, every
     /// partition's pending records are flushed with it.
     async fn flush_due(&mut self) -> Result<()> {
-        if self.next_deadline() <= tokio::time::Instant::now() {
+        let now = Instant::now();
+        let age = Duration::from_millis(self.p.sink.batch_max_age_ms);
+        if self
+            .parts
+            .values()
+            .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
+        {
             self.flush_next().await?;
         }
         Ok(())
@@ -1058,7 +1008,7 @@ impl Sink {
     /// pending records of every partition.
     async fn flush_all(&mut self) -> Result<()> {
         self.complete_inflight().await?;
-        self.start_flush(true);
+        self.start_flush();
         self.complete_inflight().await
     }
 
@@ -1069,7 +1019,7 @@ impl Sink {
     async fn flush_next(&mut self) -> Result<()> {
         self.complete_inflight().await?;
         self.fill_decoder(usize::MAX).await;
-        self.start_flush(false);
+        self.start_flush();
         Ok(())
     }
 
@@ -1096,72 +1046,29 @@ impl Sink {
         }
     }
 
-    /// The tables a flush takes ([`due_tables`]; `all`: every one with rows).
-    fn tables_due(&self, all: bool) -> [bool; 12] {
-        let mut load = [TableLoad::default(); 12];
-        for st in self.parts.values() {
-            for (l, buf) in load.iter_mut().zip(&st.batch.tables) {
-                l.rows += buf.row_total();
-                l.bytes += buf.byte_total();
-                if let Some(at) = buf.first_at() {
-                    l.oldest = Some(l.oldest.map_or(at, |o| o.min(at)));
-                }
-            }
-        }
-        due_tables(&load, &self.p.sink, all, self.is_full(), Instant::now())
-    }
-
-    /// Are the batches full ([`is_full`])?
-    fn is_full(&self) -> bool {
-        is_full(&self.pending, &self.p.sink)
-    }
-
-    /// Recounts [`Sink::pending`] from the partitions' batches.
-    fn recount_pending(&mut self) {
-        self.pending = [(0, 0); 12];
-        for st in self.parts.values() {
-            for (p, buf) in self.pending.iter_mut().zip(&st.batch.tables) {
-                p.0 += buf.row_total();
-                p.1 += buf.byte_total();
-            }
-        }
-    }
-
-    /// Takes the rows of the tables due ([`due_tables`]) out of every partition and
-    /// starts inserting them in a task: one INSERT per table for every partition's records
-    /// (fewer and larger INSERTs, so fewer parts for ClickHouse to write and merge), the
-    /// tables' INSERTs at once. A partition's commit then goes past every record taken,
-    /// but not past a record whose rows wait in a table left for later. The sink goes on
-    /// taking decoded records into its batches meanwhile, but does not poll the consumer
+    /// Takes every partition's pending records out of its state and starts inserting all
+    /// of them in a task: one INSERT per table (fewer and larger INSERTs, so fewer parts
+    /// for ClickHouse to write and merge), the tables' INSERTs at once. The sink goes on
+    /// taking decoded records into new batches meanwhile, but does not poll the consumer
     /// until [`Sink::complete_inflight`] has ended the flush and committed it.
-    fn start_flush(&mut self, all: bool) {
+    fn start_flush(&mut self) {
         let resume = self.resume;
-        let due = self.tables_due(all);
         let mut group = Vec::new();
         for (key, st) in &mut self.parts {
-            let Some(last) = st.batch.last_offset else {
-                continue;
-            };
-            let taking = (0..TABLES.len()).any(|t| due[t] && st.batch.tables[t].records() > 0);
-            // Nothing to insert and no record taken since the last flush: nothing to do.
-            if !taking && st.batch.first_at.is_none() {
+            if st.batch.records == 0 || st.batch.last_offset.is_none() {
                 continue;
             }
-            st.batch.first_at = None;
-            let mut tables: [TableBuf; 12] = Default::default();
-            let mut commit_to = last + 1;
-            for t in 0..TABLES.len() {
-                if due[t] {
-                    let fresh = std::mem::take(&mut st.spare[t]);
-                    tables[t] = std::mem::replace(&mut st.batch.tables[t], fresh);
-                    tables[t].freeze();
-                } else if let Some(o) = st.batch.tables[t].first_offset() {
-                    commit_to = commit_to.min(o);
-                }
+            let spare = st.spare.take().unwrap_or_default();
+            let mut batch = std::mem::replace(&mut st.batch, spare);
+            for t in &mut batch.tables {
+                t.freeze();
             }
+            // Records at or below it are repeats, in this batch or the one in flight.
+            st.batch.last_offset = batch.last_offset;
             let present = std::mem::take(&mut st.present);
-            // runs[t]: the records taken that table t does not hold yet.
-            let runs = tables
+            // runs[t]: the records of the batch that table t does not hold yet.
+            let runs = batch
+                .tables
                 .iter()
                 .zip(present.iter())
                 .map(|(buf, present)| {
@@ -1171,13 +1078,13 @@ impl Sink {
             group.push(Flushing {
                 key: key.clone(),
                 epoch: self.assigned.get(key).copied(),
-                tables,
+                batch,
                 present,
                 runs,
-                commit_to,
             });
         }
-        self.recount_pending();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
         if group.is_empty() {
             return;
         }
@@ -1227,7 +1134,7 @@ impl Sink {
                         if ok {
                             for &(a, z) in &pending {
                                 for i in a..z {
-                                    f.present[t].insert(f.tables[t].offset(i));
+                                    f.present[t].insert(f.batch.tables[t].offset(i));
                                 }
                             }
                         }
@@ -1256,8 +1163,9 @@ impl Sink {
                     None => Before::SharedFailed,
                 };
                 let f = &mut group[g];
+                let (b, present) = (&f.batch, &mut f.present[t]);
                 let flow = self
-                    .load_table(&f.key, t, &f.tables[t], &mut f.present[t], before)
+                    .load_table(&f.key, t, &b.tables[t], &b.originals, present, before)
                     .await?;
                 if flow == Flow::Abandoned {
                     flows[g] = Flow::Abandoned;
@@ -1271,19 +1179,15 @@ impl Sink {
             if *flow == Flow::Done && !self.is_current(&f.key, f.epoch) {
                 *flow = Flow::Abandoned;
             }
-            let ahead = self
-                .parts
-                .get(&f.key)
-                .is_some_and(|st| f.commit_to > st.committed);
-            if *flow == Flow::Done && ahead {
+            if *flow == Flow::Done
+                && let Some(last) = f.batch.last_offset
+            {
                 failpoint::hit_on(Point::BeforeCommit, Some(&f.key.0));
-                next.push((f.key.clone(), f.commit_to));
+                next.push((f.key.clone(), last + 1));
             }
         }
         let committed = self.commit_all(&next).await?;
         for (g, f) in group.iter_mut().enumerate() {
-            let rows: usize = f.tables.iter().map(TableBuf::row_total).sum();
-            self.metrics.batch_rows.observe(rows as f64);
             let Some(&(_, next)) = next.iter().find(|(k, _)| *k == f.key) else {
                 continue;
             };
@@ -1292,27 +1196,18 @@ impl Sink {
                 continue;
             }
             failpoint::hit(Point::AfterCommit);
-            let Some(st) = self.parts.get_mut(&f.key) else {
-                continue;
-            };
-            st.committed = next;
-            // The records committed leave the batch, counted (one label lookup per
-            // partition and flush, not per record).
-            let done = st.batch.originals.partition_point(|o| o.offset < next);
-            let bytes: usize = st.batch.originals[..done]
-                .iter()
-                .map(|o| o.value.len())
-                .sum();
-            st.batch.originals.drain(..done);
-            self.metrics.batch_records.observe(done as f64);
+            let b = &f.batch;
+            self.metrics.batch_rows.observe(b.row_count as f64);
+            self.metrics.batch_records.observe(b.records as f64);
+            // Counted per committed batch (one label lookup per batch, not per record).
             self.metrics
                 .records_received
                 .with_label_values(&[f.key.0.as_str()])
-                .inc_by(done as u64);
+                .inc_by(b.records as u64);
             self.metrics
                 .bytes_received
                 .with_label_values(&[f.key.0.as_str()])
-                .inc_by(bytes as u64);
+                .inc_by(b.value_bytes as u64);
             for s in &mut f.present {
                 s.prune_below(next);
             }
@@ -1326,20 +1221,16 @@ impl Sink {
                 Flow::Done => {
                     if current && let Some(st) = self.parts.get_mut(&f.key) {
                         st.present = f.present;
-                        for (t, mut buf) in f.tables.into_iter().enumerate() {
-                            if buf.records() > 0 {
-                                buf.clear();
-                                st.spare[t] = buf;
-                            }
-                        }
+                        let mut spare = f.batch;
+                        spare.clear();
+                        st.spare = Some(spare);
                     }
                 }
                 Flow::Abandoned => {
-                    let rows: usize = f.tables.iter().map(TableBuf::row_total).sum();
-                    tracing::info!(topic = %f.key.0, partition = f.key.1, rows,
-                        "flush abandoned (partition revoked or shutting down); not committed");
+                    tracing::info!(topic = %f.key.0, partition = f.key.1, records = f.batch.records,
+                        "batch abandoned (partition revoked or shutting down); not committed");
                     if current {
-                        // Shutting down: nothing after this flush of the partition may be
+                        // Shutting down: nothing after this batch of the partition may be
                         // loaded or committed by this member any more.
                         self.parts.remove(&f.key);
                         self.assigned.remove(&f.key);
@@ -1348,7 +1239,8 @@ impl Sink {
             }
         }
         // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
-        self.recount_pending();
+        self.pending_rows = self.parts.values().map(|s| s.batch.row_count).sum();
+        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes as u64).sum();
         Ok(())
     }
 
@@ -1366,6 +1258,7 @@ impl Sink {
         key: &PartKey,
         tidx: usize,
         buf: &TableBuf,
+        originals: &[Original],
         present: &mut OffsetSet,
         before: Before,
     ) -> Result<Flow> {
@@ -1437,15 +1330,10 @@ impl Sink {
                     work.pop();
                     if b - a == 1 {
                         let first = buf.offset(a);
-                        // Its original is kept in its partition's batch until committed.
-                        let Some(orig) = self.parts.get(key).and_then(|st| {
-                            let o = &st.batch.originals;
-                            let i = o.binary_search_by_key(&first, |o| o.offset).ok()?;
-                            Some(o[i].clone())
-                        }) else {
-                            // Revoked meanwhile: the next owner loads (and rejects) it.
-                            return Ok(Flow::Abandoned);
+                        let Ok(i) = originals.binary_search_by_key(&first, |o| o.offset) else {
+                            continue; // every record of a batch has its original
                         };
+                        let orig = &originals[i];
                         let rej = Rejected {
                             topic: &key.0,
                             partition: key.1,
@@ -1681,84 +1569,20 @@ mod tests {
         );
     }
 
-    fn cfg() -> SinkConfig {
-        SinkConfig {
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        let cfg = SinkConfig {
             group_id: "g".into(),
             topics: vec![],
-            batch_max_rows: 1_000,
-            batch_max_bytes: 1 << 20,
-            batch_max_age_ms: 1_000,
+            batch_max_rows: 10,
+            batch_max_bytes: 10,
+            batch_max_age_ms: 10,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 1_000,
             insert_timeout_ms: 10,
             lag_interval_ms: 0,
             dedup_window_records: 10_000,
-        }
-    }
-
-    #[test]
-    fn a_small_table_waits_for_a_later_flush_until_it_has_rows_or_age() {
-        let now = Instant::now();
-        let fresh = Some(now);
-        let old = Some(now - Duration::from_millis(1_500));
-        let l = |rows, bytes, oldest| TableLoad {
-            rows,
-            bytes,
-            oldest,
         };
-        let mut load = [TableLoad::default(); 12];
-        load[0] = l(900, 400_000, fresh); // events: over half of the rows
-        load[1] = l(100, 60_000, fresh); // orders: few rows, young
-        load[3] = l(10, 600_000, fresh); // shipments: few rows but half of the bytes
-        load[4] = l(5, 1_000, old); // tickets: few rows, but old
-        let due = due_tables(&load, &cfg(), false, true, now);
-        assert_eq!(&due[..6], &[true, false, false, true, true, false]);
-        assert!(due[6..].iter().all(|d| !d), "empty tables are never taken");
-        // At shutdown every table with rows goes.
-        let due = due_tables(&load, &cfg(), true, false, now);
-        assert_eq!(&due[..6], &[true, true, false, true, true, false]);
-        // Full batches in which no table qualifies: all of them go.
-        let mut few = [TableLoad::default(); 12];
-        for t in [0, 1, 2, 5, 6] {
-            few[t] = l(200, 1_000, fresh);
-        }
-        let due = due_tables(&few, &cfg(), false, true, now);
-        assert_eq!(&due[..7], &[true, true, true, false, false, true, true]);
-        // Not full: they wait.
-        assert!(
-            due_tables(&few, &cfg(), false, false, now)
-                .iter()
-                .all(|d| !d)
-        );
-    }
-
-    #[test]
-    fn small_tables_count_towards_the_full_batch_only_twice_over() {
-        // batch_max_rows 1,000: small below 250 rows (and 256 KiB).
-        let mut p = [(0usize, 0usize); 12];
-        p[0] = (900, 1_000);
-        p[1] = (240, 1_000);
-        assert!(
-            !is_full(&p, &cfg()),
-            "900 rows of big tables; orders' 240 wait"
-        );
-        p[2] = (250, 1_000);
-        assert!(is_full(&p, &cfg()), "1,150 rows of big tables");
-        let mut p = [(0usize, 0usize); 12];
-        for r in p.iter_mut().take(8) {
-            *r = (240, 1_000);
-        }
-        assert!(!is_full(&p, &cfg()), "1,920 rows, all small");
-        p[8] = (240, 1_000);
-        assert!(is_full(&p, &cfg()), "2,160 rows: twice batch_max_rows");
-        let mut p = [(0usize, 0usize); 12];
-        p[0] = (10, 1 << 20);
-        assert!(is_full(&p, &cfg()), "batch_max_bytes");
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap() {
-        let cfg = cfg();
         let mut b = Backoff::new(&cfg);
         let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
         assert!(waits[0] <= Duration::from_millis(100) && waits[0] >= Duration::from_millis(80));
