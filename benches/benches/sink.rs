@@ -17,7 +17,8 @@
 //! `ZT_BENCH_EVENTS` sets the event count (default 200000), `ZT_BENCH_BATCH_AGE_MS` the
 //! sink's `batch_max_age_ms` (default 1000, the shipped default), `ZT_BENCH_BATCH_ROWS` its
 //! `batch_max_rows` (default 100000, the shipped default; the raw side inserts chunks of
-//! the same size).
+//! the same size), `ZT_BENCH_BATCH_BYTES` its `batch_max_bytes` (default 33554432, the
+//! shipped default).
 //!
 //! Run with `cargo bench -p zt-benches --bench sink`.
 

@@ -1,9 +1,9 @@
 //! `zt`: zhongtai's one binary. Each subcommand is a component or an operator tool; see
 //! `zt --help` and README.md.
 
-/// mimalloc instead of the system allocator: the sink's decode thread allocates and its
-/// tokio task frees, and glibc's arenas made that cross-thread traffic a third of the
-/// thread's time (docs/benchmarks.md). Vector ships jemalloc for the same reason.
+/// mimalloc instead of the system allocator: the sink's decode thread allocates what its
+/// tokio task frees, and with glibc's arenas that cross-thread traffic was about a third of
+/// the decode thread's time (docs/benchmarks.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
