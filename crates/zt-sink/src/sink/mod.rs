@@ -794,7 +794,7 @@ impl Sink {
             value,
             null: _,
         } = raw;
-        if self.assigned.get(&key) != Some(&epoch) {
+        if !self.is_current(&key, Some(epoch)) {
             // Received under an assignment that was revoked since: the partition's next
             // owner (or this member's new assignment) reads it again.
             return Ok(());
@@ -804,7 +804,7 @@ impl Sink {
             // Reading the resume state may wait out retries, polling the consumer: never
             // with a flush in flight.
             self.complete_inflight().await?;
-            if self.assigned.get(&key) != Some(&epoch) {
+            if !self.is_current(&key, Some(epoch)) {
                 return Ok(());
             }
             self.kafka_ready.set_ready();
@@ -839,7 +839,7 @@ impl Sink {
                 // Sending may wait out retries, polling the consumer: never with a flush
                 // in flight.
                 self.complete_inflight().await?;
-                if self.assigned.get(&key) != Some(&epoch) {
+                if !self.is_current(&key, Some(epoch)) {
                     return Ok(());
                 }
                 let rej = Rejected {

@@ -179,35 +179,9 @@ impl Request {
             .with_setting("query_id", self.query_id.clone());
         let n = self.body.len();
         let cut = self.cut.unwrap_or(n);
-        let mut small: Vec<u8> = Vec::new();
         for (i, j) in [(0, cut), (cut, n)] {
-            // Each chunk is compressed into a block of its own: long pieces are sent as
-            // slices of their batch (no copy), short ones copied together first.
-            for piece in &self.body[i..j] {
-                if piece.len() < COALESCE {
-                    small.extend_from_slice(piece);
-                    if small.len() < CHUNK {
-                        continue;
-                    }
-                }
-                if !small.is_empty() {
-                    ins.send(Bytes::from(std::mem::take(&mut small)))
-                        .await
-                        .map_err(|e| Error::ch(op(), e))?;
-                }
-                let mut at = 0;
-                while piece.len() >= COALESCE && at < piece.len() {
-                    let end = (at + CHUNK).min(piece.len());
-                    ins.send(piece.slice(at..end))
-                        .await
-                        .map_err(|e| Error::ch(op(), e))?;
-                    at = end;
-                }
-            }
-            if !small.is_empty() {
-                ins.send(Bytes::from(std::mem::take(&mut small)))
-                    .await
-                    .map_err(|e| Error::ch(op(), e))?;
+            for block in blocks(&self.body[i..j]) {
+                ins.send(block).await.map_err(|e| Error::ch(op(), e))?;
             }
             if self.cut.is_some() && i == 0 && failpoint::is_armed(Point::MidInsert) {
                 // `send` only queues the chunks for the connection: give them time to
@@ -459,6 +433,36 @@ impl Writer {
     }
 }
 
+/// The blocks `pieces` are sent in, each compressed on its own: long pieces as slices of
+/// their batch (no copy) of at most [`CHUNK`] bytes, short ones (under [`COALESCE`]) copied
+/// together up to [`CHUNK`].
+fn blocks(pieces: &[Bytes]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut small: Vec<u8> = Vec::new();
+    for piece in pieces {
+        if piece.len() < COALESCE {
+            small.extend_from_slice(piece);
+            if small.len() >= CHUNK {
+                out.push(Bytes::from(std::mem::take(&mut small)));
+            }
+            continue;
+        }
+        if !small.is_empty() {
+            out.push(Bytes::from(std::mem::take(&mut small)));
+        }
+        let mut at = 0;
+        while at < piece.len() {
+            let end = (at + CHUNK).min(piece.len());
+            out.push(piece.slice(at..end));
+            at = end;
+        }
+    }
+    if !small.is_empty() {
+        out.push(Bytes::from(small));
+    }
+    out
+}
+
 /// The body of an INSERT of the records `runs` of each buffer, as pieces; the index of the
 /// piece before which half of the rows has been sent (the `mid_insert` failpoint: the first
 /// half sent, the request not ended); and the rows. Plain loops: an iterator adapter with
@@ -533,6 +537,27 @@ mod tests {
         // One row: no cut.
         let one = buf(&[(1, b"z", 1)]);
         assert_eq!(body_of(&[(&one, &[(0, 1)])]).1, None);
+    }
+
+    #[test]
+    fn blocks_keep_the_bytes_in_order_and_bounded() {
+        let big = Bytes::from(vec![7u8; CHUNK + 10]);
+        let pieces = [
+            Bytes::from_static(b"ab"),
+            big.clone(),
+            Bytes::from_static(b"c"),
+        ];
+        let out = blocks(&pieces);
+        let lens: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(
+            lens,
+            vec![2, CHUNK, 10, 1],
+            "short ones apart from long ones"
+        );
+        let flat: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        let want: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(flat, want);
+        assert_eq!(out[1].as_ptr(), big.as_ptr(), "a long piece is not copied");
     }
 
     #[test]
