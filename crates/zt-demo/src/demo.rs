@@ -179,16 +179,29 @@ async fn run_until_done(
         say(&format!("rejected: {r}"));
     }
 
-    // Drain.
+    // Drain. A component that exits (a processor gives up on a broker that stopped
+    // answering, say) is started again, as an orchestrator's restart policy would: every
+    // stage resumes from its committed offsets and its outputs stay exactly-once
+    // (docs/reliability.md), so the run still ends with the right numbers.
     let stages = stages(&topics);
     let mut last_print = Instant::now();
     let progress = opts.progress;
-    wait_drained(
+    let mut revived: Vec<String> = Vec::new();
+    let drained = wait_drained(
         kafka,
         &stages,
         opts.drain_timeout,
         Duration::from_millis(1000),
         |lags| {
+            match running.revive() {
+                Ok(names) => {
+                    for name in names {
+                        say(&format!("{name} exited; started again"));
+                        revived.push(name);
+                    }
+                }
+                Err(e) => say(&format!("starting an exited component again failed: {e:#}")),
+            }
             if progress && last_print.elapsed() > Duration::from_secs(5) {
                 last_print = Instant::now();
                 let l: Vec<String> = lags.iter().map(|(n, l)| format!("{n} {l}")).collect();
@@ -196,9 +209,14 @@ async fn run_until_done(
             }
         },
     )
-    .await
-    .map_err(|e| {
+    .await;
+    drained.map_err(|e| {
         let died = running.dead();
+        let e = if revived.is_empty() {
+            e
+        } else {
+            e.context(format!("components restarted: {}", revived.join(", ")))
+        };
         if died.is_empty() {
             e
         } else {

@@ -555,7 +555,7 @@ impl Processor {
             .set(self.state.values().map(|m| m.len() as i64).sum());
         let mut next = runtime::next_offsets(batch);
         next.retain(|k, _| self.assigned.contains(k));
-        runtime::commit(&self.consumer, &next)
+        runtime::commit_after_send(&self.consumer, &next)
     }
 }
 

@@ -547,9 +547,17 @@ impl Processor {
             }
             self.process(&batch).await?;
             if self.last_prune.elapsed() > Duration::from_secs(30) {
-                let parts = runtime::partitions_of(&self.log_reader, &self.inputs)?;
-                let committed = runtime::committed(&self.consumer, &parts)?;
-                self.log.prune(&committed);
+                // Pruning only frees memory: a broker that does not answer now is asked
+                // again next time.
+                let committed = runtime::partitions_of(&self.log_reader, &self.inputs)
+                    .and_then(|parts| runtime::committed(&self.consumer, &parts));
+                match committed {
+                    Ok(committed) => self.log.prune(&committed),
+                    Err(e) => {
+                        self.metrics.errors.with_label_values(&["prune"]).inc();
+                        tracing::warn!(error = %e, "committed offsets not readable; pruning later");
+                    }
+                }
                 self.last_prune = Instant::now();
             }
         }
@@ -753,7 +761,7 @@ impl Processor {
         self.metrics.merges.inc_by(merges);
         FAIL.hit("after_send");
         // 3. Commit.
-        runtime::commit(&self.consumer, &runtime::next_offsets(batch))
+        runtime::commit_after_send(&self.consumer, &runtime::next_offsets(batch))
     }
 
     /// The [`ResolvedMark`] of a batch: each partition's offsets, first to last.

@@ -527,7 +527,7 @@ impl Processor {
         // 3. Commit (only what this member owns).
         let mut next = runtime::next_offsets(batch);
         next.retain(|k, _| self.assigned.contains(k));
-        runtime::commit(&self.consumer, &next)
+        runtime::commit_after_send(&self.consumer, &next)
     }
 }
 

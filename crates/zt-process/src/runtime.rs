@@ -420,6 +420,31 @@ pub fn commit<C: ConsumerContext>(
     Ok(())
 }
 
+/// Commits `next` after the batch's outputs were acknowledged; a commit the broker
+/// refuses or does not answer (no coordinator, a rebalance under way, a timeout) is
+/// counted (`errors{kind="commit"}`), logged and left to the next batch's commit, which
+/// covers these offsets too. Not exiting is safe: the outputs are already acknowledged,
+/// so committing past them later is correct, and if the partitions moved meanwhile their
+/// new owner replays from the last commit, the same path as a crash between send and
+/// commit (exactly-once by the processors' replay handling, docs/reliability.md).
+pub fn commit_after_send(
+    consumer: &StreamConsumer<Ctx>,
+    next: &BTreeMap<PartKey, i64>,
+) -> Result<()> {
+    match commit(consumer, next) {
+        Err(Error::Kafka(e)) => {
+            consumer
+                .context()
+                .errors
+                .with_label_values(&["commit"])
+                .inc();
+            tracing::warn!(error = %e, "offset commit failed; the next batch's commit covers it");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// The next offset of every partition in `batch` (last offset + 1).
 pub fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<PartKey, i64> {
     let mut next: BTreeMap<PartKey, i64> = BTreeMap::new();
