@@ -203,6 +203,7 @@ async fn run() {
     let per_conn: Vec<Vec<Vec<u8>>> = (0..conns)
         .map(|c| bodies.iter().skip(c).step_by(conns).cloned().collect())
         .collect();
+    eprintln!("raw run: {raw_rate:.0} events/s; the HTTP run starts");
     let t = Instant::now();
     let mut tasks = Vec::new();
     for work in per_conn {

@@ -57,9 +57,35 @@ impl DedupWindow {
         g.seen.contains_key(key)
     }
 
+    /// For each of `keys`, whether it was recorded within the window: [`Self::contains`]
+    /// for a whole request under one lock and one clock reading.
+    pub fn contains_all(&self, keys: &[String]) -> Vec<bool> {
+        if self.window.is_zero() {
+            return vec![false; keys.len()];
+        }
+        let now = Instant::now();
+        let mut g = self.lock();
+        expire(&mut g, now, self.window);
+        keys.iter().map(|k| g.seen.contains_key(k)).collect()
+    }
+
     /// Records `key` as published now.
     pub fn insert(&self, key: String) {
         self.insert_aged(key, Duration::ZERO);
+    }
+
+    /// Records every one of `keys` as published now, under one lock ([`Self::insert`] for
+    /// a whole request).
+    pub fn insert_all(&self, keys: impl IntoIterator<Item = String>) {
+        if self.window.is_zero() || self.max_entries == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut g = self.lock();
+        expire(&mut g, now, self.window);
+        for key in keys {
+            remember(&mut g, key, now, self.max_entries);
+        }
     }
 
     /// Records `key` as published `age` ago (restored ids keep their place in the window;
@@ -71,17 +97,7 @@ impl DedupWindow {
         let now = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let mut g = self.lock();
         expire(&mut g, now, self.window);
-        if g.seen.insert(key.clone(), now).is_none() {
-            g.order.push_back((now, key));
-        }
-        while g.seen.len() > self.max_entries {
-            match g.order.pop_front() {
-                Some((_, k)) => {
-                    g.seen.remove(&k);
-                }
-                None => break,
-            }
-        }
+        remember(&mut g, key, now, self.max_entries);
     }
 
     /// Ids currently remembered.
@@ -201,6 +217,21 @@ pub fn restore(
     Ok(Restored { records, ids })
 }
 
+/// Records `key` at `now`, forgetting the oldest ids beyond `max_entries`.
+fn remember(g: &mut Inner, key: String, now: Instant, max_entries: usize) {
+    if g.seen.insert(key.clone(), now).is_none() {
+        g.order.push_back((now, key));
+    }
+    while g.seen.len() > max_entries {
+        match g.order.pop_front() {
+            Some((_, k)) => {
+                g.seen.remove(&k);
+            }
+            None => break,
+        }
+    }
+}
+
 fn expire(g: &mut Inner, now: Instant, window: Duration) {
     while let Some((t, _)) = g.order.front() {
         if now.duration_since(*t) < window {
@@ -229,6 +260,22 @@ mod tests {
         assert!(!d.contains("a"), "oldest forgotten past the bound");
         assert!(d.contains("b") && d.contains("c"));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn a_whole_request_is_checked_and_recorded_like_one_id_at_a_time() {
+        let d = DedupWindow::new(Duration::from_secs(60), 3);
+        d.insert("a".into());
+        let keys: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        assert_eq!(d.contains_all(&keys), [true, false, false]);
+        d.insert_all(["b".into(), "c".into(), "d".into()]);
+        // Bounded as before: four ids recorded, the oldest ("a") forgotten.
+        let all: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        assert_eq!(d.contains_all(&all), [false, true, true, true]);
+        assert_eq!(d.len(), 3);
+        let off = DedupWindow::new(Duration::ZERO, 10);
+        off.insert_all(["a".into()]);
+        assert_eq!(off.contains_all(&keys), [false, false, false]);
     }
 
     #[test]

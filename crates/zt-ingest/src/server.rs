@@ -453,15 +453,21 @@ impl AppState {
         let suppressed = before - events.len();
 
         // Deduplicate against the window and within the request.
+        let mut keys: Vec<String> = events
+            .iter()
+            .map(|ev| format!("{source}:{}", ev.event_id))
+            .collect();
+        let seen = self.dedup.contains_all(&keys);
         let mut fresh: Vec<&Event> = Vec::new();
+        let mut fresh_keys: Vec<String> = Vec::new();
         let mut duplicates = 0usize;
         let mut in_request: std::collections::HashSet<&str> = Default::default();
-        for ev in &events {
-            let key = format!("{source}:{}", ev.event_id);
-            if self.dedup.contains(&key) || !in_request.insert(ev.event_id.as_str()) {
+        for ((ev, key), seen) in events.iter().zip(keys.iter_mut()).zip(seen) {
+            if seen || !in_request.insert(ev.event_id.as_str()) {
                 duplicates += 1;
             } else {
                 fresh.push(ev);
+                fresh_keys.push(std::mem::take(key));
             }
         }
 
@@ -498,14 +504,16 @@ impl AppState {
                 first_error.get_or_insert_with(|| e.to_string());
             }
         }
-        for (ev, r) in fresh.iter().zip(&ev_results) {
+        let mut acknowledged = Vec::with_capacity(fresh_keys.len());
+        for (key, r) in fresh_keys.into_iter().zip(&ev_results) {
             match r {
-                Ok(()) => self.dedup.insert(format!("{source}:{}", ev.event_id)),
+                Ok(()) => acknowledged.push(key),
                 Err(e) => {
                     first_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
+        self.dedup.insert_all(acknowledged);
         let all_ok = first_error.is_none();
         if let Some(error) = &first_error {
             tracing::warn!(%source, %error, "publish not acknowledged; answering 503");

@@ -11,11 +11,214 @@ use crate::error::{Error, Result};
 use crate::event::*;
 
 /// A type with an Avro record representation.
+///
+/// A record lists its fields once, in schema order, in [`AvroRecord::emit`]; the same list
+/// builds an Avro [`Value`] ([`AvroRecord::to_avro`], for apache-avro's validating writer
+/// and the tests) and writes the binary body directly ([`AvroRecord::write_avro`], what
+/// [`crate::encode`] sends: no value tree, no per-field allocation).
 pub trait AvroRecord: Sized {
+    /// Hands every field to `out`, in schema order, with its logical type.
+    fn emit<F: Fields>(&self, out: &mut F);
     /// The record as an Avro value shaped like its schema.
-    fn to_avro(&self) -> Value;
+    fn to_avro(&self) -> Value {
+        let mut b = ValueFields(Vec::new());
+        self.emit(&mut b);
+        Value::Record(b.0)
+    }
+    /// Appends the record's Avro binary encoding to `out`: the same bytes as
+    /// [`write_value`] of [`AvroRecord::to_avro`] (checked by the round-trip property
+    /// tests against apache-avro's validating writer).
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        self.emit(&mut BinaryFields(out));
+    }
     /// The record from a value already resolved against the current schema.
     fn from_avro(value: Value) -> Result<Self>;
+}
+
+/// Where [`AvroRecord::emit`] puts a record's fields. `name` is the schema's field name;
+/// an `opt_*` field is the union `["null", T]` (branch 0 null, branch 1 the value).
+pub trait Fields {
+    /// `string`.
+    fn string(&mut self, name: &'static str, v: &str);
+    /// `["null", "string"]`.
+    fn opt_string(&mut self, name: &'static str, v: Option<&str>);
+    /// `long`.
+    fn long(&mut self, name: &'static str, v: i64);
+    /// `["null", "long"]`.
+    fn opt_long(&mut self, name: &'static str, v: Option<i64>);
+    /// `int`.
+    fn int(&mut self, name: &'static str, v: i32);
+    /// `["null", "int"]`.
+    fn opt_int(&mut self, name: &'static str, v: Option<i32>);
+    /// `long` with logical type `timestamp-millis`.
+    fn ts(&mut self, name: &'static str, v: i64);
+    /// `["null", timestamp-millis]`.
+    fn opt_ts(&mut self, name: &'static str, v: Option<i64>);
+    /// `int` with logical type `date`.
+    fn date(&mut self, name: &'static str, v: i32);
+    /// `boolean`.
+    fn boolean(&mut self, name: &'static str, v: bool);
+    /// `bytes`.
+    fn bytes(&mut self, name: &'static str, v: &[u8]);
+    /// An array of strings.
+    fn strings(&mut self, name: &'static str, v: &[String]);
+    /// A nested record.
+    fn record<R: AvroRecord>(&mut self, name: &'static str, v: &R);
+    /// An array of records.
+    fn records<R: AvroRecord>(&mut self, name: &'static str, v: &[R]);
+    /// A union of records, branch `branch` taken.
+    fn union_record<R: AvroRecord>(&mut self, name: &'static str, branch: i32, v: &R);
+}
+
+/// Builds the fields of a [`Value::Record`].
+struct ValueFields(Vec<(String, Value)>);
+
+impl ValueFields {
+    fn put(&mut self, name: &str, v: Value) {
+        self.0.push((name.to_owned(), v));
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(f(x))),
+    }
+}
+
+impl Fields for ValueFields {
+    fn string(&mut self, name: &'static str, v: &str) {
+        self.put(name, Value::String(v.to_owned()));
+    }
+    fn opt_string(&mut self, name: &'static str, v: Option<&str>) {
+        self.put(name, opt(v, |x| Value::String(x.to_owned())));
+    }
+    fn long(&mut self, name: &'static str, v: i64) {
+        self.put(name, Value::Long(v));
+    }
+    fn opt_long(&mut self, name: &'static str, v: Option<i64>) {
+        self.put(name, opt(v, Value::Long));
+    }
+    fn int(&mut self, name: &'static str, v: i32) {
+        self.put(name, Value::Int(v));
+    }
+    fn opt_int(&mut self, name: &'static str, v: Option<i32>) {
+        self.put(name, opt(v, Value::Int));
+    }
+    fn ts(&mut self, name: &'static str, v: i64) {
+        self.put(name, Value::TimestampMillis(v));
+    }
+    fn opt_ts(&mut self, name: &'static str, v: Option<i64>) {
+        self.put(name, opt(v, Value::TimestampMillis));
+    }
+    fn date(&mut self, name: &'static str, v: i32) {
+        self.put(name, Value::Date(v));
+    }
+    fn boolean(&mut self, name: &'static str, v: bool) {
+        self.put(name, Value::Boolean(v));
+    }
+    fn bytes(&mut self, name: &'static str, v: &[u8]) {
+        self.put(name, Value::Bytes(v.to_vec()));
+    }
+    fn strings(&mut self, name: &'static str, v: &[String]) {
+        let items = v.iter().map(|x| Value::String(x.clone())).collect();
+        self.put(name, Value::Array(items));
+    }
+    fn record<R: AvroRecord>(&mut self, name: &'static str, v: &R) {
+        self.put(name, v.to_avro());
+    }
+    fn records<R: AvroRecord>(&mut self, name: &'static str, v: &[R]) {
+        self.put(name, Value::Array(v.iter().map(R::to_avro).collect()));
+    }
+    fn union_record<R: AvroRecord>(&mut self, name: &'static str, branch: i32, v: &R) {
+        self.put(name, Value::Union(branch as u32, Box::new(v.to_avro())));
+    }
+}
+
+/// Writes the binary encoding straight into a buffer (Avro specification, "Binary
+/// Encoding": zig-zag varints, length-prefixed strings and bytes, unions as the branch
+/// index then the value, arrays as one block of items then a zero count).
+struct BinaryFields<'a>(&'a mut Vec<u8>);
+
+impl BinaryFields<'_> {
+    fn str(&mut self, v: &[u8]) {
+        zigzag(v.len() as i64, self.0);
+        self.0.extend_from_slice(v);
+    }
+    fn block(&mut self, n: usize) {
+        if n > 0 {
+            zigzag(n as i64, self.0);
+        }
+    }
+}
+
+impl Fields for BinaryFields<'_> {
+    fn string(&mut self, _: &'static str, v: &str) {
+        self.str(v.as_bytes());
+    }
+    fn opt_string(&mut self, _: &'static str, v: Option<&str>) {
+        match v {
+            None => self.0.push(0),
+            Some(x) => {
+                self.0.push(2);
+                self.str(x.as_bytes());
+            }
+        }
+    }
+    fn long(&mut self, _: &'static str, v: i64) {
+        zigzag(v, self.0);
+    }
+    fn opt_long(&mut self, _: &'static str, v: Option<i64>) {
+        match v {
+            None => self.0.push(0),
+            Some(x) => {
+                self.0.push(2);
+                zigzag(x, self.0);
+            }
+        }
+    }
+    fn int(&mut self, _: &'static str, v: i32) {
+        zigzag(i64::from(v), self.0);
+    }
+    fn opt_int(&mut self, name: &'static str, v: Option<i32>) {
+        self.opt_long(name, v.map(i64::from));
+    }
+    fn ts(&mut self, name: &'static str, v: i64) {
+        self.long(name, v);
+    }
+    fn opt_ts(&mut self, name: &'static str, v: Option<i64>) {
+        self.opt_long(name, v);
+    }
+    fn date(&mut self, name: &'static str, v: i32) {
+        self.int(name, v);
+    }
+    fn boolean(&mut self, _: &'static str, v: bool) {
+        self.0.push(u8::from(v));
+    }
+    fn bytes(&mut self, _: &'static str, v: &[u8]) {
+        self.str(v);
+    }
+    fn strings(&mut self, _: &'static str, v: &[String]) {
+        self.block(v.len());
+        for x in v {
+            self.str(x.as_bytes());
+        }
+        self.0.push(0);
+    }
+    fn record<R: AvroRecord>(&mut self, _: &'static str, v: &R) {
+        v.emit(self);
+    }
+    fn records<R: AvroRecord>(&mut self, _: &'static str, v: &[R]) {
+        self.block(v.len());
+        for x in v {
+            x.emit(self);
+        }
+        self.0.push(0);
+    }
+    fn union_record<R: AvroRecord>(&mut self, _: &'static str, branch: i32, v: &R) {
+        zigzag(i64::from(branch), self.0);
+        v.emit(self);
+    }
 }
 
 // ---- binary encoding ------------------------------------------------------------------
@@ -79,43 +282,6 @@ fn zigzag(n: i64, out: &mut Vec<u8>) {
         z >>= 7;
     }
     out.push(z as u8);
-}
-
-// ---- encoding helpers ----------------------------------------------------------------
-
-fn s(v: &str) -> Value {
-    Value::String(v.to_owned())
-}
-
-fn ts(v: i64) -> Value {
-    Value::TimestampMillis(v)
-}
-
-fn opt<T>(v: &Option<T>, f: impl FnOnce(&T) -> Value) -> Value {
-    match v {
-        None => Value::Union(0, Box::new(Value::Null)),
-        Some(x) => Value::Union(1, Box::new(f(x))),
-    }
-}
-
-fn opt_s(v: &Option<String>) -> Value {
-    opt(v, |x| s(x))
-}
-
-fn opt_ts(v: &Option<i64>) -> Value {
-    opt(v, |x| ts(*x))
-}
-
-fn opt_long(v: &Option<i64>) -> Value {
-    opt(v, |x| Value::Long(*x))
-}
-
-fn opt_int(v: &Option<i32>) -> Value {
-    opt(v, |x| Value::Int(*x))
-}
-
-fn record(fields: Vec<(&str, Value)>) -> Value {
-    Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 // ---- decoding helpers ----------------------------------------------------------------
@@ -282,29 +448,26 @@ pub(crate) const PAYLOAD_BRANCHES: [&str; 6] = [
 ];
 
 impl AvroRecord for Event {
-    fn to_avro(&self) -> Value {
-        let (branch, payload) = match &self.payload {
-            Payload::Customer(p) => (0, p.to_avro()),
-            Payload::Order(p) => (1, p.to_avro()),
-            Payload::Shipment(p) => (2, p.to_avro()),
-            Payload::Tracking(p) => (3, p.to_avro()),
-            Payload::Ticket(p) => (4, p.to_avro()),
-            Payload::AdSpend(p) => (5, p.to_avro()),
-        };
-        record(vec![
-            ("event_id", s(&self.event_id)),
-            ("event_type", s(&self.event_type)),
-            ("source", s(self.source.as_str())),
-            ("source_event_id", opt_s(&self.source_event_id)),
-            ("occurred_at", ts(self.occurred_at)),
-            ("sent_at", opt_ts(&self.sent_at)),
-            ("received_at", ts(self.received_at)),
-            ("event_time", ts(self.event_time)),
-            ("identities", self.identities.to_avro()),
-            ("context", self.context.to_avro()),
-            ("payload", Value::Union(branch, Box::new(payload))),
-            ("person_id", opt_s(&self.person_id)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("event_id", &self.event_id);
+        o.string("event_type", &self.event_type);
+        o.string("source", self.source.as_str());
+        o.opt_string("source_event_id", self.source_event_id.as_deref());
+        o.ts("occurred_at", self.occurred_at);
+        o.opt_ts("sent_at", self.sent_at);
+        o.ts("received_at", self.received_at);
+        o.ts("event_time", self.event_time);
+        o.record("identities", &self.identities);
+        o.record("context", &self.context);
+        match &self.payload {
+            Payload::Customer(p) => o.union_record("payload", 0, p),
+            Payload::Order(p) => o.union_record("payload", 1, p),
+            Payload::Shipment(p) => o.union_record("payload", 2, p),
+            Payload::Tracking(p) => o.union_record("payload", 3, p),
+            Payload::Ticket(p) => o.union_record("payload", 4, p),
+            Payload::AdSpend(p) => o.union_record("payload", 5, p),
+        }
+        o.opt_string("person_id", self.person_id.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -345,17 +508,15 @@ impl AvroRecord for Event {
 }
 
 impl AvroRecord for Identities {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("crm_customer_id", opt_s(&self.crm_customer_id)),
-            ("user_id", opt_s(&self.user_id)),
-            ("anonymous_id", opt_s(&self.anonymous_id)),
-            ("phone_hash", opt_s(&self.phone_hash)),
-            ("email_hash", opt_s(&self.email_hash)),
-            ("order_id", opt_s(&self.order_id)),
-            ("waybill_no", opt_s(&self.waybill_no)),
-            ("ticket_id", opt_s(&self.ticket_id)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.opt_string("crm_customer_id", self.crm_customer_id.as_deref());
+        o.opt_string("user_id", self.user_id.as_deref());
+        o.opt_string("anonymous_id", self.anonymous_id.as_deref());
+        o.opt_string("phone_hash", self.phone_hash.as_deref());
+        o.opt_string("email_hash", self.email_hash.as_deref());
+        o.opt_string("order_id", self.order_id.as_deref());
+        o.opt_string("waybill_no", self.waybill_no.as_deref());
+        o.opt_string("ticket_id", self.ticket_id.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -374,11 +535,9 @@ impl AvroRecord for Identities {
 }
 
 impl AvroRecord for ExperimentAssignment {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("experiment_id", s(&self.experiment_id)),
-            ("variant", s(&self.variant)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("experiment_id", &self.experiment_id);
+        o.string("variant", &self.variant);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -391,26 +550,21 @@ impl AvroRecord for ExperimentAssignment {
 }
 
 impl AvroRecord for Context {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("channel", opt_s(&self.channel)),
-            ("campaign", opt_s(&self.campaign)),
-            ("utm_source", opt_s(&self.utm_source)),
-            ("utm_medium", opt_s(&self.utm_medium)),
-            ("utm_campaign", opt_s(&self.utm_campaign)),
-            ("utm_term", opt_s(&self.utm_term)),
-            ("utm_content", opt_s(&self.utm_content)),
-            ("private_domain", Value::Boolean(self.private_domain)),
-            (
-                "experiments",
-                Value::Array(self.experiments.iter().map(|e| e.to_avro()).collect()),
-            ),
-            ("device_type", opt_s(&self.device_type)),
-            ("os", opt_s(&self.os)),
-            ("app_version", opt_s(&self.app_version)),
-            ("locale", opt_s(&self.locale)),
-            ("ip_country", opt_s(&self.ip_country)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.opt_string("channel", self.channel.as_deref());
+        o.opt_string("campaign", self.campaign.as_deref());
+        o.opt_string("utm_source", self.utm_source.as_deref());
+        o.opt_string("utm_medium", self.utm_medium.as_deref());
+        o.opt_string("utm_campaign", self.utm_campaign.as_deref());
+        o.opt_string("utm_term", self.utm_term.as_deref());
+        o.opt_string("utm_content", self.utm_content.as_deref());
+        o.boolean("private_domain", self.private_domain);
+        o.records("experiments", &self.experiments);
+        o.opt_string("device_type", self.device_type.as_deref());
+        o.opt_string("os", self.os.as_deref());
+        o.opt_string("app_version", self.app_version.as_deref());
+        o.opt_string("locale", self.locale.as_deref());
+        o.opt_string("ip_country", self.ip_country.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -435,11 +589,9 @@ impl AvroRecord for Context {
 }
 
 impl AvroRecord for Consent {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("purpose", s(&self.purpose)),
-            ("granted", Value::Boolean(self.granted)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("purpose", &self.purpose);
+        o.boolean("granted", self.granted);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -452,24 +604,19 @@ impl AvroRecord for Consent {
 }
 
 impl AvroRecord for CustomerPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("customer_id", s(&self.customer_id)),
-            ("registered_at", opt_ts(&self.registered_at)),
-            ("registration_channel", opt_s(&self.registration_channel)),
-            ("tier", opt_s(&self.tier)),
-            ("previous_tier", opt_s(&self.previous_tier)),
-            ("points_delta", opt_long(&self.points_delta)),
-            ("points_balance", opt_long(&self.points_balance)),
-            (
-                "consents",
-                Value::Array(self.consents.iter().map(|c| c.to_avro()).collect()),
-            ),
-            ("gender", opt_s(&self.gender)),
-            ("birth_year", opt_int(&self.birth_year)),
-            ("province", opt_s(&self.province)),
-            ("city", opt_s(&self.city)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("customer_id", &self.customer_id);
+        o.opt_ts("registered_at", self.registered_at);
+        o.opt_string("registration_channel", self.registration_channel.as_deref());
+        o.opt_string("tier", self.tier.as_deref());
+        o.opt_string("previous_tier", self.previous_tier.as_deref());
+        o.opt_long("points_delta", self.points_delta);
+        o.opt_long("points_balance", self.points_balance);
+        o.records("consents", &self.consents);
+        o.opt_string("gender", self.gender.as_deref());
+        o.opt_int("birth_year", self.birth_year);
+        o.opt_string("province", self.province.as_deref());
+        o.opt_string("city", self.city.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -492,19 +639,17 @@ impl AvroRecord for CustomerPayload {
 }
 
 impl AvroRecord for OrderLine {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("line_no", Value::Int(self.line_no)),
-            ("sku", s(&self.sku)),
-            ("product_id", opt_s(&self.product_id)),
-            ("product_name", opt_s(&self.product_name)),
-            ("category", opt_s(&self.category)),
-            ("quantity", Value::Int(self.quantity)),
-            ("unit_price_minor", Value::Long(self.unit_price_minor)),
-            ("discount_minor", Value::Long(self.discount_minor)),
-            ("coupon_code", opt_s(&self.coupon_code)),
-            ("refunded_quantity", Value::Int(self.refunded_quantity)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.int("line_no", self.line_no);
+        o.string("sku", &self.sku);
+        o.opt_string("product_id", self.product_id.as_deref());
+        o.opt_string("product_name", self.product_name.as_deref());
+        o.opt_string("category", self.category.as_deref());
+        o.int("quantity", self.quantity);
+        o.long("unit_price_minor", self.unit_price_minor);
+        o.long("discount_minor", self.discount_minor);
+        o.opt_string("coupon_code", self.coupon_code.as_deref());
+        o.int("refunded_quantity", self.refunded_quantity);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -525,28 +670,20 @@ impl AvroRecord for OrderLine {
 }
 
 impl AvroRecord for OrderPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("order_id", s(&self.order_id)),
-            ("status", s(&self.status)),
-            ("currency", s(&self.currency)),
-            ("subtotal_minor", Value::Long(self.subtotal_minor)),
-            ("discount_minor", Value::Long(self.discount_minor)),
-            ("shipping_minor", Value::Long(self.shipping_minor)),
-            ("total_minor", Value::Long(self.total_minor)),
-            ("refund_minor", Value::Long(self.refund_minor)),
-            ("refund_reason", opt_s(&self.refund_reason)),
-            ("payment_method", opt_s(&self.payment_method)),
-            (
-                "coupon_codes",
-                Value::Array(self.coupon_codes.iter().map(|c| s(c)).collect()),
-            ),
-            ("store_id", opt_s(&self.store_id)),
-            (
-                "lines",
-                Value::Array(self.lines.iter().map(|l| l.to_avro()).collect()),
-            ),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("order_id", &self.order_id);
+        o.string("status", &self.status);
+        o.string("currency", &self.currency);
+        o.long("subtotal_minor", self.subtotal_minor);
+        o.long("discount_minor", self.discount_minor);
+        o.long("shipping_minor", self.shipping_minor);
+        o.long("total_minor", self.total_minor);
+        o.long("refund_minor", self.refund_minor);
+        o.opt_string("refund_reason", self.refund_reason.as_deref());
+        o.opt_string("payment_method", self.payment_method.as_deref());
+        o.strings("coupon_codes", &self.coupon_codes);
+        o.opt_string("store_id", self.store_id.as_deref());
+        o.records("lines", &self.lines);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -577,18 +714,16 @@ impl AvroRecord for OrderPayload {
 }
 
 impl AvroRecord for ShipmentPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("waybill_no", s(&self.waybill_no)),
-            ("order_id", opt_s(&self.order_id)),
-            ("carrier", s(&self.carrier)),
-            ("status", s(&self.status)),
-            ("exception_code", opt_s(&self.exception_code)),
-            ("exception_reason", opt_s(&self.exception_reason)),
-            ("warehouse", opt_s(&self.warehouse)),
-            ("destination_city", opt_s(&self.destination_city)),
-            ("promised_at", opt_ts(&self.promised_at)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("waybill_no", &self.waybill_no);
+        o.opt_string("order_id", self.order_id.as_deref());
+        o.string("carrier", &self.carrier);
+        o.string("status", &self.status);
+        o.opt_string("exception_code", self.exception_code.as_deref());
+        o.opt_string("exception_reason", self.exception_reason.as_deref());
+        o.opt_string("warehouse", self.warehouse.as_deref());
+        o.opt_string("destination_city", self.destination_city.as_deref());
+        o.opt_ts("promised_at", self.promised_at);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -608,28 +743,26 @@ impl AvroRecord for ShipmentPayload {
 }
 
 impl AvroRecord for TrackingPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("kind", s(&self.kind)),
-            ("name", opt_s(&self.name)),
-            ("properties_json", s(&self.properties_json)),
-            ("traits_json", s(&self.traits_json)),
-            ("previous_id", opt_s(&self.previous_id)),
-            ("group_id", opt_s(&self.group_id)),
-            ("product_id", opt_s(&self.product_id)),
-            ("sku", opt_s(&self.sku)),
-            ("category", opt_s(&self.category)),
-            ("price_minor", opt_long(&self.price_minor)),
-            ("quantity", opt_int(&self.quantity)),
-            ("revenue_minor", opt_long(&self.revenue_minor)),
-            ("currency", opt_s(&self.currency)),
-            ("page_url", opt_s(&self.page_url)),
-            ("page_path", opt_s(&self.page_path)),
-            ("page_referrer", opt_s(&self.page_referrer)),
-            ("page_title", opt_s(&self.page_title)),
-            ("experiment_id", opt_s(&self.experiment_id)),
-            ("variant", opt_s(&self.variant)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("kind", &self.kind);
+        o.opt_string("name", self.name.as_deref());
+        o.string("properties_json", &self.properties_json);
+        o.string("traits_json", &self.traits_json);
+        o.opt_string("previous_id", self.previous_id.as_deref());
+        o.opt_string("group_id", self.group_id.as_deref());
+        o.opt_string("product_id", self.product_id.as_deref());
+        o.opt_string("sku", self.sku.as_deref());
+        o.opt_string("category", self.category.as_deref());
+        o.opt_long("price_minor", self.price_minor);
+        o.opt_int("quantity", self.quantity);
+        o.opt_long("revenue_minor", self.revenue_minor);
+        o.opt_string("currency", self.currency.as_deref());
+        o.opt_string("page_url", self.page_url.as_deref());
+        o.opt_string("page_path", self.page_path.as_deref());
+        o.opt_string("page_referrer", self.page_referrer.as_deref());
+        o.opt_string("page_title", self.page_title.as_deref());
+        o.opt_string("experiment_id", self.experiment_id.as_deref());
+        o.opt_string("variant", self.variant.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -659,21 +792,19 @@ impl AvroRecord for TrackingPayload {
 }
 
 impl AvroRecord for TicketPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("ticket_id", s(&self.ticket_id)),
-            ("status", s(&self.status)),
-            ("channel", opt_s(&self.channel)),
-            ("category", opt_s(&self.category)),
-            ("priority", opt_s(&self.priority)),
-            ("agent_id", opt_s(&self.agent_id)),
-            ("opened_at", opt_ts(&self.opened_at)),
-            ("first_response_at", opt_ts(&self.first_response_at)),
-            ("resolved_at", opt_ts(&self.resolved_at)),
-            ("csat_score", opt_int(&self.csat_score)),
-            ("is_complaint", Value::Boolean(self.is_complaint)),
-            ("complaint_reason", opt_s(&self.complaint_reason)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("ticket_id", &self.ticket_id);
+        o.string("status", &self.status);
+        o.opt_string("channel", self.channel.as_deref());
+        o.opt_string("category", self.category.as_deref());
+        o.opt_string("priority", self.priority.as_deref());
+        o.opt_string("agent_id", self.agent_id.as_deref());
+        o.opt_ts("opened_at", self.opened_at);
+        o.opt_ts("first_response_at", self.first_response_at);
+        o.opt_ts("resolved_at", self.resolved_at);
+        o.opt_int("csat_score", self.csat_score);
+        o.boolean("is_complaint", self.is_complaint);
+        o.opt_string("complaint_reason", self.complaint_reason.as_deref());
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -696,17 +827,15 @@ impl AvroRecord for TicketPayload {
 }
 
 impl AvroRecord for AdSpendPayload {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("channel", s(&self.channel)),
-            ("campaign_id", s(&self.campaign_id)),
-            ("campaign_name", opt_s(&self.campaign_name)),
-            ("day", Value::Date(self.day)),
-            ("spend_minor", Value::Long(self.spend_minor)),
-            ("currency", s(&self.currency)),
-            ("impressions", Value::Long(self.impressions)),
-            ("clicks", Value::Long(self.clicks)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("channel", &self.channel);
+        o.string("campaign_id", &self.campaign_id);
+        o.opt_string("campaign_name", self.campaign_name.as_deref());
+        o.date("day", self.day);
+        o.long("spend_minor", self.spend_minor);
+        o.string("currency", &self.currency);
+        o.long("impressions", self.impressions);
+        o.long("clicks", self.clicks);
     }
 
     fn from_avro(value: Value) -> Result<Self> {
@@ -725,22 +854,20 @@ impl AvroRecord for AdSpendPayload {
 }
 
 impl AvroRecord for crate::dlq::DeadLetter {
-    fn to_avro(&self) -> Value {
-        record(vec![
-            ("dlq_id", s(&self.dlq_id)),
-            ("stage", s(&self.stage)),
-            ("source", s(&self.source)),
-            ("reason", s(&self.reason)),
-            ("field", opt_s(&self.field)),
-            ("message", s(&self.message)),
-            ("original", Value::Bytes(self.original.clone())),
-            ("content_type", opt_s(&self.content_type)),
-            ("received_at", ts(self.received_at)),
-            ("failed_at", ts(self.failed_at)),
-            ("origin_topic", opt_s(&self.origin_topic)),
-            ("origin_partition", opt_int(&self.origin_partition)),
-            ("origin_offset", opt_long(&self.origin_offset)),
-        ])
+    fn emit<F: Fields>(&self, o: &mut F) {
+        o.string("dlq_id", &self.dlq_id);
+        o.string("stage", &self.stage);
+        o.string("source", &self.source);
+        o.string("reason", &self.reason);
+        o.opt_string("field", self.field.as_deref());
+        o.string("message", &self.message);
+        o.bytes("original", &self.original);
+        o.opt_string("content_type", self.content_type.as_deref());
+        o.ts("received_at", self.received_at);
+        o.ts("failed_at", self.failed_at);
+        o.opt_string("origin_topic", self.origin_topic.as_deref());
+        o.opt_int("origin_partition", self.origin_partition);
+        o.opt_long("origin_offset", self.origin_offset);
     }
 
     fn from_avro(value: Value) -> Result<Self> {

@@ -10,7 +10,7 @@ use std::io::Read;
 
 use apache_avro::types::Value;
 
-use crate::avro::{AvroRecord, write_value};
+use crate::avro::AvroRecord;
 use crate::catalogue::{Catalogue, SchemaEntry};
 use crate::dlq::DeadLetter;
 use crate::error::{Error, Result};
@@ -78,7 +78,7 @@ pub fn encode_with<T: TopLevel>(cat: &Catalogue, value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(512);
     out.push(MAGIC);
     out.extend_from_slice(&entry.id.to_be_bytes());
-    write_value(&value.to_avro(), &mut out)?;
+    value.write_avro(&mut out);
     Ok(out)
 }
 
@@ -563,6 +563,7 @@ impl Read for StrictReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avro::write_value;
 
     /// Every schema in the catalogue uses only types the direct reader handles, so a new
     /// schema with another type fails here rather than at run time.
