@@ -265,6 +265,23 @@ impl Run {
     }
 }
 
+/// Waits up to `secs` for the processors to drain, then stops both; whether they drained.
+fn drain_and_stop(
+    env: &Env,
+    identity: &mut std::process::Child,
+    funnels: &mut std::process::Child,
+    secs: u64,
+) -> bool {
+    let drained = env.wait_drained(Duration::from_secs(secs));
+    for p in [&mut *identity, &mut *funnels] {
+        signal(p, "TERM");
+    }
+    for p in [identity, funnels] {
+        let _ = wait_exit(p, Duration::from_secs(20));
+    }
+    drained
+}
+
 /// The processor's rows, latest per key: funnel level and experiment row per person k.
 fn stream_rows(env: &Env, persons: u32) -> (BTreeMap<u32, u8>, BTreeMap<u32, ExperimentRow>) {
     let by_person: BTreeMap<String, u32> = (0..persons)
@@ -334,11 +351,7 @@ async fn streaming_funnel_equals_window_funnel_with_shuffled_and_late_input() {
     assert!(env.wait_drained(Duration::from_secs(90)), "{}", env.logs());
     // The held-back fifth: late and out of order.
     env.produce(&producer, &events[cut..]).await;
-    let drained = env.wait_drained(Duration::from_secs(90));
-    signal(&identity, "TERM");
-    signal(&funnels, "TERM");
-    let _ = wait_exit(&mut identity, Duration::from_secs(20));
-    let _ = wait_exit(&mut funnels, Duration::from_secs(20));
+    let drained = drain_and_stop(env, &mut identity, &mut funnels, 90);
     assert!(drained, "{}", env.logs());
 
     run.load_events();
@@ -392,11 +405,7 @@ async fn kill_9_mid_stream_equals_window_funnel_and_without_restore_it_does_not(
                 funnels = env.spawn("funnels", i + 1, envs);
             }
         }
-        let drained = env.wait_drained(Duration::from_secs(120));
-        signal(&identity, "TERM");
-        signal(&funnels, "TERM");
-        let _ = wait_exit(&mut identity, Duration::from_secs(20));
-        let _ = wait_exit(&mut funnels, Duration::from_secs(20));
+        let drained = drain_and_stop(env, &mut identity, &mut funnels, 120);
         assert!(drained, "{}", env.logs());
         run.load_events();
         let oracle = run.oracle(WINDOW).await;
@@ -410,6 +419,82 @@ async fn kill_9_mid_stream_equals_window_funnel_and_without_restore_it_does_not(
             assert!(
                 diffs.len() >= 3,
                 "without restore the comparison should find losses, found {diffs:?}"
+            );
+        }
+    }
+}
+
+/// A crash after a batch's rows were acknowledged and before its state was sent loses no
+/// row: the restore finds the older state, the replay changes it again and sends the rows
+/// again. Negative control: the order before the fix (state first, then a crash before the
+/// rows) loses the rows of that batch for good, because the replay finds the state already
+/// changed and sends nothing. Found by the fault matrix (`kill -9 funnels at 90 %`;
+/// docs/reliability.md). Oracle: ClickHouse's `windowFunnel` over the events.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_rows_and_state_loses_nothing_and_state_first_would() {
+    let _heavy = HEAVY.lock().await;
+    const LATE: u32 = 12;
+    for (point, fixed) in [("before_state:1", true), ("state_first:1", false)] {
+        let run = start(if fixed { "fbeforestate" } else { "fstatefirst" }).await;
+        let env = &run.env;
+        let (events, _) = generate(0xf00d_0003, PERSONS + LATE);
+        let index = |ev: &Event| {
+            let id = &ev.identities;
+            let s = id
+                .user_id
+                .as_deref()
+                .or(id.anonymous_id.as_deref())
+                .unwrap_or("");
+            s[1..].parse::<u32>().expect("generated id")
+        };
+        let (early, mut late): (Vec<Event>, Vec<Event>) =
+            events.into_iter().partition(|ev| index(ev) < PERSONS);
+        // The last persons only ever signed in: no merge, so no transfer arrives after the
+        // crash that would make the replay send a person's rows again anyway.
+        late.retain(|ev| ev.identities.anonymous_id.is_none());
+        let producer = producer();
+        let mut identity = env.spawn("identity", 0, &[]);
+        let mut funnels = env.spawn("funnels", 0, &[]);
+        env.produce(&producer, &early).await;
+        assert!(env.wait_drained(Duration::from_secs(90)), "{}", env.logs());
+        signal(&funnels, "TERM");
+        let _ = wait_exit(&mut funnels, Duration::from_secs(20));
+        // The armed processor holds its partitions before the last persons' events arrive,
+        // and its first batch (up to 10,000 records or 4 s) takes all of them: no later
+        // event of these persons follows that would send their rows again.
+        let armed = [
+            ("ZT__FUNNELS__BATCH_MAX_RECORDS", "10000"),
+            ("ZT__FUNNELS__BATCH_MAX_AGE_MS", "4000"),
+            ("ZT_FUNNELS_FAILPOINT", point),
+        ];
+        funnels = env.spawn("funnels", 1, &armed);
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while !env.log("funnels", 1).contains("funnel state restored")
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        env.produce(&producer, &late).await;
+        let crashed = wait_exit(&mut funnels, Duration::from_secs(60));
+        assert!(
+            crashed.is_some_and(|s| !s.success()),
+            "the crash point {point} was not reached:\n{}",
+            env.logs()
+        );
+        funnels = env.spawn("funnels", 2, &[]);
+        let drained = drain_and_stop(env, &mut identity, &mut funnels, 90);
+        assert!(drained, "{}", env.logs());
+
+        run.load_events();
+        let oracle = run.oracle(WINDOW).await;
+        let (levels, _) = stream_rows(env, PERSONS + LATE);
+        let diffs = diff_levels(&levels, &oracle, PERSONS + LATE);
+        if fixed {
+            assert!(diffs.is_empty(), "{diffs:#?}\n{}", env.logs());
+        } else {
+            assert!(
+                !diffs.is_empty(),
+                "state first and a crash before the rows should lose rows"
             );
         }
     }

@@ -202,7 +202,8 @@ impl Env {
         }
     }
 
-    /// True once both groups have committed up to the end of every input partition.
+    /// True once identity and the processors under test (profiles, funnels) have committed
+    /// up to the end of every input partition.
     pub fn drained(&self) -> bool {
         let t = &self.topics;
         let identity_inputs: Vec<String> = Source::ALL.into_iter().map(|s| t.events(s)).collect();
@@ -211,8 +212,14 @@ impl Env {
             t.identity_merges(),
             t.profiles_transfers(),
         ];
+        let funnels_inputs = vec![
+            t.events_resolved(),
+            t.identity_merges(),
+            t.funnels_transfers(),
+        ];
         group_done(&self.identity_group, &identity_inputs)
             && (!self.with_profiles || group_done(&self.profiles_group, &profile_inputs))
+            && (!self.with_funnels || group_done(&self.funnels_group, &funnels_inputs))
     }
 
     /// Waits until [`Env::drained`] holds twice in a row 1 s apart (transfers may start a

@@ -442,6 +442,50 @@ async fn a_rejected_insert_of_several_partitions_is_loaded_partition_by_partitio
     drop_database(&env).await;
 }
 
+/// A sink that has read its partitions to the end flushes at once when it holds at least a
+/// quarter of a batch, without waiting out `batch_max_age_ms` (an hour here); a trickle
+/// below a quarter waits for the age (here: is still not stored a few seconds later), and
+/// shutdown stores it. Oracle: the broker's offsets of what was produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caught_up_with_a_quarter_batch_flushes_at_once_and_a_trickle_waits() {
+    let env = setup("caughtup", &[], &clickhouse_url()).await;
+    // 400 events make about 1,100 rows: above a quarter of 2,000, below a full batch.
+    env.write_config_aged(2_000, 3_600_000);
+    let mut produced = produce(&env, 0..400).await;
+    let mut sink = env.spawn_sink(1, &[]);
+    wait_for(
+        "the 400 events stored",
+        Duration::from_secs(90),
+        async || events_count(&env).await == 400,
+    )
+    .await;
+    let metrics = env.admin("/metrics").map(|(_, b)| b).unwrap_or_default();
+    assert!(
+        metric(&metrics, "zt_sink_flushes_total", "caught_up") >= 1.0,
+        "no caught-up flush counted:\n{metrics}"
+    );
+    assert_eq!(metric(&metrics, "zt_sink_flushes_total", "\"age\""), 0.0);
+    assert_eq!(metric(&metrics, "zt_sink_flushes_total", "\"full\""), 0.0);
+
+    // A trickle (five events, a few rows) is held: no quarter batch, and an hour's age.
+    produced.extend(produce(&env, 400..405).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events_count(&env).await,
+        400,
+        "a trickle was flushed at once"
+    );
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let problems = check_exactly_once(&env, &produced).await;
+    assert!(
+        problems.is_empty(),
+        "{:#?}",
+        &problems[..problems.len().min(10)]
+    );
+    drop_database(&env).await;
+}
+
 #[derive(Debug, serde::Deserialize, clickhouse::Row)]
 struct PersonIds {
     event_id: String,

@@ -156,8 +156,14 @@ impl Env {
             .with_database(&self.database)
     }
 
-    /// Writes the sink's config file (over the built-in defaults).
+    /// Writes the sink's config file (over the built-in defaults), batches aged out
+    /// after 200 ms.
     pub fn write_config(&self, batch_max_rows: u32) {
+        self.write_config_aged(batch_max_rows, 200);
+    }
+
+    /// [`Env::write_config`] with another `batch_max_age_ms`.
+    pub fn write_config_aged(&self, batch_max_rows: u32, batch_max_age_ms: u64) {
         let text = format!(
             r#"
 [log]
@@ -178,7 +184,7 @@ database = "{db}"
 [sink]
 group_id = "{group}"
 batch_max_rows = {batch_max_rows}
-batch_max_age_ms = 200
+batch_max_age_ms = {batch_max_age_ms}
 retry_initial_backoff_ms = 50
 retry_max_backoff_ms = 1000
 insert_timeout_ms = 10000

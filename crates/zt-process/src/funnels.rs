@@ -7,7 +7,9 @@
 //!
 //! **Per batch**: apply every record (merges move a person's state to the person it
 //! continues as, through `zt.funnels.transfers`, and leave a redirect); send the transfers
-//! and wait; send every changed person's state and rows and wait; commit. The rows go to
+//! and wait; send every changed person's rows and wait, then its state and wait (a state on
+//! the changelog means its rows were delivered: [`runtime::send_outputs_then_state`]);
+//! commit. The rows go to
 //! `zt.funnels` as JSON, keyed `funnel:<id>:<person>` or `experiment:<id>:<person>`:
 //! [`crate::funnel::FunnelRow`] (level reached, entry breakdown) and
 //! [`crate::funnel::ExperimentRow`] (first exposure,
@@ -45,6 +47,13 @@ use crate::records::IdentityMerge;
 use crate::runtime::{self, Ctx, Out, RebalanceEvent};
 
 /// Test-only switch: `1` skips restoring state from the changelog (negative control).
+/// Test-only crash points (`zt_runtime::failpoint`): `before_state` and `state_first`
+/// ([`runtime::send_outputs_then_state`]).
+pub const FAILPOINT_ENV: &str = "ZT_FUNNELS_FAILPOINT";
+
+static FAIL: zt_runtime::failpoint::Failpoint =
+    zt_runtime::failpoint::Failpoint::new(FAILPOINT_ENV);
+
 pub const DISABLE_RESTORE_ENV: &str = "ZT_FUNNELS_DISABLE_RESTORE";
 
 /// State moved between persons.
@@ -549,7 +558,7 @@ impl Processor {
                 self.metrics.rows.with_label_values(&["experiment"]).inc();
             }
         }
-        runtime::send_all(&self.producer, &out).await?;
+        runtime::send_outputs_then_state(&self.producer, out, &t.funnels_state(), &FAIL).await?;
         self.metrics
             .persons
             .set(self.state.values().map(|m| m.len() as i64).sum());

@@ -41,6 +41,10 @@ pub struct SinkMetrics {
     pub errors: IntCounterVec,
     /// `zt_sink_commits_total`: successful offset commits.
     pub commits: IntCounterVec,
+    /// `zt_sink_flushes_total{reason}`: flushes started because the batches were full
+    /// (`full`), the oldest record reached `batch_max_age_ms` (`age`), or the sink had read
+    /// its partitions to their end with at least a quarter of a batch (`caught_up`).
+    pub flushes: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -166,6 +170,12 @@ impl SinkMetrics {
                 "zt_sink_commits_total",
                 "successful offset commits",
                 &["result"],
+            ),
+            flushes: counter(
+                r,
+                "zt_sink_flushes_total",
+                "flushes started, by why",
+                &["reason"],
             ),
         }
     }

@@ -270,6 +270,7 @@ pub async fn run(
         assigned: HashMap::new(),
         next_epoch: 0,
         stash: VecDeque::new(),
+        spares: Vec::new(),
         decoder,
         paused: false,
         resume,
@@ -288,6 +289,10 @@ const IDLE_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Records taken from the consumer, or from the decoder, per turn of the sink loop.
 const DRAIN: usize = 256;
+
+/// How long the consumer must have had nothing to give before the sink counts itself
+/// caught up ([`Sink::quarter_full`]; `zt_sink_flushes_total{reason="caught_up"}`).
+const CAUGHT_UP_IDLE: Duration = Duration::from_millis(50);
 
 /// Polls `f` once; its output if it was ready. Used on `StreamConsumer::recv`, which is
 /// cancel-safe.
@@ -373,8 +378,6 @@ struct PartState {
     present: Vec<OffsetSet>,
     /// Event ids stored from this partition lately (`sink.dedup_window_records`).
     recent: RecentIds,
-    /// The buffers of the last batch committed, cleared, for the next one to reuse.
-    spare: Option<Batch>,
 }
 
 /// One partition's batch in a flush: taken out of its [`PartState`] with the resume
@@ -560,6 +563,10 @@ struct Sink {
     /// revoked) are dropped, never mixed into the new assignment's batches.
     assigned: HashMap<PartKey, u64>,
     next_epoch: u64,
+    /// Batches committed and cleared, kept for their buffers: the next batch of any
+    /// partition takes one instead of growing fresh memory (at most one per partition
+    /// held).
+    spares: Vec<Batch>,
     /// Records received while waiting out a retry; fed to the decoder, in order, before
     /// polling again.
     stash: VecDeque<Raw>,
@@ -620,6 +627,13 @@ impl Sink {
             let room = self.decoder.has_room();
             let pending = self.decoder.pending() > 0;
             let busy = self.inflight.is_some();
+            // Caught up: polled with room and nothing in the decoder, the consumer gives
+            // nothing for CAUGHT_UP_IDLE (a backlog or burst has been read to its end).
+            // With at least a quarter of a batch pending, flush now instead of waiting
+            // out `batch_max_age_ms`; below that the age decides, so a trickle of records
+            // does not become a trickle of small parts.
+            let may_catch_up =
+                room && !busy && !pending && self.stash.is_empty() && self.quarter_full();
             // Keep the decoder fed first (receiving is cheap, decoding is not), so that it
             // has records to decode while a flush's INSERTs run.
             tokio::select! {
@@ -632,6 +646,10 @@ impl Sink {
                 }
                 _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
                 _ = idle_tick.tick(), if !busy => self.rejoin_if_idle_and_stuck()?,
+                _ = tokio::time::sleep(CAUGHT_UP_IDLE), if may_catch_up => {
+                    self.metrics.flushes.with_label_values(&["caught_up"]).inc();
+                    self.flush_next().await?;
+                }
                 // Never while a flush's INSERTs run: rebalance callbacks run in `recv`.
                 r = consumer.recv(), if room && !busy => match r {
                     Ok(m) => {
@@ -711,6 +729,12 @@ impl Sink {
             value: m.payload().unwrap_or(&[]).to_vec(),
             null: m.payload().is_none(),
         })
+    }
+
+    /// At least a quarter of a batch (`batch_max_rows` or `batch_max_bytes`) is pending.
+    fn quarter_full(&self) -> bool {
+        self.pending_rows.saturating_mul(4) >= self.p.sink.batch_max_rows as usize
+            || self.pending_bytes.saturating_mul(4) >= self.p.sink.batch_max_bytes
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {
@@ -898,6 +922,7 @@ impl Sink {
             self.pending_bytes += enc.1 as u64;
         }
         if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
+            self.metrics.flushes.with_label_values(&["full"]).inc();
             self.flush_next().await?;
         }
         Ok(())
@@ -922,7 +947,6 @@ impl Sink {
             batch: Batch::default(),
             present: vec![OffsetSet::default(); TABLES.len()],
             recent: RecentIds::new(window),
-            spare: None,
         };
         if !self.resume {
             // The test-only negative control: nothing already in ClickHouse counts, the
@@ -999,6 +1023,7 @@ impl Sink {
             .values()
             .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
         {
+            self.metrics.flushes.with_label_values(&["age"]).inc();
             self.flush_next().await?;
         }
         Ok(())
@@ -1058,7 +1083,7 @@ impl Sink {
             if st.batch.records == 0 || st.batch.last_offset.is_none() {
                 continue;
             }
-            let spare = st.spare.take().unwrap_or_default();
+            let spare = self.spares.pop().unwrap_or_default();
             let mut batch = std::mem::replace(&mut st.batch, spare);
             for t in &mut batch.tables {
                 t.freeze();
@@ -1221,9 +1246,11 @@ impl Sink {
                 Flow::Done => {
                     if current && let Some(st) = self.parts.get_mut(&f.key) {
                         st.present = f.present;
+                    }
+                    if self.spares.len() < self.parts.len() {
                         let mut spare = f.batch;
                         spare.clear();
-                        st.spare = Some(spare);
+                        self.spares.push(spare);
                     }
                 }
                 Flow::Abandoned => {
