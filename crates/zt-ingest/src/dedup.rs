@@ -46,43 +46,46 @@ impl DedupWindow {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True when `key` was recorded within the window.
-    pub fn contains(&self, key: &str) -> bool {
+    /// The window as of `now`, expired ids dropped; `None` when the window is off.
+    fn current(&self, now: Instant) -> Option<std::sync::MutexGuard<'_, Inner>> {
         if self.window.is_zero() {
-            return false;
+            return None;
         }
-        let now = Instant::now();
         let mut g = self.lock();
         expire(&mut g, now, self.window);
-        g.seen.contains_key(key)
+        Some(g)
+    }
+
+    /// True when `key` was recorded within the window.
+    pub fn contains(&self, key: &str) -> bool {
+        self.current(Instant::now())
+            .is_some_and(|g| g.seen.contains_key(key))
     }
 
     /// For each of `keys`, whether it was recorded within the window: [`Self::contains`]
     /// for a whole request under one lock and one clock reading.
     pub fn contains_all(&self, keys: &[String]) -> Vec<bool> {
-        if self.window.is_zero() {
-            return vec![false; keys.len()];
+        match self.current(Instant::now()) {
+            None => vec![false; keys.len()],
+            Some(g) => keys.iter().map(|k| g.seen.contains_key(k)).collect(),
         }
-        let now = Instant::now();
-        let mut g = self.lock();
-        expire(&mut g, now, self.window);
-        keys.iter().map(|k| g.seen.contains_key(k)).collect()
     }
 
     /// Records `key` as published now.
     pub fn insert(&self, key: String) {
-        self.insert_aged(key, Duration::ZERO);
+        self.insert_all([key]);
     }
 
     /// Records every one of `keys` as published now, under one lock ([`Self::insert`] for
     /// a whole request).
     pub fn insert_all(&self, keys: impl IntoIterator<Item = String>) {
-        if self.window.is_zero() || self.max_entries == 0 {
+        if self.max_entries == 0 {
             return;
         }
         let now = Instant::now();
-        let mut g = self.lock();
-        expire(&mut g, now, self.window);
+        let Some(mut g) = self.current(now) else {
+            return;
+        };
         for key in keys {
             remember(&mut g, key, now, self.max_entries);
         }
@@ -95,9 +98,9 @@ impl DedupWindow {
             return;
         }
         let now = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let mut g = self.lock();
-        expire(&mut g, now, self.window);
-        remember(&mut g, key, now, self.max_entries);
+        if let Some(mut g) = self.current(now) {
+            remember(&mut g, key, now, self.max_entries);
+        }
     }
 
     /// Ids currently remembered.

@@ -9,8 +9,7 @@
 //! continues as, through `zt.funnels.transfers`, and leave a redirect); send the transfers
 //! and wait; send every changed person's rows and wait, then its state and wait (a state on
 //! the changelog means its rows were delivered: [`runtime::send_outputs_then_state`]);
-//! commit. The rows go to
-//! `zt.funnels` as JSON, keyed `funnel:<id>:<person>` or `experiment:<id>:<person>`:
+//! commit. The rows go to `zt.funnels` as JSON, keyed `funnel:<id>:<person>` or `experiment:<id>:<person>`:
 //! [`crate::funnel::FunnelRow`] (level reached, entry breakdown) and
 //! [`crate::funnel::ExperimentRow`] (first exposure,
 //! conversion). A person's row is replaced whenever a late or out-of-order event changes
@@ -47,14 +46,14 @@ use crate::records::IdentityMerge;
 use crate::runtime::{self, Ctx, Out, RebalanceEvent};
 
 /// Test-only switch: `1` skips restoring state from the changelog (negative control).
+pub const DISABLE_RESTORE_ENV: &str = "ZT_FUNNELS_DISABLE_RESTORE";
+
 /// Test-only crash points (`zt_runtime::failpoint`): `before_state` and `state_first`
 /// ([`runtime::send_outputs_then_state`]).
 pub const FAILPOINT_ENV: &str = "ZT_FUNNELS_FAILPOINT";
 
 static FAIL: zt_runtime::failpoint::Failpoint =
     zt_runtime::failpoint::Failpoint::new(FAILPOINT_ENV);
-
-pub const DISABLE_RESTORE_ENV: &str = "ZT_FUNNELS_DISABLE_RESTORE";
 
 /// State moved between persons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,8 @@
 //! for their acknowledgement, (2) send the snapshot of every changed person to
 //! `zt.profiles` and wait, then its new state to `zt.profiles.state` and wait (a state on
 //! the changelog means its snapshot was delivered, so a replay after a crash re-sends what
-//! it must: [`runtime::send_outputs_then_state`]), (3) commit the input offsets. Snapshots are coalesced per batch: one per changed person per batch.
+//! it must: [`runtime::send_outputs_then_state`]), (3) commit the input offsets.
+//! Snapshots are coalesced per batch: one per changed person per batch.
 //!
 //! **Delivery guarantee: effectively once, without broker transactions.** The state is a
 //! join-semilattice keyed by business ids ([`crate::profile`]): re-applying an event, a
@@ -46,14 +47,14 @@ use crate::records::{IdentityMerge, TransferRecord};
 use crate::runtime::{self, Ctx, Out, RebalanceEvent};
 
 /// Test-only switch: `1` skips restoring state from the changelog (negative control).
+pub const DISABLE_RESTORE_ENV: &str = "ZT_PROFILES_DISABLE_RESTORE";
+
 /// Test-only crash points (`zt_runtime::failpoint`): `before_state` and `state_first`
 /// ([`runtime::send_outputs_then_state`]).
 pub const FAILPOINT_ENV: &str = "ZT_PROFILES_FAILPOINT";
 
 static FAIL: zt_runtime::failpoint::Failpoint =
     zt_runtime::failpoint::Failpoint::new(FAILPOINT_ENV);
-
-pub const DISABLE_RESTORE_ENV: &str = "ZT_PROFILES_DISABLE_RESTORE";
 
 /// The profiles processor's metrics. Labels never carry ids or personal data.
 #[derive(Debug, Clone)]

@@ -290,6 +290,27 @@ const IDLE_PATIENCE: Duration = Duration::from_secs(20);
 /// Records taken from the consumer, or from the decoder, per turn of the sink loop.
 const DRAIN: usize = 256;
 
+/// Why a flush started (`zt_sink_flushes_total{reason}`).
+#[derive(Debug, Clone, Copy)]
+enum FlushReason {
+    /// The pending rows or bytes reached `batch_max_rows` / `batch_max_bytes`.
+    Full,
+    /// The oldest pending record reached `batch_max_age_ms`.
+    Age,
+    /// Caught up with at least a quarter of a batch ([`CAUGHT_UP_IDLE`]).
+    CaughtUp,
+}
+
+impl FlushReason {
+    fn label(self) -> &'static str {
+        match self {
+            FlushReason::Full => "full",
+            FlushReason::Age => "age",
+            FlushReason::CaughtUp => "caught_up",
+        }
+    }
+}
+
 /// How long the consumer must have had nothing to give before the sink counts itself
 /// caught up ([`Sink::quarter_full`]; `zt_sink_flushes_total{reason="caught_up"}`).
 const CAUGHT_UP_IDLE: Duration = Duration::from_millis(50);
@@ -647,8 +668,7 @@ impl Sink {
                 _ = tokio::time::sleep_until(deadline) => self.flush_due().await?,
                 _ = idle_tick.tick(), if !busy => self.rejoin_if_idle_and_stuck()?,
                 _ = tokio::time::sleep(CAUGHT_UP_IDLE), if may_catch_up => {
-                    self.metrics.flushes.with_label_values(&["caught_up"]).inc();
-                    self.flush_next().await?;
+                    self.flush_next(FlushReason::CaughtUp).await?;
                 }
                 // Never while a flush's INSERTs run: rebalance callbacks run in `recv`.
                 r = consumer.recv(), if room && !busy => match r {
@@ -922,8 +942,7 @@ impl Sink {
             self.pending_bytes += enc.1 as u64;
         }
         if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
-            self.metrics.flushes.with_label_values(&["full"]).inc();
-            self.flush_next().await?;
+            self.flush_next(FlushReason::Full).await?;
         }
         Ok(())
     }
@@ -1023,8 +1042,7 @@ impl Sink {
             .values()
             .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
         {
-            self.metrics.flushes.with_label_values(&["age"]).inc();
-            self.flush_next().await?;
+            self.flush_next(FlushReason::Age).await?;
         }
         Ok(())
     }
@@ -1037,11 +1055,15 @@ impl Sink {
         self.complete_inflight().await
     }
 
-    /// A flush is due (the batches full, or the oldest record `batch_max_age_ms` old):
-    /// waits for the flush in flight (its INSERTs, then its commit), takes what the
-    /// consumer already holds into the decoder while nothing is being inserted, and starts
-    /// the next flush without waiting for it.
-    async fn flush_next(&mut self) -> Result<()> {
+    /// A flush is due (`reason`, counted in `zt_sink_flushes_total`): waits for the flush
+    /// in flight (its INSERTs, then its commit), takes what the consumer already holds into
+    /// the decoder while nothing is being inserted, and starts the next flush without
+    /// waiting for it.
+    async fn flush_next(&mut self, reason: FlushReason) -> Result<()> {
+        self.metrics
+            .flushes
+            .with_label_values(&[reason.label()])
+            .inc();
         self.complete_inflight().await?;
         self.fill_decoder(usize::MAX).await;
         self.start_flush();
