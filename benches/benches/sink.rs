@@ -7,8 +7,9 @@
 //! 1. raw: every event decoded and mapped up front; the rows inserted into a fresh
 //!    database with one INSERT per table (chunks of `batch_max_rows`), timed;
 //! 2. sink: the same events produced to a 4-partition topic, then `zt_sink::sink::run`
-//!    in-process into another fresh database, timed from the first row stored to the last
-//!    (so the window ends with the last partial batches waiting `batch_max_age_ms`).
+//!    in-process into another fresh database, timed from the first row stored until all
+//!    seven tables hold all their rows (so the window includes the last flush, started
+//!    once the sink is caught up, and any small table's rows that waited for it).
 //!
 //! Needs the local ClickHouse (`ZT_BENCH_CLICKHOUSE_URL`, default http://127.0.0.1:8123)
 //! and a broker: by default a tansu broker with the **memory** storage engine started on a
@@ -17,7 +18,7 @@
 //! `ZT_BENCH_EVENTS` sets the event count (default 200000), `ZT_BENCH_BATCH_AGE_MS` the
 //! sink's `batch_max_age_ms` (default 1000, the shipped default), `ZT_BENCH_BATCH_ROWS` its
 //! `batch_max_rows` (default 100000, the shipped default; the raw side inserts chunks of
-//! the same size), `ZT_BENCH_BATCH_BYTES` its `batch_max_bytes` (default 33554432, the
+//! the same size), `ZT_BENCH_BATCH_BYTES` its `batch_max_bytes` (default 67108864, the
 //! shipped default).
 //!
 //! Run with `cargo bench -p zt-benches --bench sink`.
@@ -168,12 +169,53 @@ async fn insert_all<R: SinkRow>(client: &Client, rows: &[R], chunk: usize) {
     }
 }
 
-async fn count(client: &Client) -> u64 {
+/// Rows stored in the seven tables the bench's events feed (their active parts' row
+/// counts: metadata only, cheap enough to poll every 20 ms; plain MergeTree tables, so
+/// merges keep the sum).
+async fn count(client: &Client, db: &str) -> u64 {
     client
-        .query("SELECT count() FROM events")
+        .query(
+            "SELECT toUInt64(sum(rows)) FROM system.parts WHERE database = ? AND active \
+             AND table IN ('events', 'orders', 'order_lines', 'shipments', 'tickets', \
+             'ad_spend', 'customers')",
+        )
+        .bind(db)
         .fetch_one::<u64>()
         .await
         .unwrap_or(0)
+}
+
+/// Parts written per table of `db` (ClickHouse numbers the blocks it writes per table;
+/// merges keep the highest), in one line: "events 12, orders 5, ...".
+async fn parts_written(client: &Client, db: &str) -> String {
+    let rows = client
+        .query(
+            "SELECT table, toUInt64(max(max_block_number)) FROM system.parts \
+             WHERE database = ? GROUP BY table ORDER BY table",
+        )
+        .bind(db)
+        .fetch_all::<(String, u64)>()
+        .await
+        .unwrap_or_default();
+    let list: Vec<String> = rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    list.join(", ")
+}
+
+/// Waits (up to 60 s) until ClickHouse runs no merge, so that neither side of the bench
+/// pays for merging the other's parts (or an earlier run's) inside its window.
+async fn merges_settled(client: &Client) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        let running = client
+            .query("SELECT toUInt64(count()) FROM system.merges")
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or(0);
+        if running == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +238,7 @@ async fn main() {
         batch_max_bytes: std::env::var("ZT_BENCH_BATCH_BYTES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(32 * 1024 * 1024),
+            .unwrap_or(64 * 1024 * 1024),
         batch_max_age_ms: std::env::var("ZT_BENCH_BATCH_AGE_MS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -225,6 +267,7 @@ async fn main() {
     migrate(&raw_cfg).await;
     let client = raw_cfg.client();
     let chunk = sink_cfg.batch_max_rows as usize;
+    merges_settled(&client).await;
     let t = Instant::now();
     insert_all(&client, &rows.events, chunk).await;
     insert_all(&client, &rows.orders, chunk).await;
@@ -320,6 +363,7 @@ async fn main() {
     let mut sc = sink_cfg.clone();
     sc.topics = vec![topic.clone()];
     let params = SinkParams::new(kcfg.clone(), &topics_cfg, sink_ch.clone(), sc);
+    merges_settled(&client).await;
     let shutdown = Shutdown::new();
     let metrics = Metrics::new("sink");
     let health = Health::new();
@@ -333,14 +377,14 @@ async fn main() {
     let mut first: Option<(Instant, u64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let end = loop {
-        let c = count(&sink_client).await;
+        let c = count(&sink_client, &sink_db).await;
         if first.is_none() && c > 0 {
             first = Some((Instant::now(), c));
         }
         if std::env::var_os("ZT_BENCH_TRACE").is_some() {
             eprintln!("{:>8.3} s {c}", t_sink.elapsed().as_secs_f64());
         }
-        if c >= u64::from(n) || Instant::now() > deadline {
+        if c >= total_rows as u64 || Instant::now() > deadline {
             break Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -348,13 +392,14 @@ async fn main() {
     shutdown.trigger();
     let _ = task.await;
     let (t0, c0) = first.expect("the sink loaded rows");
-    let loaded = count(&sink_client).await;
-    assert_eq!(loaded, u64::from(n), "every event loaded");
-    // Rows per event are the same in both runs; scale the events seen after the first
-    // poll to rows.
+    let loaded = count(&sink_client, &sink_db).await;
+    assert_eq!(
+        loaded, total_rows as u64,
+        "every row loaded, in every table"
+    );
+    // The rows stored after the first poll that saw any, until every table held all.
     let sink_secs = end.duration_since(t0).as_secs_f64();
-    let rows_per_event = total_rows as f64 / f64::from(n);
-    let sink_rows = (u64::from(n) - c0) as f64 * rows_per_event;
+    let sink_rows = (total_rows as u64 - c0) as f64;
     let raw_rate = total_rows as f64 / raw_secs;
     let sink_rate = sink_rows / sink_secs;
     println!("ClickHouse sink benchmark");
@@ -379,6 +424,11 @@ async fn main() {
     println!("  raw clickhouse insert  {raw_rate:.0} rows/s ({raw_secs:.2} s)");
     println!("  zt sink                {sink_rate:.0} rows/s ({sink_secs:.2} s)");
     println!("  ratio sink / raw       {:.2}", sink_rate / raw_rate);
+    println!(
+        "  parts written          raw: {}; sink: {}",
+        parts_written(&sink_client, &raw_db).await,
+        parts_written(&sink_client, &sink_db).await
+    );
     for db in [&raw_db, &sink_db] {
         let _ = raw_cfg
             .server_client()

@@ -488,6 +488,35 @@ pub async fn produce(env: &Env, which: impl IntoIterator<Item = u32>) -> Vec<Pro
     out
 }
 
+/// Produces events `which` one after another (their offsets in that order), every one to
+/// `topic` whatever its source (as on `zt.events.resolved`, which mixes them).
+pub async fn produce_to(topic: &str, which: impl IntoIterator<Item = u32>) -> Vec<Produced> {
+    let producer: FutureProducer = build_producer(&kafka_config()).expect("producer");
+    let mut out = Vec::new();
+    for i in which {
+        let (ev, lines) = event(i);
+        let bytes = zt_model::encode(&ev).expect("encode");
+        let d = producer
+            .send(
+                FutureRecord::to(topic).key(&ev.event_id).payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivery");
+        out.push(Produced {
+            topic: topic.to_owned(),
+            partition: d.partition,
+            offset: d.offset,
+            source: ev.source,
+            event_id: ev.event_id,
+            lines,
+            bytes,
+        });
+    }
+    out
+}
+
 /// Waits until the child exits or `timeout` passes (then kills it); its exit status.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let until = Instant::now() + timeout;
@@ -540,6 +569,18 @@ pub async fn coords(env: &Env, table: &str) -> BTreeMap<(String, i32, i64), (u64
 /// event id, and nothing else is there. Returns the list of differences.
 pub async fn check_exactly_once(env: &Env, produced: &[Produced]) -> Vec<String> {
     check_with(env, produced, &[]).await
+}
+
+/// Fails with the number of differences and the first ten when `problems` (from
+/// [`check_exactly_once`] or [`check_with`]) is not empty.
+#[track_caller]
+pub fn assert_no_problems(problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{} differences, first: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
 }
 
 /// [`check_exactly_once`], except that records at `skip` (topic, partition, offset) are

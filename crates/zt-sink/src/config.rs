@@ -100,12 +100,14 @@ pub struct SinkConfig {
     /// Topics to consume. Empty (the default) means the six source topics
     /// `<prefix>.events.<source>`. Every topic must carry `zt.Event` records.
     pub topics: Vec<String>,
-    /// Flush at this many pending rows, over all tables and every partition (a flush
-    /// inserts every partition's pending records, one INSERT per table). Larger batches
-    /// insert faster and replay more after a crash. At most 1,000,000. Default 100000.
+    /// Flush when one table's pending rows, every partition together, reach this many (a
+    /// flush inserts every partition's pending records, one INSERT per table, so this is
+    /// the largest INSERT). Larger batches insert faster and replay more after a crash.
+    /// At most 1,000,000. Default 100000.
     pub batch_max_rows: u32,
-    /// Flush at this many bytes of pending row data, over every partition (RowBinary size,
-    /// before compression). Default 33554432 (32 MiB).
+    /// Flush when the pending rows of every table and partition reach this many bytes
+    /// (RowBinary size, before compression): the bound on the memory batches take.
+    /// Default 67108864 (64 MiB).
     pub batch_max_bytes: u64,
     /// Flush when the oldest pending record (of any partition) waited this long, in
     /// milliseconds: the sink's added latency when traffic is low. Default 1000.

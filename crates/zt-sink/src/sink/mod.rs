@@ -11,11 +11,14 @@
 //! **On the wire to ClickHouse.** Each event becomes one `events` row plus the rows of its
 //! domain table (`orders` and `order_lines`, `shipments`, `tickets`, `ad_spend`,
 //! `customers`; see [`crate::rows`]). Every row carries `_topic`, `_partition`, `_offset` of
-//! its record. Rows are batched per partition; when the batches of every partition together
-//! reach `batch_max_rows` or `batch_max_bytes`, or the oldest record `batch_max_age_ms`,
-//! all of them are inserted with one `INSERT ... FORMAT RowBinary` per table over HTTP
-//! (the `clickhouse` crate), the tables' INSERTs running concurrently, and every
-//! partition's next offset is committed in one request. Records are
+//! its record. Rows are batched per partition; when one table's rows, every partition
+//! together, reach `batch_max_rows`, or all the rows pending reach `batch_max_bytes`, or the
+//! oldest record `batch_max_age_ms`, they are inserted with one `INSERT ... FORMAT
+//! RowBinary` per table over HTTP (the `clickhouse` crate), the tables' INSERTs running
+//! concurrently, and every partition's next offset is committed in one request. A table
+//! with few rows (under a quarter of either bound) waits for a later flush, up to
+//! `batch_max_age_ms`, and the commit does not pass its oldest waiting record
+//! (`due_tables`, `is_full`). Records are
 //! decoded, mapped and RowBinary-encoded on a thread of their own (`decode.rs`), and one
 //! flush's INSERTs run in a task while the sink takes the next decoded records into new
 //! batches, so that decoding and batching overlap the INSERTs; batches hold the encoded
@@ -39,8 +42,8 @@
 //!    that outlived `insert_timeout_ms` (kept running in its task, not dropped) has ended.
 //!
 //! This rests on one record's rows for one table being stored atomically: they share a
-//! month partition and a flush stays below `max_insert_block_size` (at most 1,000,000
-//! rows of every partition together).
+//! month partition and an INSERT stays below `max_insert_block_size` (at most 1,000,000
+//! rows of one table, every partition together).
 //!
 //! **Failures.** ClickHouse or the broker down: retried with capped exponential backoff
 //! (`retry_initial_backoff_ms` to `retry_max_backoff_ms`), no loss, no busy loop, `/readyz`
@@ -270,12 +273,11 @@ pub async fn run(
         assigned: HashMap::new(),
         next_epoch: 0,
         stash: VecDeque::new(),
-        spares: Vec::new(),
+        spares: Default::default(),
         decoder,
         paused: false,
         resume,
-        pending_rows: 0,
-        pending_bytes: 0,
+        pending: [(0, 0); 12],
         idle: IdleMemberWatch::new(IDLE_PATIENCE).with_nudge(nudge),
         inflight: None,
     };
@@ -291,7 +293,7 @@ const IDLE_PATIENCE: Duration = Duration::from_secs(20);
 const DRAIN: usize = 256;
 
 /// Why a flush started (`zt_sink_flushes_total{reason}`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlushReason {
     /// The pending rows or bytes reached `batch_max_rows` / `batch_max_bytes`.
     Full,
@@ -356,40 +358,27 @@ impl Backoff {
 }
 
 /// A record kept with its batch, for dead-lettering it if ClickHouse rejects its rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Original {
     offset: i64,
     timestamp_ms: Option<i64>,
     value: Vec<u8>,
 }
 
-/// The records of one partition not yet inserted.
+/// The records of one partition not yet committed: per table, the rows no flush has taken
+/// yet (a table may wait for later flushes, [`Sink::start_flush`]), and every record's
+/// original bytes.
 #[derive(Debug, Default)]
 struct Batch {
-    /// Per table (in [`TABLES`] order), the RowBinary rows of the batch's records.
+    /// Per table (in [`TABLES`] order), the RowBinary rows not yet taken by a flush.
     tables: [TableBuf; 12],
+    /// The records not yet committed, in offset order: for dead letters, and counted
+    /// (`records_received`) when committed.
     originals: Vec<Original>,
-    records: usize,
-    /// Kafka value bytes of the records.
-    value_bytes: usize,
-    row_count: usize,
-    bytes: usize,
+    /// When the oldest record taken since the last flush began was taken.
     first_at: Option<Instant>,
+    /// The last record taken.
     last_offset: Option<i64>,
-}
-
-impl Batch {
-    fn clear(&mut self) {
-        for t in &mut self.tables {
-            t.clear();
-        }
-        self.originals.clear();
-        self.records = 0;
-        self.value_bytes = 0;
-        self.row_count = 0;
-        self.bytes = 0;
-        self.first_at = None;
-    }
 }
 
 /// One assigned partition: its batch and which offsets each table already holds.
@@ -399,19 +388,25 @@ struct PartState {
     present: Vec<OffsetSet>,
     /// Event ids stored from this partition lately (`sink.dedup_window_records`).
     recent: RecentIds,
+    /// The offset committed last (or resumed from): commits only move forward.
+    committed: i64,
 }
 
-/// One partition's batch in a flush: taken out of its [`PartState`] with the resume
-/// state, and given back (the resume state updated) once committed.
+/// One partition in a flush: the tables' rows it takes out of its [`PartState`], with the
+/// resume state, which is given back (updated) once committed.
 #[derive(Debug)]
 struct Flushing {
     key: PartKey,
     /// The assignment it was taken under.
     epoch: Option<u64>,
-    batch: Batch,
+    /// Per table, the rows taken (empty for a table left for a later flush).
+    tables: [TableBuf; 12],
     present: Vec<OffsetSet>,
     /// Per table, the records still to insert (the table does not hold them yet).
     runs: Vec<Pending>,
+    /// The offset to commit once the flush stored its rows: past every record taken,
+    /// but not past a record whose rows wait in a table left for a later flush.
+    commit_to: i64,
 }
 
 /// Per table: the first INSERT of a flush (none when it had no rows), how many
@@ -432,7 +427,7 @@ async fn first_attempt(w: &Writer, group: &[Flushing]) -> FirstAttempt {
         let mut parts = Vec::new();
         for f in group {
             if !f.runs[t].0.is_empty() {
-                parts.push((&f.batch.tables[t], &f.runs[t].0[..]));
+                parts.push((&f.tables[t], &f.runs[t].0[..]));
             }
         }
         per_table.push(parts);
@@ -453,6 +448,108 @@ async fn first_attempt(w: &Writer, group: &[Flushing]) -> FirstAttempt {
         insert_table(w, 11, &p[11])
     );
     [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11]
+}
+
+/// One table's rows not yet taken by a flush, across partitions.
+#[derive(Debug, Default, Clone, Copy)]
+struct TableLoad {
+    rows: usize,
+    bytes: usize,
+    /// When its oldest record was taken.
+    oldest: Option<Instant>,
+}
+
+/// A table whose rows not yet flushed, across partitions, stay below both a quarter of
+/// `batch_max_rows` and of `batch_max_bytes` is small: it waits for a later flush.
+fn small(max_rows: usize, max_bytes: u64) -> (usize, u64) {
+    ((max_rows / 4).max(1), (max_bytes / 4).max(1))
+}
+
+/// Do the rows not yet taken by a flush (`pending`: rows and bytes per table, every
+/// partition together) fill a batch: one table's rows reach `batch_max_rows` (the size of
+/// that table's INSERT, as ClickHouse wants them: large and few), or all of them reach
+/// `batch_max_bytes` (the bound on the memory they take)?
+fn is_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
+    let bytes: u64 = pending.iter().map(|&(_, b)| b as u64).sum();
+    pending
+        .iter()
+        .any(|&(r, _)| r >= cfg.batch_max_rows as usize)
+        || bytes >= cfg.batch_max_bytes
+}
+
+/// Is a quarter of a batch pending: one table at a quarter of `batch_max_rows`, or all of
+/// them at a quarter of `batch_max_bytes` (enough for a flush as soon as the sink is
+/// caught up, [`CAUGHT_UP_IDLE`])?
+fn quarter_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
+    let bytes: u64 = pending.iter().map(|&(_, b)| b as u64).sum();
+    pending
+        .iter()
+        .any(|&(r, _)| r.saturating_mul(4) >= cfg.batch_max_rows as usize)
+        || bytes.saturating_mul(4) >= cfg.batch_max_bytes
+}
+
+/// The tables a flush takes. A table's rows wait for a later flush while they are few, so
+/// that a small table does not get a part of a few rows in every flush (each part is a
+/// new directory of files for ClickHouse to write and merge): a table is taken once its
+/// rows, across partitions, reach a quarter of `batch_max_rows` or of `batch_max_bytes`, or
+/// its oldest record is `batch_max_age_ms` old. `all` (shutdown, or caught up) takes every
+/// table with rows; so does a flush of `full` batches (all tables together at
+/// `batch_max_bytes`) in which no table qualifies.
+fn due_tables(
+    load: &[TableLoad; 12],
+    cfg: &SinkConfig,
+    all: bool,
+    full: bool,
+    now: Instant,
+) -> [bool; 12] {
+    let (min_rows, min_bytes) = small(cfg.batch_max_rows as usize, cfg.batch_max_bytes);
+    let age = Duration::from_millis(cfg.batch_max_age_ms);
+    let mut due = [false; 12];
+    for (d, l) in due.iter_mut().zip(load) {
+        *d = l.rows > 0
+            && (all
+                || l.rows >= min_rows
+                || l.bytes as u64 >= min_bytes
+                || l.oldest.is_some_and(|o| o + age <= now));
+    }
+    if full && !due.iter().any(|d| *d) {
+        for (d, l) in due.iter_mut().zip(load) {
+            *d = l.rows > 0;
+        }
+    }
+    due
+}
+
+/// Per table, the buffers of committed flushes, cleared and kept: a partition's next rows of
+/// a table go into the largest one instead of growing fresh memory (fresh pages are zeroed
+/// by the kernel, a few percent of the machine when every flush grew its buffers anew).
+#[derive(Debug, Default)]
+struct Spares([Vec<TableBuf>; 12]);
+
+impl Spares {
+    /// Keeps `buf` (cleared) for table `t`, at most `cap` per table, the largest ones.
+    fn keep(&mut self, t: usize, mut buf: TableBuf, cap: usize) {
+        buf.clear();
+        if buf.capacity() == 0 {
+            return;
+        }
+        let pool = &mut self.0[t];
+        if pool.len() < cap {
+            pool.push(buf);
+        } else if let Some(least) = pool.iter_mut().min_by_key(|b| b.capacity())
+            && least.capacity() < buf.capacity()
+        {
+            *least = buf;
+        }
+    }
+
+    /// Puts the largest buffer kept for table `t`, if any, in place of the empty `buf`.
+    fn give(&mut self, t: usize, buf: &mut TableBuf) {
+        let pool = &mut self.0[t];
+        if let Some(i) = (0..pool.len()).max_by_key(|&i| pool[i].capacity()) {
+            *buf = pool.swap_remove(i);
+        }
+    }
 }
 
 /// The flush task died (a bug): its batches are lost to this process, none committed.
@@ -584,10 +681,8 @@ struct Sink {
     /// revoked) are dropped, never mixed into the new assignment's batches.
     assigned: HashMap<PartKey, u64>,
     next_epoch: u64,
-    /// Batches committed and cleared, kept for their buffers: the next batch of any
-    /// partition takes one instead of growing fresh memory (at most one per partition
-    /// held).
-    spares: Vec<Batch>,
+    /// Buffers of committed flushes, cleared and kept for the next rows.
+    spares: Spares,
     /// Records received while waiting out a retry; fed to the decoder, in order, before
     /// polling again.
     stash: VecDeque<Raw>,
@@ -596,10 +691,9 @@ struct Sink {
     decoder: Decoder,
     paused: bool,
     resume: bool,
-    /// Rows and bytes of row data pending in every partition's batch (`batch_max_rows`
-    /// and `batch_max_bytes` bound their sum).
-    pending_rows: usize,
-    pending_bytes: u64,
+    /// Per table, the rows and bytes of row data not yet taken by a flush, across
+    /// partitions ([`is_full`]).
+    pending: [(usize, usize); 12],
     /// Re-joins when left without partitions in a stuck group.
     idle: IdleMemberWatch,
     /// The flush whose INSERTs are running, while the next batches fill.
@@ -751,10 +845,9 @@ impl Sink {
         })
     }
 
-    /// At least a quarter of a batch (`batch_max_rows` or `batch_max_bytes`) is pending.
+    /// At least a quarter of a batch is pending ([`quarter_full`]).
     fn quarter_full(&self) -> bool {
-        self.pending_rows.saturating_mul(4) >= self.p.sink.batch_max_rows as usize
-            || self.pending_bytes.saturating_mul(4) >= self.p.sink.batch_max_bytes
+        quarter_full(&self.pending, &self.p.sink)
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {
@@ -763,7 +856,10 @@ impl Sink {
         let at = self
             .parts
             .values()
-            .filter_map(|s| s.batch.first_at)
+            .flat_map(|s| {
+                let tables = s.batch.tables.iter().filter_map(TableBuf::first_at);
+                s.batch.first_at.into_iter().chain(tables)
+            })
             .map(|t| t + age)
             .min()
             .unwrap_or(far);
@@ -789,9 +885,9 @@ impl Sink {
                 RebalanceEvent::Revoked(keys) => {
                     for k in keys {
                         if let Some(st) = self.parts.remove(&k)
-                            && st.batch.records > 0
+                            && !st.batch.originals.is_empty()
                         {
-                            tracing::info!(topic = %k.0, partition = k.1, records = st.batch.records,
+                            tracing::info!(topic = %k.0, partition = k.1, records = st.batch.originals.len(),
                                 "revoked: abandoning buffered records (not committed; re-read by the next owner)");
                         }
                         self.assigned.remove(&k);
@@ -902,12 +998,8 @@ impl Sink {
                 None
             }
         };
-        let (max_rows, max_bytes) = (
-            self.p.sink.batch_max_rows as usize,
-            self.p.sink.batch_max_bytes,
-        );
         let skipped = tombstone.map(|t| self.metrics.rows_skipped.with_label_values(&[TABLES[t]]));
-        let Some(st) = self.state_mut(topic, partition) else {
+        let Some(st) = self.parts.get_mut(&key) else {
             return Ok(()); // revoked while dead-lettering
         };
         let b = &mut st.batch;
@@ -915,8 +1007,6 @@ impl Sink {
             return Ok(()); // delivered twice; already in this batch or flushed
         }
         b.last_offset = Some(offset);
-        b.records += 1;
-        b.value_bytes += value.len();
         if let Some(c) = skipped {
             c.inc();
         }
@@ -926,22 +1016,26 @@ impl Sink {
             timestamp_ms,
             value,
         });
-        let rows_added = rows.as_ref().map(|enc| (enc.rows(), enc.data.len()));
+        let mut added = [(0usize, 0usize); 12];
         if let Some(enc) = rows {
-            b.row_count += enc.rows();
-            b.bytes += enc.data.len();
             for (t, buf) in b.tables.iter_mut().enumerate() {
                 let n = enc.tables[t].0;
                 if n > 0 {
-                    buf.push(offset, enc.table(t), n);
+                    let bytes = enc.table(t);
+                    if buf.is_unallocated() {
+                        // The first rows since a flush took this table's buffer.
+                        self.spares.give(t, buf);
+                    }
+                    buf.push(offset, bytes, n);
+                    added[t] = (n as usize, bytes.len());
                 }
             }
         }
-        if let Some(enc) = &rows_added {
-            self.pending_rows += enc.0;
-            self.pending_bytes += enc.1 as u64;
+        for (p, a) in self.pending.iter_mut().zip(added) {
+            p.0 += a.0;
+            p.1 += a.1;
         }
-        if self.pending_rows >= max_rows || self.pending_bytes >= max_bytes {
+        if self.is_full() {
             self.flush_next(FlushReason::Full).await?;
         }
         Ok(())
@@ -966,6 +1060,7 @@ impl Sink {
             batch: Batch::default(),
             present: vec![OffsetSet::default(); TABLES.len()],
             recent: RecentIds::new(window),
+            committed: first,
         };
         if !self.resume {
             // The test-only negative control: nothing already in ClickHouse counts, the
@@ -1035,13 +1130,7 @@ impl Sink {
     /// When the oldest pending record of any partition is `batch_max_age_ms` old, every
     /// partition's pending records are flushed with it.
     async fn flush_due(&mut self) -> Result<()> {
-        let now = Instant::now();
-        let age = Duration::from_millis(self.p.sink.batch_max_age_ms);
-        if self
-            .parts
-            .values()
-            .any(|s| s.batch.first_at.is_some_and(|t| t + age <= now))
-        {
+        if self.next_deadline() <= tokio::time::Instant::now() {
             self.flush_next(FlushReason::Age).await?;
         }
         Ok(())
@@ -1051,7 +1140,7 @@ impl Sink {
     /// pending records of every partition.
     async fn flush_all(&mut self) -> Result<()> {
         self.complete_inflight().await?;
-        self.start_flush();
+        self.start_flush(true);
         self.complete_inflight().await
     }
 
@@ -1066,7 +1155,8 @@ impl Sink {
             .inc();
         self.complete_inflight().await?;
         self.fill_decoder(usize::MAX).await;
-        self.start_flush();
+        // Caught up: the small tables' rows go too rather than wait out their age.
+        self.start_flush(reason == FlushReason::CaughtUp);
         Ok(())
     }
 
@@ -1093,29 +1183,71 @@ impl Sink {
         }
     }
 
-    /// Takes every partition's pending records out of its state and starts inserting all
-    /// of them in a task: one INSERT per table (fewer and larger INSERTs, so fewer parts
-    /// for ClickHouse to write and merge), the tables' INSERTs at once. The sink goes on
-    /// taking decoded records into new batches meanwhile, but does not poll the consumer
+    /// The tables a flush takes ([`due_tables`]; `all`: every one with rows).
+    fn tables_due(&self, all: bool) -> [bool; 12] {
+        let mut load = [TableLoad::default(); 12];
+        for st in self.parts.values() {
+            for (l, buf) in load.iter_mut().zip(&st.batch.tables) {
+                l.rows += buf.row_total();
+                l.bytes += buf.byte_total();
+                if let Some(at) = buf.first_at() {
+                    l.oldest = Some(l.oldest.map_or(at, |o| o.min(at)));
+                }
+            }
+        }
+        due_tables(&load, &self.p.sink, all, self.is_full(), Instant::now())
+    }
+
+    /// Are the batches full ([`is_full`])?
+    fn is_full(&self) -> bool {
+        is_full(&self.pending, &self.p.sink)
+    }
+
+    /// Recounts [`Sink::pending`] from the partitions' batches.
+    fn recount_pending(&mut self) {
+        self.pending = [(0, 0); 12];
+        for st in self.parts.values() {
+            for (p, buf) in self.pending.iter_mut().zip(&st.batch.tables) {
+                p.0 += buf.row_total();
+                p.1 += buf.byte_total();
+            }
+        }
+    }
+
+    /// Takes the rows of the tables due ([`due_tables`]) out of every partition and
+    /// starts inserting them in a task: one INSERT per table for every partition's records
+    /// (fewer and larger INSERTs, so fewer parts for ClickHouse to write and merge), the
+    /// tables' INSERTs at once. A partition's commit then goes past every record taken,
+    /// but not past a record whose rows wait in a table left for later. The sink goes on
+    /// taking decoded records into its batches meanwhile, but does not poll the consumer
     /// until [`Sink::complete_inflight`] has ended the flush and committed it.
-    fn start_flush(&mut self) {
+    fn start_flush(&mut self, all: bool) {
         let resume = self.resume;
+        let due = self.tables_due(all);
         let mut group = Vec::new();
         for (key, st) in &mut self.parts {
-            if st.batch.records == 0 || st.batch.last_offset.is_none() {
+            let Some(last) = st.batch.last_offset else {
+                continue;
+            };
+            let taking = (0..TABLES.len()).any(|t| due[t] && st.batch.tables[t].records() > 0);
+            // Nothing to insert and no record taken since the last flush: nothing to do.
+            if !taking && st.batch.first_at.is_none() {
                 continue;
             }
-            let spare = self.spares.pop().unwrap_or_default();
-            let mut batch = std::mem::replace(&mut st.batch, spare);
-            for t in &mut batch.tables {
-                t.freeze();
+            st.batch.first_at = None;
+            let mut tables: [TableBuf; 12] = Default::default();
+            let mut commit_to = last + 1;
+            for t in 0..TABLES.len() {
+                if due[t] {
+                    tables[t] = std::mem::take(&mut st.batch.tables[t]);
+                    tables[t].freeze();
+                } else if let Some(o) = st.batch.tables[t].first_offset() {
+                    commit_to = commit_to.min(o);
+                }
             }
-            // Records at or below it are repeats, in this batch or the one in flight.
-            st.batch.last_offset = batch.last_offset;
             let present = std::mem::take(&mut st.present);
-            // runs[t]: the records of the batch that table t does not hold yet.
-            let runs = batch
-                .tables
+            // runs[t]: the records taken that table t does not hold yet.
+            let runs = tables
                 .iter()
                 .zip(present.iter())
                 .map(|(buf, present)| {
@@ -1125,13 +1257,13 @@ impl Sink {
             group.push(Flushing {
                 key: key.clone(),
                 epoch: self.assigned.get(key).copied(),
-                batch,
+                tables,
                 present,
                 runs,
+                commit_to,
             });
         }
-        self.pending_rows = 0;
-        self.pending_bytes = 0;
+        self.recount_pending();
         if group.is_empty() {
             return;
         }
@@ -1181,7 +1313,7 @@ impl Sink {
                         if ok {
                             for &(a, z) in &pending {
                                 for i in a..z {
-                                    f.present[t].insert(f.batch.tables[t].offset(i));
+                                    f.present[t].insert(f.tables[t].offset(i));
                                 }
                             }
                         }
@@ -1210,9 +1342,8 @@ impl Sink {
                     None => Before::SharedFailed,
                 };
                 let f = &mut group[g];
-                let (b, present) = (&f.batch, &mut f.present[t]);
                 let flow = self
-                    .load_table(&f.key, t, &b.tables[t], &b.originals, present, before)
+                    .load_table(&f.key, t, &f.tables[t], &mut f.present[t], before)
                     .await?;
                 if flow == Flow::Abandoned {
                     flows[g] = Flow::Abandoned;
@@ -1226,15 +1357,19 @@ impl Sink {
             if *flow == Flow::Done && !self.is_current(&f.key, f.epoch) {
                 *flow = Flow::Abandoned;
             }
-            if *flow == Flow::Done
-                && let Some(last) = f.batch.last_offset
-            {
+            let ahead = self
+                .parts
+                .get(&f.key)
+                .is_some_and(|st| f.commit_to > st.committed);
+            if *flow == Flow::Done && ahead {
                 failpoint::hit_on(Point::BeforeCommit, Some(&f.key.0));
-                next.push((f.key.clone(), last + 1));
+                next.push((f.key.clone(), f.commit_to));
             }
         }
         let committed = self.commit_all(&next).await?;
         for (g, f) in group.iter_mut().enumerate() {
+            let rows: usize = f.tables.iter().map(TableBuf::row_total).sum();
+            self.metrics.batch_rows.observe(rows as f64);
             let Some(&(_, next)) = next.iter().find(|(k, _)| *k == f.key) else {
                 continue;
             };
@@ -1243,18 +1378,27 @@ impl Sink {
                 continue;
             }
             failpoint::hit(Point::AfterCommit);
-            let b = &f.batch;
-            self.metrics.batch_rows.observe(b.row_count as f64);
-            self.metrics.batch_records.observe(b.records as f64);
-            // Counted per committed batch (one label lookup per batch, not per record).
+            let Some(st) = self.parts.get_mut(&f.key) else {
+                continue;
+            };
+            st.committed = next;
+            // The records committed leave the batch, counted (one label lookup per
+            // partition and flush, not per record).
+            let done = st.batch.originals.partition_point(|o| o.offset < next);
+            let bytes: usize = st.batch.originals[..done]
+                .iter()
+                .map(|o| o.value.len())
+                .sum();
+            st.batch.originals.drain(..done);
+            self.metrics.batch_records.observe(done as f64);
             self.metrics
                 .records_received
                 .with_label_values(&[f.key.0.as_str()])
-                .inc_by(b.records as u64);
+                .inc_by(done as u64);
             self.metrics
                 .bytes_received
                 .with_label_values(&[f.key.0.as_str()])
-                .inc_by(b.value_bytes as u64);
+                .inc_by(bytes as u64);
             for s in &mut f.present {
                 s.prune_below(next);
             }
@@ -1269,17 +1413,16 @@ impl Sink {
                     if current && let Some(st) = self.parts.get_mut(&f.key) {
                         st.present = f.present;
                     }
-                    if self.spares.len() < self.parts.len() {
-                        let mut spare = f.batch;
-                        spare.clear();
-                        self.spares.push(spare);
+                    for (t, buf) in f.tables.into_iter().enumerate() {
+                        self.spares.keep(t, buf, self.parts.len());
                     }
                 }
                 Flow::Abandoned => {
-                    tracing::info!(topic = %f.key.0, partition = f.key.1, records = f.batch.records,
-                        "batch abandoned (partition revoked or shutting down); not committed");
+                    let rows: usize = f.tables.iter().map(TableBuf::row_total).sum();
+                    tracing::info!(topic = %f.key.0, partition = f.key.1, rows,
+                        "flush abandoned (partition revoked or shutting down); not committed");
                     if current {
-                        // Shutting down: nothing after this batch of the partition may be
+                        // Shutting down: nothing after this flush of the partition may be
                         // loaded or committed by this member any more.
                         self.parts.remove(&f.key);
                         self.assigned.remove(&f.key);
@@ -1288,8 +1431,7 @@ impl Sink {
             }
         }
         // Whatever is left (a partition abandoned, revoked or assigned meanwhile).
-        self.pending_rows = self.parts.values().map(|s| s.batch.row_count).sum();
-        self.pending_bytes = self.parts.values().map(|s| s.batch.bytes as u64).sum();
+        self.recount_pending();
         Ok(())
     }
 
@@ -1307,7 +1449,6 @@ impl Sink {
         key: &PartKey,
         tidx: usize,
         buf: &TableBuf,
-        originals: &[Original],
         present: &mut OffsetSet,
         before: Before,
     ) -> Result<Flow> {
@@ -1379,10 +1520,15 @@ impl Sink {
                     work.pop();
                     if b - a == 1 {
                         let first = buf.offset(a);
-                        let Ok(i) = originals.binary_search_by_key(&first, |o| o.offset) else {
-                            continue; // every record of a batch has its original
+                        // Its original is kept in its partition's batch until committed.
+                        let Some(orig) = self.parts.get(key).and_then(|st| {
+                            let o = &st.batch.originals;
+                            let i = o.binary_search_by_key(&first, |o| o.offset).ok()?;
+                            Some(o[i].clone())
+                        }) else {
+                            // Revoked meanwhile: the next owner loads (and rejects) it.
+                            return Ok(Flow::Abandoned);
                         };
-                        let orig = &originals[i];
                         let rej = Rejected {
                             topic: &key.0,
                             partition: key.1,
@@ -1618,20 +1764,91 @@ mod tests {
         );
     }
 
-    #[test]
-    fn backoff_grows_to_the_cap() {
-        let cfg = SinkConfig {
+    fn cfg() -> SinkConfig {
+        SinkConfig {
             group_id: "g".into(),
             topics: vec![],
-            batch_max_rows: 10,
-            batch_max_bytes: 10,
-            batch_max_age_ms: 10,
+            batch_max_rows: 1_000,
+            batch_max_bytes: 1 << 20,
+            batch_max_age_ms: 1_000,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 1_000,
             insert_timeout_ms: 10,
             lag_interval_ms: 0,
             dedup_window_records: 10_000,
+        }
+    }
+
+    #[test]
+    fn a_small_table_waits_for_a_later_flush_until_it_has_rows_or_age() {
+        let now = Instant::now();
+        let fresh = Some(now);
+        let old = Some(now - Duration::from_millis(1_500));
+        let l = |rows, bytes, oldest| TableLoad {
+            rows,
+            bytes,
+            oldest,
         };
+        let mut load = [TableLoad::default(); 12];
+        load[0] = l(900, 400_000, fresh); // events: over half of the rows
+        load[1] = l(100, 60_000, fresh); // orders: few rows, young
+        load[3] = l(10, 600_000, fresh); // shipments: few rows but half of the bytes
+        load[4] = l(5, 1_000, old); // tickets: few rows, but old
+        let due = due_tables(&load, &cfg(), false, true, now);
+        assert_eq!(&due[..6], &[true, false, false, true, true, false]);
+        assert!(due[6..].iter().all(|d| !d), "empty tables are never taken");
+        // At shutdown every table with rows goes.
+        let due = due_tables(&load, &cfg(), true, false, now);
+        assert_eq!(&due[..6], &[true, true, false, true, true, false]);
+        // Full batches in which no table qualifies: all of them go.
+        let mut few = [TableLoad::default(); 12];
+        for t in [0, 1, 2, 5, 6] {
+            few[t] = l(200, 1_000, fresh);
+        }
+        let due = due_tables(&few, &cfg(), false, true, now);
+        assert_eq!(&due[..7], &[true, true, true, false, false, true, true]);
+        // Not full: they wait.
+        assert!(
+            due_tables(&few, &cfg(), false, false, now)
+                .iter()
+                .all(|d| !d)
+        );
+    }
+
+    #[test]
+    fn a_batch_is_full_at_one_tables_rows_or_every_tables_bytes() {
+        // batch_max_rows 1,000, batch_max_bytes 1 MiB.
+        let mut p = [(0usize, 0usize); 12];
+        p[0] = (999, 1_000);
+        p[1] = (900, 1_000);
+        p[2] = (900, 1_000);
+        assert!(!is_full(&p, &cfg()), "2,799 rows, but no table at 1,000");
+        assert!(quarter_full(&p, &cfg()));
+        p[1] = (1_000, 1_000);
+        assert!(is_full(&p, &cfg()), "orders at 1,000 rows");
+        let mut p = [(0usize, 0usize); 12];
+        for r in p.iter_mut() {
+            *r = (10, (1 << 20) / 12);
+        }
+        assert!(!is_full(&p, &cfg()), "just under 1 MiB");
+        p[0].1 += 12;
+        assert!(is_full(&p, &cfg()), "1 MiB, every table together");
+        // A quarter: one table at 250 rows, or every table at 256 KiB together.
+        let mut p = [(0usize, 0usize); 12];
+        p[0] = (249, 1_000);
+        p[1] = (249, 1_000);
+        assert!(!quarter_full(&p, &cfg()), "498 rows, no table at 250");
+        p[5] = (250, 1_000);
+        assert!(quarter_full(&p, &cfg()));
+        let mut p = [(0usize, 0usize); 12];
+        p[0] = (1, 1 << 17);
+        p[1] = (1, 1 << 17);
+        assert!(quarter_full(&p, &cfg()), "256 KiB");
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        let cfg = cfg();
         let mut b = Backoff::new(&cfg);
         let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
         assert!(waits[0] <= Duration::from_millis(100) && waits[0] >= Duration::from_millis(80));

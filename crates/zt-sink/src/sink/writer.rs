@@ -28,6 +28,10 @@ pub(crate) struct TableBuf {
     /// requests without a copy.
     frozen: Bytes,
     recs: Vec<RecSpan>,
+    /// Rows of all its records.
+    row_total: usize,
+    /// When its oldest record was taken.
+    first_at: Option<Instant>,
 }
 
 /// Pieces of a body shorter than this are copied together before being sent; longer ones
@@ -47,6 +51,8 @@ impl TableBuf {
     /// Appends the `rows` rows (RowBinary `bytes`) of the record at `offset`.
     pub(crate) fn push(&mut self, offset: i64, bytes: &[u8], rows: u32) {
         debug_assert!(self.frozen.is_empty(), "a frozen buffer takes no rows");
+        self.first_at.get_or_insert_with(Instant::now);
+        self.row_total += rows as usize;
         self.data.extend_from_slice(bytes);
         self.recs.push(RecSpan {
             offset,
@@ -72,9 +78,39 @@ impl TableBuf {
         }
     }
 
+    /// Bytes it can hold without growing (after [`TableBuf::clear`]).
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
+    /// Nothing allocated: a fresh buffer, or one a flush took.
+    pub(crate) fn is_unallocated(&self) -> bool {
+        self.data.capacity() == 0 && self.frozen.is_empty()
+    }
+
     /// Records (with rows in this table).
     pub(crate) fn records(&self) -> usize {
         self.recs.len()
+    }
+
+    /// Rows of all its records.
+    pub(crate) fn row_total(&self) -> usize {
+        self.row_total
+    }
+
+    /// RowBinary bytes of all its records.
+    pub(crate) fn byte_total(&self) -> usize {
+        self.data.len().max(self.frozen.len())
+    }
+
+    /// When its oldest record was taken (none when empty).
+    pub(crate) fn first_at(&self) -> Option<Instant> {
+        self.first_at
+    }
+
+    /// Offset of its first record (none when empty).
+    pub(crate) fn first_offset(&self) -> Option<i64> {
+        self.recs.first().map(|r| r.offset)
     }
 
     /// Offset of record `i`.
@@ -123,6 +159,8 @@ impl TableBuf {
         }
         self.data.clear();
         self.recs.clear();
+        self.row_total = 0;
+        self.first_at = None;
     }
 }
 
