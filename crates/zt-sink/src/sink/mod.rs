@@ -219,6 +219,9 @@ pub async fn run(
             auto_commit: false,
         },
     )?;
+    if cc.get("fetch.wait.max.ms").is_none() {
+        cc.set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string());
+    }
     if params.sink.lag_interval_ms > 0 {
         cc.set(
             "statistics.interval.ms",
@@ -288,6 +291,13 @@ pub async fn run(
 
 /// How long the sink, holding no partition, waits for its stuck group before re-joining.
 const IDLE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// The consumer's `fetch.wait.max.ms` unless `kafka.options` sets it: how long the broker
+/// may hold a fetch that found too little. With librdkafka's default (500 ms) the sink's
+/// consumer ran dry for 200 ms and more every few flushes in the middle of a backlog on
+/// tansu (the benchmark's sink rate rose by about a tenth at 10 or 100 ms;
+/// docs/benchmarks.md); 100 ms costs an idle sink ten empty fetches a second.
+const FETCH_WAIT_MS: u32 = 100;
 
 /// Records taken from the consumer, or from the decoder, per turn of the sink loop.
 const DRAIN: usize = 256;
