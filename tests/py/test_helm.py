@@ -1299,8 +1299,24 @@ allowed_lateness_ms = 60000
         for p in ("profiles", "funnels"):
             start(f"{p}_broker_failing", f"process {p}", **dead_broker_env)
 
-        for name in ("ingest", "ingest_broker_failing"):
-            wait_for(f"{name} /readyz", lambda n=name: status(n, "/readyz") == 200, 30, logs)
+        wait_for("ingest /readyz", lambda: status("ingest", "/readyz") == 200, 30, logs)
+        # Its suppression list topic does not exist either: live, never ready (an earlier
+        # version of this test waited for it to be ready and passed only when it polled
+        # before ingest had registered its readiness check).
+        wait_for(
+            "ingest_broker_failing /livez",
+            lambda: status("ingest_broker_failing", "/livez") == 200,
+            30,
+            logs,
+        )
+        code, body = http("GET", admin["ingest_broker_failing"] + "/readyz")
+        assert code == 503 and "suppression list" in body, (code, body)
+        wait_for(  # its public listener is bound a moment after the admin server
+            "ingest_broker_failing to answer",
+            lambda: post_events("ingest_broker_failing")[0] == 503,
+            30,
+            logs,
+        )
         wait_for(
             "sink /readyz (partitions assigned)", lambda: status("sink", "/readyz") == 200, 60, logs
         )

@@ -230,6 +230,12 @@ pub async fn start(
     health: &Health,
     shutdown: Shutdown,
 ) -> Result<Running, Error> {
+    // Registered first: until the checks exist `/readyz` has nothing to fail on, and the
+    // start-up probe and dedup read-back below can take seconds.
+    let ready = health.register("kafka");
+    ready.set_not_ready(
+        "starting: probing the broker, loading the suppression list and the dedup window",
+    );
     let addr = deps.ingest.listen;
     let kafka = deps.kafka.clone();
     let state = build_state(deps, metrics)?;
@@ -248,12 +254,7 @@ pub async fn start(
     if up {
         restore_state(&state, &kafka).await;
     }
-    spawn_readiness(
-        state.clone(),
-        kafka,
-        health.register("kafka"),
-        shutdown.clone(),
-    );
+    spawn_readiness(state.clone(), kafka, ready, shutdown.clone());
     let app = server::router(state.clone());
     tracing::info!(%addr, "ingest listening");
     let task = tokio::spawn(async move {
