@@ -472,7 +472,14 @@ struct TableLoad {
 /// A table whose rows not yet flushed, across partitions, stay below both a quarter of
 /// `batch_max_rows` and of `batch_max_bytes` is small: it waits for a later flush.
 fn small(max_rows: usize, max_bytes: u64) -> (usize, u64) {
-    ((max_rows / 4).max(1), (max_bytes / 4).max(1))
+    (max_rows.div_ceil(4).max(1), max_bytes.div_ceil(4).max(1))
+}
+
+/// Do `pending` (rows and bytes per table, every partition together) reach `rows` in one
+/// table, or `bytes` in all of them together?
+fn reaches(pending: &[(usize, usize); 12], rows: usize, bytes: u64) -> bool {
+    let total: u64 = pending.iter().map(|&(_, b)| b as u64).sum();
+    pending.iter().any(|&(r, _)| r >= rows) || total >= bytes
 }
 
 /// Do the rows not yet taken by a flush (`pending`: rows and bytes per table, every
@@ -480,22 +487,15 @@ fn small(max_rows: usize, max_bytes: u64) -> (usize, u64) {
 /// that table's INSERT, as ClickHouse wants them: large and few), or all of them reach
 /// `batch_max_bytes` (the bound on the memory they take)?
 fn is_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
-    let bytes: u64 = pending.iter().map(|&(_, b)| b as u64).sum();
-    pending
-        .iter()
-        .any(|&(r, _)| r >= cfg.batch_max_rows as usize)
-        || bytes >= cfg.batch_max_bytes
+    reaches(pending, cfg.batch_max_rows as usize, cfg.batch_max_bytes)
 }
 
 /// Is a quarter of a batch pending: one table at a quarter of `batch_max_rows`, or all of
 /// them at a quarter of `batch_max_bytes` (enough for a flush as soon as the sink is
 /// caught up, [`CAUGHT_UP_IDLE`])?
 fn quarter_full(pending: &[(usize, usize); 12], cfg: &SinkConfig) -> bool {
-    let bytes: u64 = pending.iter().map(|&(_, b)| b as u64).sum();
-    pending
-        .iter()
-        .any(|&(r, _)| r.saturating_mul(4) >= cfg.batch_max_rows as usize)
-        || bytes.saturating_mul(4) >= cfg.batch_max_bytes
+    let (rows, bytes) = small(cfg.batch_max_rows as usize, cfg.batch_max_bytes);
+    reaches(pending, rows, bytes)
 }
 
 /// The tables a flush takes. A table's rows wait for a later flush while they are few, so
