@@ -67,6 +67,29 @@ fn events(n: u32) -> Vec<Event> {
         .collect()
 }
 
+/// A counter of the sink's registry, by its one label: "label value, ...".
+fn counter_by(registry: &prometheus::Registry, name: &str, label: &str, scale: f64) -> String {
+    let mut out = Vec::new();
+    for family in registry.gather() {
+        if family.name() != name {
+            continue;
+        }
+        for m in family.get_metric() {
+            let value = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == label)
+                .map_or("?", |l| l.value());
+            out.push(format!(
+                "{value} {:.0}",
+                m.get_counter().get_value() / scale
+            ));
+        }
+    }
+    out.sort();
+    out.join(", ")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -366,6 +389,7 @@ async fn main() {
     merges_settled(&client).await;
     let shutdown = Shutdown::new();
     let metrics = Metrics::new("sink");
+    let registry = metrics.registry().clone();
     let health = Health::new();
     let sd = shutdown.clone();
     let task =
@@ -428,6 +452,19 @@ async fn main() {
         "  parts written          raw: {}; sink: {}",
         parts_written(&sink_client, &raw_db).await,
         parts_written(&sink_client, &sink_db).await
+    );
+    println!(
+        "  sink flushes           {}",
+        counter_by(&registry, "zt_sink_flushes_total", "reason", 1.0)
+    );
+    println!(
+        "  RowBinary MiB          {}",
+        counter_by(
+            &registry,
+            "zt_sink_bytes_inserted_total",
+            "table",
+            1048576.0
+        )
     );
     for db in [&raw_db, &sink_db] {
         let _ = raw_cfg
