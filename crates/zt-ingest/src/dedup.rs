@@ -14,22 +14,31 @@
 //! twice; docs/reliability.md). Two replicas behind one load balancer still do not see
 //! each other's ids: a retry landing on the other replica can publish an event twice.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// An id in the window: 128 bits digested from the source and the event id
+/// ([`DedupWindow::key`]), so that remembering an id allocates nothing and takes 16 bytes
+/// instead of a `String` of the source and the id.
+pub type Key = u128;
 
 /// A bounded, time-windowed set of seen ids.
 #[derive(Debug)]
 pub struct DedupWindow {
     window: Duration,
     max_entries: usize,
+    /// Two SipHash-1-3 keyings, random per process: a key's two halves.
+    digests: (RandomState, RandomState),
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    seen: HashMap<String, Instant>,
-    order: VecDeque<(Instant, String)>,
+    seen: HashMap<Key, Instant, zt_runtime::digest::BuildDigestHasher>,
+    order: VecDeque<(Instant, Key)>,
 }
 
 impl DedupWindow {
@@ -38,8 +47,19 @@ impl DedupWindow {
         DedupWindow {
             window,
             max_entries,
+            digests: (RandomState::new(), RandomState::new()),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The key of event id `id` of `source`: two SipHash-1-3 digests of the pair under
+    /// keys drawn at random when the window was made (so only this process's keys match,
+    /// and restored ids are keyed by the same window). Two different pairs share a key
+    /// with a probability of about 2^-128; the pair is hashed unambiguously (`str`
+    /// hashing ends each string with a marker byte).
+    pub fn key(&self, source: &str, id: &str) -> Key {
+        let half = |s: &RandomState| s.hash_one((source, id));
+        (u128::from(half(&self.digests.0)) << 64) | u128::from(half(&self.digests.1))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -57,14 +77,14 @@ impl DedupWindow {
     }
 
     /// True when `key` was recorded within the window.
-    pub fn contains(&self, key: &str) -> bool {
+    pub fn contains(&self, key: Key) -> bool {
         self.current(Instant::now())
-            .is_some_and(|g| g.seen.contains_key(key))
+            .is_some_and(|g| g.seen.contains_key(&key))
     }
 
     /// For each of `keys`, whether it was recorded within the window: [`Self::contains`]
     /// for a whole request under one lock and one clock reading.
-    pub fn contains_all(&self, keys: &[String]) -> Vec<bool> {
+    pub fn contains_all(&self, keys: &[Key]) -> Vec<bool> {
         match self.current(Instant::now()) {
             None => vec![false; keys.len()],
             Some(g) => keys.iter().map(|k| g.seen.contains_key(k)).collect(),
@@ -72,13 +92,13 @@ impl DedupWindow {
     }
 
     /// Records `key` as published now.
-    pub fn insert(&self, key: String) {
+    pub fn insert(&self, key: Key) {
         self.insert_all([key]);
     }
 
     /// Records every one of `keys` as published now, under one lock ([`Self::insert`] for
     /// a whole request).
-    pub fn insert_all(&self, keys: impl IntoIterator<Item = String>) {
+    pub fn insert_all(&self, keys: impl IntoIterator<Item = Key>) {
         if self.max_entries == 0 {
             return;
         }
@@ -93,7 +113,7 @@ impl DedupWindow {
 
     /// Records `key` as published `age` ago (restored ids keep their place in the window;
     /// insert them oldest first).
-    pub fn insert_aged(&self, key: String, age: Duration) {
+    pub fn insert_aged(&self, key: Key, age: Duration) {
         if self.window.is_zero() || self.max_entries == 0 || age >= self.window {
             return;
         }
@@ -193,7 +213,7 @@ pub fn restore(
         .iter()
         .map(|(_, t, p, start, high)| (t.clone(), *p, (*start).max(high - share), *high))
         .collect();
-    let mut found: Vec<(i64, String)> = Vec::new();
+    let mut found: Vec<(i64, Key)> = Vec::new();
     let mut records = 0usize;
     zt_kafka::client::read_ranges(&consumer, &ranges, left(), |m| {
         records += 1;
@@ -205,7 +225,7 @@ pub fn restore(
             .and_then(|b| zt_model::decode::<zt_model::Event>(b).ok())
         {
             let ts = m.timestamp().to_millis().unwrap_or(now_ms);
-            found.push((ts, format!("{source}:{}", ev.event_id)));
+            found.push((ts, window.key(source.as_str(), &ev.event_id)));
         }
     })?;
     found.sort();
@@ -221,8 +241,8 @@ pub fn restore(
 }
 
 /// Records `key` at `now`, forgetting the oldest ids beyond `max_entries`.
-fn remember(g: &mut Inner, key: String, now: Instant, max_entries: usize) {
-    if g.seen.insert(key.clone(), now).is_none() {
+fn remember(g: &mut Inner, key: Key, now: Instant, max_entries: usize) {
+    if g.seen.insert(key, now).is_none() {
         g.order.push_back((now, key));
     }
     while g.seen.len() > max_entries {
@@ -255,40 +275,64 @@ mod tests {
     #[test]
     fn remembers_within_window_and_bound() {
         let d = DedupWindow::new(Duration::from_secs(60), 2);
-        assert!(!d.contains("a"));
-        d.insert("a".into());
-        assert!(d.contains("a"));
-        d.insert("b".into());
-        d.insert("c".into());
-        assert!(!d.contains("a"), "oldest forgotten past the bound");
-        assert!(d.contains("b") && d.contains("c"));
+        let k = |id| d.key("crm", id);
+        assert!(!d.contains(k("a")));
+        d.insert(k("a"));
+        assert!(d.contains(k("a")));
+        d.insert(k("b"));
+        d.insert(k("c"));
+        assert!(!d.contains(k("a")), "oldest forgotten past the bound");
+        assert!(d.contains(k("b")) && d.contains(k("c")));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn keys_tell_sources_and_ids_apart() {
+        let d = DedupWindow::new(Duration::from_secs(60), 10);
+        assert_eq!(d.key("crm", "a"), d.key("crm", "a"));
+        assert_ne!(
+            d.key("crm", "a"),
+            d.key("erp", "a"),
+            "same id, another source"
+        );
+        assert_ne!(
+            d.key("crm", "ab"),
+            d.key("crma", "b"),
+            "the pair, not the bytes"
+        );
+        assert_ne!(d.key("crm", "a"), d.key("crm", "b"));
+        d.insert(d.key("crm", "a"));
+        assert!(!d.contains(d.key("erp", "a")));
+        // Another window (another process) keys the same pair otherwise.
+        let other = DedupWindow::new(Duration::from_secs(60), 10);
+        assert_ne!(d.key("crm", "a"), other.key("crm", "a"));
     }
 
     #[test]
     fn a_whole_request_is_checked_and_recorded_like_one_id_at_a_time() {
         let d = DedupWindow::new(Duration::from_secs(60), 3);
-        d.insert("a".into());
-        let keys: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        let k = |id| d.key("crm", id);
+        d.insert(k("a"));
+        let keys = [k("a"), k("b"), k("c")];
         assert_eq!(d.contains_all(&keys), [true, false, false]);
-        d.insert_all(["b".into(), "c".into(), "d".into()]);
+        d.insert_all([k("b"), k("c"), k("d")]);
         // Bounded as before: four ids recorded, the oldest ("a") forgotten.
-        let all: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        let all = [k("a"), k("b"), k("c"), k("d")];
         assert_eq!(d.contains_all(&all), [false, true, true, true]);
         assert_eq!(d.len(), 3);
         let off = DedupWindow::new(Duration::ZERO, 10);
-        off.insert_all(["a".into()]);
-        assert_eq!(off.contains_all(&keys), [false, false, false]);
+        off.insert_all([off.key("crm", "a")]);
+        assert_eq!(off.contains_all(&[off.key("crm", "a")]), [false]);
     }
 
     #[test]
     fn forgets_after_window_and_can_be_disabled() {
         let d = DedupWindow::new(Duration::from_millis(20), 10);
-        d.insert("a".into());
+        d.insert(d.key("crm", "a"));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(!d.contains("a"));
+        assert!(!d.contains(d.key("crm", "a")));
         let off = DedupWindow::new(Duration::ZERO, 10);
-        off.insert("a".into());
-        assert!(!off.contains("a"));
+        off.insert(off.key("crm", "a"));
+        assert!(!off.contains(off.key("crm", "a")));
     }
 }

@@ -2,7 +2,8 @@
 //! `<prefix>.dlq`, through one idempotent `acks=all` producer. A publish completes only
 //! when the broker acknowledged every record of it, or fails as a whole.
 
-use std::sync::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -27,8 +28,8 @@ pub enum PublishError {
 /// One record to send.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared: every event of a source goes to the same one).
+    pub topic: Arc<str>,
     /// Partitioning key.
     pub key: String,
     /// Framed Avro value.
@@ -47,6 +48,8 @@ pub struct Publisher {
     config: ClientConfig,
     last_recovery: Mutex<Option<Instant>>,
     topics: TopicsConfig,
+    /// `<prefix>.events.<source>` of every source, named once.
+    event_topics: HashMap<zt_model::Source, Arc<str>>,
     timeout: Duration,
     metrics: IngestMetrics,
 }
@@ -72,6 +75,10 @@ impl Publisher {
             producer: RwLock::new(config.create()?),
             config,
             last_recovery: Mutex::new(None),
+            event_topics: zt_model::Source::ALL
+                .into_iter()
+                .map(|s| (s, Arc::from(topics.events(s))))
+                .collect(),
             topics,
             timeout,
             metrics,
@@ -127,8 +134,12 @@ impl Publisher {
             .or(ids.ticket_id.as_ref())
             .unwrap_or(&ev.event_id)
             .clone();
+        let topic = match self.event_topics.get(&ev.source) {
+            Some(t) => Arc::clone(t),
+            None => Arc::from(self.topics.events(ev.source)),
+        };
         Ok(Outgoing {
-            topic: self.topics.events(ev.source),
+            topic,
             key,
             value: zt_model::encode(ev)?,
         })
@@ -137,7 +148,7 @@ impl Publisher {
     /// The dead-letter record.
     pub fn dead_letter_record(&self, dl: &DeadLetter) -> Result<Outgoing, PublishError> {
         Ok(Outgoing {
-            topic: self.topics.dlq(),
+            topic: Arc::from(self.topics.dlq()),
             key: dl.dlq_id.clone(),
             value: zt_model::encode(dl)?,
         })

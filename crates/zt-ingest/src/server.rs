@@ -429,7 +429,7 @@ impl AppState {
     ) -> Response {
         let ctx = self.ctx_for(source);
         let mut rejected: Vec<(usize, Rejection)> = Vec::new();
-        let mut events: Vec<Event> = Vec::new();
+        let mut events: Vec<Event> = Vec::with_capacity(items.len());
         for (i, item) in items.iter_mut().enumerate() {
             let value = std::mem::replace(&mut item.value, Ok(Value::Null));
             let r = items::normalize_item(
@@ -453,21 +453,24 @@ impl AppState {
         let suppressed = before - events.len();
 
         // Deduplicate against the window and within the request.
-        let mut keys: Vec<String> = events
+        let keys: Vec<crate::dedup::Key> = events
             .iter()
-            .map(|ev| format!("{source}:{}", ev.event_id))
+            .map(|ev| self.dedup.key(source.as_str(), &ev.event_id))
             .collect();
         let seen = self.dedup.contains_all(&keys);
-        let mut fresh: Vec<&Event> = Vec::new();
-        let mut fresh_keys: Vec<String> = Vec::new();
+        let mut fresh: Vec<&Event> = Vec::with_capacity(events.len());
+        let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(events.len());
         let mut duplicates = 0usize;
-        let mut in_request: std::collections::HashSet<&str> = Default::default();
-        for ((ev, key), seen) in events.iter().zip(keys.iter_mut()).zip(seen) {
-            if seen || !in_request.insert(ev.event_id.as_str()) {
+        let mut in_request: std::collections::HashSet<
+            crate::dedup::Key,
+            zt_runtime::digest::BuildDigestHasher,
+        > = std::collections::HashSet::with_capacity_and_hasher(events.len(), Default::default());
+        for ((ev, key), seen) in events.iter().zip(keys).zip(seen) {
+            if seen || !in_request.insert(key) {
                 duplicates += 1;
             } else {
                 fresh.push(ev);
-                fresh_keys.push(std::mem::take(key));
+                fresh_keys.push(key);
             }
         }
 

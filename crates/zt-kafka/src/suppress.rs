@@ -42,11 +42,17 @@ pub const KINDS: [&str; 6] = [
 
 /// The record key (and set member) of one suppressed identifier.
 pub fn key(kind: &str, value: &str) -> String {
-    let d = Sha256::digest(format!("{kind}:{value}").as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update(b":")
+        .chain_update(value.as_bytes())
+        .finalize();
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for b in d {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -118,7 +124,12 @@ impl Suppressions {
 
     /// True when any identifier of `ev` (or its person) is suppressed.
     pub fn suppresses_event(&self, ev: &Event) -> bool {
-        self.suppresses_any(event_identifiers(ev))
+        let set = self.set.read().unwrap_or_else(|p| p.into_inner());
+        // Nothing erased (the common case): no identifier is listed or hashed.
+        !set.is_empty()
+            && event_identifiers(ev)
+                .into_iter()
+                .any(|(k, v)| set.contains(&key(k, v)))
     }
 
     /// True when any of the `(kind, value)` pairs is suppressed.
@@ -230,6 +241,11 @@ mod tests {
         assert!(!k.contains("abc"));
         assert_ne!(k, key("email_hash", "abc"));
         assert_eq!(k, key("phone_hash", "abc"));
+        // The key stored in the topic: SHA-256 of "user_id:u1" (Python's hashlib).
+        assert_eq!(
+            key("user_id", "u1"),
+            "sha256:90c5bc873dedef8054fdde931c44f9a1f33d5dbacf4bf01b4973de1f764f2a76"
+        );
     }
 
     #[test]

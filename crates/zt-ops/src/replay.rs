@@ -817,7 +817,7 @@ async fn finish_round(
             }
         };
         markers.push(Outgoing {
-            topic: topics.dlq_replays(),
+            topic: topics.dlq_replays().into(),
             key: p.dlq_id.clone(),
             value,
         });

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod digest;
 pub mod failpoint;
 pub mod health;
 pub mod metrics;

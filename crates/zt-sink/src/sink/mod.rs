@@ -601,29 +601,8 @@ async fn inflight_done(
 #[derive(Debug, Default)]
 struct RecentIds {
     cap: usize,
-    set: HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>,
+    set: HashSet<u128, zt_runtime::digest::BuildDigestHasher>,
     order: VecDeque<u128>,
-}
-
-/// The hasher of keys that are hashes already: their low 64 bits.
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used for u128 keys; FNV-1a for anything else.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u128(&mut self, k: u128) {
-        self.0 = k as u64;
-    }
 }
 
 impl RecentIds {
