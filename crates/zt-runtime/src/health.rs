@@ -66,9 +66,18 @@ impl Health {
     }
 
     /// `Ok` when every check is ready, else the checks that are not, with their detail.
+    /// Not ready while no check is registered yet: the admin server starts before the
+    /// component registers its checks, and a process that has not said what it waits for
+    /// is not ready (`{"process": "starting"}`).
     pub fn ready(&self) -> Result<(), BTreeMap<String, String>> {
-        let not: BTreeMap<String, String> = self
-            .read()
+        let state = self.read();
+        if state.checks.is_empty() {
+            return Err(BTreeMap::from([(
+                "process".to_owned(),
+                "starting".to_owned(),
+            )]));
+        }
+        let not: BTreeMap<String, String> = state
             .checks
             .iter()
             .filter(|(_, c)| !c.ready)
@@ -112,7 +121,11 @@ mod tests {
     #[test]
     fn readiness_needs_every_check() {
         let h = Health::new();
-        assert!(h.ready().is_ok());
+        assert_eq!(
+            h.ready().unwrap_err().get("process").map(String::as_str),
+            Some("starting"),
+            "no check registered yet: not ready"
+        );
         let a = h.register("kafka");
         let b = h.register("clickhouse");
         assert_eq!(h.ready().unwrap_err().len(), 2);
