@@ -310,34 +310,5 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, i3
 /// `order_no → order_id` rename (every variant record is then refused with
 /// `missing_field order_id`).
 pub fn erp_variant_mapping(with_order_no: bool) -> zt_ingest::config::Mapping {
-    let mut renames = vec![
-        ("msg_id", "event_id"),
-        ("biz_time", "occurred_at"),
-        ("send_time", "sent_at"),
-        ("cust_no", "customer_id"),
-        ("buyer_mobile", "mobile"),
-        ("shop_id", "store_id"),
-        ("pay_type", "payment_method"),
-        ("goods_amount", "subtotal"),
-        ("discount_amount", "discount"),
-        ("freight", "shipping_fee"),
-        ("pay_amount", "total"),
-        ("refund_amt", "refund_amount"),
-        ("items", "lines"),
-        ("sku_code", "sku"),
-        ("qty", "quantity"),
-        ("price", "unit_price"),
-    ];
-    if with_order_no {
-        renames.push(("order_no", "order_id"));
-    }
-    zt_ingest::config::Mapping {
-        renames: renames
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect(),
-        time_format: "%Y-%m-%d %H:%M:%S".into(),
-        time_zone: "+08:00".into(),
-        amount_unit: zt_ingest::config::AmountUnit::Major,
-    }
+    zt_ingest::config::Mapping::erp_variant_example(with_order_no)
 }

@@ -96,6 +96,55 @@ impl Default for Mapping {
     }
 }
 
+impl Mapping {
+    /// A variant's mapping: `renames` (variant name, documented name), times in
+    /// `time_format` at `time_zone`, amounts in `amount_unit`.
+    pub fn variant(
+        renames: &[(&str, &str)],
+        time_format: &str,
+        time_zone: &str,
+        amount_unit: AmountUnit,
+    ) -> Mapping {
+        Mapping {
+            renames: renames
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            time_format: time_format.into(),
+            time_zone: time_zone.into(),
+            amount_unit,
+        }
+    }
+
+    /// The ERP variant of docs/sources/erp.md (fixture `erp_variant.json`): renamed fields
+    /// at both levels, local times without offset, amounts in yuan. `order_no` is renamed
+    /// to `order_id` unless `with_order_no` is false (the docs' "before" case).
+    pub fn erp_variant_example(with_order_no: bool) -> Mapping {
+        let mut renames = vec![
+            ("msg_id", "event_id"),
+            ("biz_time", "occurred_at"),
+            ("send_time", "sent_at"),
+            ("cust_no", "customer_id"),
+            ("buyer_mobile", "mobile"),
+            ("shop_id", "store_id"),
+            ("pay_type", "payment_method"),
+            ("goods_amount", "subtotal"),
+            ("discount_amount", "discount"),
+            ("freight", "shipping_fee"),
+            ("pay_amount", "total"),
+            ("refund_amt", "refund_amount"),
+            ("items", "lines"),
+            ("sku_code", "sku"),
+            ("qty", "quantity"),
+            ("price", "unit_price"),
+        ];
+        if with_order_no {
+            renames.push(("order_no", "order_id"));
+        }
+        Mapping::variant(&renames, "%Y-%m-%d %H:%M:%S", "+08:00", AmountUnit::Major)
+    }
+}
+
 /// Unit of money amounts in the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,6 +2,10 @@
 //! applied (field renames, time format, money unit). Every error names the field by its
 //! JSON path and the reason, never the value.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::format_description::OwnedFormatItem;
 use time::format_description::well_known::Rfc3339;
@@ -106,10 +110,97 @@ pub struct Ctx<'a> {
     pub hasher: &'a PiiHasher,
 }
 
+/// A JSON object read lazily: its members' names (borrowed from the request body unless
+/// they hold escapes) and their values as raw JSON text, each parsed only when a
+/// normaliser reads it. Building a `serde_json::Value` tree of the whole record (a `String`
+/// per key, a tree node per few members) was the largest single cost of ingest.
+#[derive(Debug)]
+pub struct Flat<'a> {
+    src: &'a str,
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> Flat<'a> {
+    /// The object `src`, when `src` is one JSON object; `None` for any other JSON value
+    /// and for text that is not JSON (the caller's full parse then says what is wrong).
+    pub fn parse(src: &'a str) -> Option<Flat<'a>> {
+        if src.trim_start().as_bytes().first() != Some(&b'{') {
+            return None;
+        }
+        let members: Members<'a> = serde_json::from_str(src).ok()?;
+        Some(Flat {
+            src,
+            members: members.0,
+        })
+    }
+
+    /// The whole object as a value tree.
+    pub fn into_value(self) -> Value {
+        serde_json::from_str(self.src).unwrap_or(Value::Null)
+    }
+}
+
+/// An object's members, in order, duplicates kept (the last one is read, as a value
+/// tree keeps the last).
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Members<'de>, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(Name(k)) = m.next_key()? {
+                    let v: &'de RawValue = m.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A member's name, borrowed when it has no escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A record's members: a value tree, or read lazily ([`Flat`]).
+#[derive(Debug)]
+enum Obj<'a> {
+    Tree(Map<String, Value>),
+    Flat(Vec<(Cow<'a, str>, &'a RawValue)>),
+}
+
 /// One JSON object being read, with its path for error messages.
 #[derive(Debug)]
 pub struct Record<'a> {
-    obj: Map<String, Value>,
+    obj: Obj<'a>,
     path: String,
     ctx: &'a Ctx<'a>,
 }
@@ -142,10 +233,29 @@ impl<'a> Record<'a> {
             }
         }
         Ok(Record {
-            obj,
+            obj: Obj::Tree(obj),
             path: path.to_owned(),
             ctx,
         })
+    }
+
+    /// Wraps a lazily read object ([`Flat`]), applying the mapping's renames as
+    /// [`Record::new`] does: the (last) member named `from` is renamed `to`, replacing any
+    /// member already named `to`.
+    pub fn from_flat(flat: Flat<'a>, path: &str, ctx: &'a Ctx<'a>) -> Self {
+        let mut m = flat.members;
+        for (from, to) in &ctx.mapping.renames {
+            if let Some(i) = m.iter().rposition(|(k, _)| k.as_ref() == from.as_str()) {
+                let v = m[i].1;
+                m.retain(|(k, _)| k.as_ref() != from.as_str() && k.as_ref() != to.as_str());
+                m.push((Cow::Borrowed(to.as_str()), v));
+            }
+        }
+        Record {
+            obj: Obj::Flat(m),
+            path: path.to_owned(),
+            ctx,
+        }
     }
 
     /// The path of `name` inside this record.
@@ -157,8 +267,17 @@ impl<'a> Record<'a> {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.obj.get(name).filter(|v| !v.is_null())
+    /// The member `name` unless absent or null: borrowed from a value tree, parsed from a
+    /// lazily read object.
+    fn get(&self, name: &str) -> Option<Cow<'_, Value>> {
+        match &self.obj {
+            Obj::Tree(m) => m.get(name).filter(|v| !v.is_null()).map(Cow::Borrowed),
+            Obj::Flat(m) => {
+                let (_, raw) = m.iter().rev().find(|(k, _)| k.as_ref() == name)?;
+                let v: Value = serde_json::from_str(raw.get()).ok()?;
+                (!v.is_null()).then_some(Cow::Owned(v))
+            }
+        }
     }
 
     fn missing(&self, name: &str) -> Rejection {
@@ -174,13 +293,21 @@ impl<'a> Record<'a> {
     }
 
     /// The raw value, if present and not null.
-    pub fn raw(&self, name: &str) -> Option<&Value> {
+    pub fn raw(&self, name: &str) -> Option<Cow<'_, Value>> {
         self.get(name)
     }
 
     /// Removes and returns a raw value.
     pub fn take(&mut self, name: &str) -> Option<Value> {
-        self.obj.remove(name).filter(|v| !v.is_null())
+        match &mut self.obj {
+            Obj::Tree(m) => m.remove(name).filter(|v| !v.is_null()),
+            Obj::Flat(m) => {
+                let (_, raw) = m.iter().rev().find(|(k, _)| k.as_ref() == name)?;
+                let v: Option<Value> = serde_json::from_str(raw.get()).ok();
+                m.retain(|(k, _)| k.as_ref() != name);
+                v.filter(|v| !v.is_null())
+            }
+        }
     }
 
     /// An optional string; integers are accepted as their decimal text (ids are often
@@ -188,10 +315,12 @@ impl<'a> Record<'a> {
     pub fn opt_str(&self, name: &str) -> Result<Option<String>, Rejection> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-            Some(v) => Err(self.wrong(name, "a string", v)),
+            Some(Cow::Owned(Value::String(s))) => Ok((!s.is_empty()).then_some(s)),
+            Some(Cow::Borrowed(Value::String(s))) => Ok((!s.is_empty()).then(|| s.clone())),
+            Some(v) => match v.as_ref() {
+                Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+                v => Err(self.wrong(name, "a string", v)),
+            },
         }
     }
 
@@ -202,7 +331,7 @@ impl<'a> Record<'a> {
 
     /// An optional integer; numeric strings are accepted.
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        match self.get(name) {
+        match self.get(name).as_deref() {
             None => Ok(None),
             Some(Value::Number(n)) => n
                 .as_i64()
@@ -231,7 +360,7 @@ impl<'a> Record<'a> {
 
     /// An optional boolean; `"true"`/`"false"`, 0 and 1 are accepted.
     pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, Rejection> {
-        match self.get(name) {
+        match self.get(name).as_deref() {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(Some(false)),
@@ -249,7 +378,8 @@ impl<'a> Record<'a> {
 
     /// An optional time in epoch milliseconds, read with the source's time format.
     pub fn opt_time(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        let Some(v) = self.get(name) else {
+        let got = self.get(name);
+        let Some(v) = got.as_deref() else {
             return Ok(None);
         };
         let ms = match (self.ctx.time_format, v) {
@@ -290,7 +420,8 @@ impl<'a> Record<'a> {
 
     /// An optional money amount in minor units, read in the source's amount unit.
     pub fn opt_amount(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        let Some(v) = self.get(name) else {
+        let got = self.get(name);
+        let Some(v) = got.as_deref() else {
             return Ok(None);
         };
         let text = match v {
@@ -334,8 +465,9 @@ impl<'a> Record<'a> {
     pub fn array(&self, name: &str) -> Result<Vec<Value>, Rejection> {
         match self.get(name) {
             None => Ok(Vec::new()),
-            Some(Value::Array(a)) => Ok(a.clone()),
-            Some(v) => Err(self.wrong(name, "an array", v)),
+            Some(Cow::Owned(Value::Array(a))) => Ok(a),
+            Some(Cow::Borrowed(Value::Array(a))) => Ok(a.clone()),
+            Some(v) => Err(self.wrong(name, "an array", &v)),
         }
     }
 

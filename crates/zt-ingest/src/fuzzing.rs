@@ -22,15 +22,12 @@ fn config(variant: bool) -> IngestConfig {
     if variant {
         // A configured variant: renames, a pattern time format with a zone, yuan amounts.
         for s in Source::ALL {
-            let mapping = Mapping {
-                renames: [("biz_time", "occurred_at"), ("order_no", "order_id")]
-                    .iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect(),
-                time_format: "%Y-%m-%d %H:%M:%S".into(),
-                time_zone: "+08:00".into(),
-                amount_unit: AmountUnit::Major,
-            };
+            let mapping = Mapping::variant(
+                &[("biz_time", "occurred_at"), ("order_no", "order_id")],
+                "%Y-%m-%d %H:%M:%S",
+                "+08:00",
+                AmountUnit::Major,
+            );
             sources.insert(
                 s.as_str().to_owned(),
                 SourceConfig {
@@ -103,6 +100,33 @@ pub fn ingest_body(data: &[u8]) {
                 let back = decode::<zt_model::Event>(&bytes).expect("and decode");
                 assert_eq!(back, ev, "normalised event round trip");
             }
+        }
+    }
+    // The endpoint reads native objects lazily, the replayer from value trees: both
+    // must normalise every item alike.
+    if source != Source::Tracking
+        && let Ok(items) = crate::items::split_native(body, false)
+    {
+        let cfg = config(variant);
+        let mappings = crate::items::source_mappings(&cfg).expect("a valid config");
+        let h = hasher();
+        let ctx = crate::items::ctx_for(&mappings, &h, source);
+        for item in items {
+            let Ok(parsed) = item.value else { continue };
+            let env = || crate::normalize::Envelope {
+                received_at: 1_750_000_000_000,
+                raw: item.raw,
+                private_channels: &[],
+            };
+            let tree = match std::str::from_utf8(item.raw)
+                .ok()
+                .and_then(|t| serde_json::from_str(t).ok())
+            {
+                Some(v) => crate::normalize::normalize(source, v, None, &ctx, env()),
+                None => continue,
+            };
+            let lazy = crate::normalize::normalize_parsed(source, parsed, None, &ctx, env());
+            assert_eq!(tree, lazy, "lazy and tree reading differ");
         }
     }
     let h = hasher();

@@ -12,7 +12,7 @@ use zt_model::{DeadLetter, Event, Source};
 
 use crate::config::{IngestConfig, Mapping};
 use crate::error::{ConfigError, Reason, Rejection};
-use crate::fields::{Ctx, TimeFormat};
+use crate::fields::{Ctx, Flat, TimeFormat};
 use crate::normalize::{self, Envelope};
 
 /// Media type of a kept JSON item or body.
@@ -82,7 +82,36 @@ pub(crate) fn ctx_for<'a>(
 #[derive(Debug)]
 pub(crate) struct Item<'a> {
     pub(crate) raw: &'a [u8],
-    pub(crate) value: Result<Value, Rejection>,
+    pub(crate) value: Result<Parsed<'a>, Rejection>,
+}
+
+/// A parsed item: a value tree, or an object read lazily from the request body
+/// ([`Flat`]: native records, which are read field by field and never whole).
+#[derive(Debug)]
+pub(crate) enum Parsed<'a> {
+    Tree(Value),
+    Flat(Flat<'a>),
+}
+
+impl Parsed<'_> {
+    /// The item as a value tree.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Parsed::Tree(v) => v,
+            Parsed::Flat(f) => f.into_value(),
+        }
+    }
+}
+
+/// Parses one native item: an object lazily, anything else (or broken JSON, for its
+/// error) as a value tree.
+fn parse_item(src: &[u8]) -> Result<Parsed<'_>, Rejection> {
+    if let Some(flat) = std::str::from_utf8(src).ok().and_then(Flat::parse) {
+        return Ok(Parsed::Flat(flat));
+    }
+    serde_json::from_slice(src)
+        .map(Parsed::Tree)
+        .map_err(|e| parse_error(&e))
 }
 
 /// One item with its own bytes (a Segment batch item, re-serialised after the batch-level
@@ -113,7 +142,7 @@ pub(crate) fn split_native(body: &[u8], ndjson: bool) -> Result<Vec<Item<'_>>, R
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .map(|line| Item {
                 raw: line,
-                value: serde_json::from_slice(line).map_err(|e| parse_error(&e)),
+                value: parse_item(line),
             })
             .collect());
     }
@@ -124,14 +153,13 @@ pub(crate) fn split_native(body: &[u8], ndjson: bool) -> Result<Vec<Item<'_>>, R
             .into_iter()
             .map(|r| Item {
                 raw: r.get().as_bytes(),
-                value: serde_json::from_str(r.get()).map_err(|e| parse_error(&e)),
+                value: parse_item(r.get().as_bytes()),
             })
             .collect())
     } else {
-        let v: Value = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
         Ok(vec![Item {
             raw: body,
-            value: Ok(v),
+            value: Ok(parse_item(body)?),
         }])
     }
 }
@@ -226,7 +254,7 @@ pub(crate) fn normalize_item(
     cfg: &IngestConfig,
     ctx: &Ctx<'_>,
     source: Source,
-    value: Result<Value, Rejection>,
+    value: Result<Parsed<'_>, Rejection>,
     raw: &[u8],
     segment_kind: Option<&str>,
     received_at: i64,
@@ -237,7 +265,7 @@ pub(crate) fn normalize_item(
             Reason::OversizeEvent,
             format!("event is larger than {} bytes", cfg.max_event_bytes),
         )),
-        Ok(v) => normalize::normalize(
+        Ok(v) => normalize::normalize_parsed(
             source,
             v,
             segment_kind,

@@ -173,7 +173,7 @@ impl Replayer {
                     &self.cfg,
                     &ctx,
                     source,
-                    value,
+                    value.map(items::Parsed::Tree),
                     &raw,
                     kind.as_deref(),
                     dl.received_at,
@@ -226,7 +226,7 @@ impl Replayer {
         Ok(Split::Items {
             items: items
                 .into_iter()
-                .map(|i| (i.raw.to_vec(), i.value))
+                .map(|i| (i.raw.to_vec(), i.value.map(items::Parsed::into_value)))
                 .collect(),
             kind: None,
             content_type: CONTENT_JSON.into(),

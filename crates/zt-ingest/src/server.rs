@@ -431,7 +431,7 @@ impl AppState {
         let mut rejected: Vec<(usize, Rejection)> = Vec::new();
         let mut events: Vec<Event> = Vec::with_capacity(items.len());
         for (i, item) in items.iter_mut().enumerate() {
-            let value = std::mem::replace(&mut item.value, Ok(Value::Null));
+            let value = std::mem::replace(&mut item.value, Ok(items::Parsed::Tree(Value::Null)));
             let r = items::normalize_item(
                 &self.cfg,
                 &ctx,
@@ -809,7 +809,7 @@ async fn segment_inner(
         .iter_mut()
         .map(|(raw, v)| Item {
             raw: raw.as_slice(),
-            value: std::mem::replace(v, Ok(Value::Null)),
+            value: std::mem::replace(v, Ok(Value::Null)).map(items::Parsed::Tree),
         })
         .collect();
     if let Err(resp) = st

@@ -56,9 +56,176 @@ pub fn normalize(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
-    let rec = Record::new(value, "", ctx)?;
+    normalize_record(source, Record::new(value, "", ctx)?, segment_kind, ctx, env)
+}
+
+/// [`normalize`] of an item as ingest parsed it (an object read lazily, or a tree).
+pub(crate) fn normalize_parsed(
+    source: Source,
+    value: crate::items::Parsed<'_>,
+    segment_kind: Option<&str>,
+    ctx: &Ctx<'_>,
+    env: Envelope<'_>,
+) -> Result<Event, Rejection> {
+    let rec = match value {
+        crate::items::Parsed::Tree(v) => Record::new(v, "", ctx)?,
+        crate::items::Parsed::Flat(f) => Record::from_flat(f, "", ctx),
+    };
+    normalize_record(source, rec, segment_kind, ctx, env)
+}
+
+/// [`normalize`] of one JSON item given as text, read as ingest reads a request's items
+/// (for benchmarks: the same path as the HTTP endpoints): a native object lazily, a
+/// Segment call as a value tree (its batch-level fields are merged into it first).
+pub fn normalize_json(
+    source: Source,
+    json: &str,
+    segment_kind: Option<&str>,
+    ctx: &Ctx<'_>,
+    env: Envelope<'_>,
+) -> Result<Event, Rejection> {
+    let lazy = (source != Source::Tracking)
+        .then(|| crate::fields::Flat::parse(json))
+        .flatten();
+    match lazy {
+        Some(f) => normalize_record(
+            source,
+            Record::from_flat(f, "", ctx),
+            segment_kind,
+            ctx,
+            env,
+        ),
+        None => {
+            let v: Value = serde_json::from_str(json).map_err(|e| crate::items::parse_error(&e))?;
+            normalize(source, v, segment_kind, ctx, env)
+        }
+    }
+}
+
+fn normalize_record(
+    source: Source,
+    rec: Record<'_>,
+    segment_kind: Option<&str>,
+    ctx: &Ctx<'_>,
+    env: Envelope<'_>,
+) -> Result<Event, Rejection> {
     match source {
         Source::Tracking => segment::normalize(rec, segment_kind, ctx, env),
         other => native::normalize(other, &rec, env),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mapping;
+    use crate::fields::{Flat, TimeFormat};
+    use serde_json::value::RawValue;
+    use zt_model::pii::PiiHasher;
+
+    /// Normalises `json` through a value tree and through the lazy reader ingest uses for
+    /// native records; both results must be the same, errors included.
+    fn both_ways(source: Source, json: &str, mapping: &Mapping) {
+        let tf = TimeFormat::parse(&mapping.time_format, &mapping.time_zone).unwrap();
+        let hasher = PiiHasher::new(b"salt", "86").unwrap();
+        let ctx = Ctx {
+            mapping,
+            time_format: &tf,
+            hasher: &hasher,
+        };
+        let env = || Envelope {
+            received_at: 1_767_232_800_000,
+            raw: json.as_bytes(),
+            private_channels: &[],
+        };
+        let tree = normalize(
+            source,
+            serde_json::from_str(json).unwrap(),
+            None,
+            &ctx,
+            env(),
+        );
+        let flat = Flat::parse(json).expect("an object");
+        let lazy = normalize_record(source, Record::from_flat(flat, "", &ctx), None, &ctx, env());
+        assert_eq!(tree, lazy, "{source}: {json}");
+    }
+
+    fn fixture_items(text: &str) -> Vec<&str> {
+        let items: Vec<&RawValue> = serde_json::from_str(text).unwrap();
+        items.into_iter().map(RawValue::get).collect()
+    }
+
+    #[test]
+    fn the_lazy_reader_normalises_every_fixture_as_the_value_tree_does() {
+        let documented = [
+            (
+                Source::Crm,
+                include_str!("../../../../tests/fixtures/sources/crm.json"),
+            ),
+            (
+                Source::Erp,
+                include_str!("../../../../tests/fixtures/sources/erp.json"),
+            ),
+            (
+                Source::Logistics,
+                include_str!("../../../../tests/fixtures/sources/logistics.json"),
+            ),
+            (
+                Source::Service,
+                include_str!("../../../../tests/fixtures/sources/service.json"),
+            ),
+            (
+                Source::Marketing,
+                include_str!("../../../../tests/fixtures/sources/marketing.json"),
+            ),
+        ];
+        let mut n = 0;
+        for (source, text) in documented {
+            for item in fixture_items(text) {
+                both_ways(source, item, &Mapping::default());
+                n += 1;
+            }
+        }
+        // The ERP variant (docs/sources/erp.md): renames at both levels, local times,
+        // amounts in yuan.
+        let variant = Mapping::erp_variant_example(true);
+        let text = include_str!("../../../../tests/fixtures/sources/erp_variant.json");
+        for item in fixture_items(text) {
+            both_ways(Source::Erp, item, &variant);
+            n += 1;
+        }
+        assert!(n >= 20, "{n} fixture records");
+    }
+
+    #[test]
+    fn the_lazy_reader_keeps_the_value_trees_rules_for_odd_records() {
+        let renames = Mapping {
+            renames: [("cust_no".to_owned(), "customer_id".to_owned())].into(),
+            ..Mapping::default()
+        };
+        let base = r#""event_id":"e1","type":"customer.registered","occurred_at":"2026-01-01T10:00:00+08:00""#;
+        let cases = [
+            // A repeated member: the last one is read.
+            format!(r#"{{{base},"customer_id":"c1","customer_id":"c2"}}"#),
+            // A renamed member replaces the documented one; the last of a repeated one wins.
+            format!(r#"{{{base},"customer_id":"c0","cust_no":"c1","cust_no":"c2"}}"#),
+            // Null counts as absent; escapes in names and values; numeric ids.
+            format!(r#"{{{base},"customer_id":12,"tier":null,"ci\u0074y":"Hang\"zhou"}}"#),
+            // Errors name the same field for the same reason.
+            format!(r#"{{{base},"customer_id":["c1"]}}"#),
+            format!(r#"{{{base},"customer_id":"c1","points_delta":"many"}}"#),
+            format!(r#"{{{base},"customer_id":"c1","mobile":"12"}}"#),
+            format!(r#"{{{base}}}"#),
+        ];
+        for case in &cases {
+            both_ways(Source::Crm, case, &renames);
+            both_ways(Source::Crm, case, &Mapping::default());
+        }
+        // Not an object: the tree's error, from the reader's fallback.
+        assert!(Flat::parse("[1]").is_none() && Flat::parse(" 7").is_none());
+        assert!(
+            Flat::parse("{\"a\":").is_none(),
+            "broken JSON is left to the full parse"
+        );
     }
 }

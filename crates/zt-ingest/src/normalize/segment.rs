@@ -165,7 +165,7 @@ pub(crate) fn normalize(
         ));
     }
     let time = |name: &str| -> Result<Option<i64>, Rejection> {
-        match rec.raw(name) {
+        match rec.raw(name).as_deref() {
             None => Ok(None),
             Some(Value::String(s)) => parse_rfc3339_ms(s)
                 .map(Some)
