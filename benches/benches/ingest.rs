@@ -62,23 +62,35 @@ fn normalize_encode(c: &mut Criterion) {
         hasher: &hasher,
     };
     let private = vec!["wechat_group".to_owned()];
-    let mut g = c.benchmark_group("ingest_normalize_encode");
-    g.throughput(Throughput::Elements(1));
-    for (source, kind, raw) in records() {
-        g.bench_function(source.as_str(), |b| {
-            b.iter(|| {
-                let env = Envelope {
-                    received_at: 1_767_578_400_000,
-                    raw: raw.as_bytes(),
-                    private_channels: &private,
-                };
-                // As the endpoints read an item (native objects lazily, since 2026-11-27).
-                let ev = normalize_json(source, black_box(raw), kind, &ctx, env).unwrap();
-                zt_model::encode(&ev).unwrap()
-            })
-        });
+    for (group, tree) in [
+        ("ingest_normalize_encode", false),
+        ("ingest_normalize_encode_tree", true),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(1));
+        for (source, kind, raw) in records() {
+            g.bench_function(source.as_str(), |b| {
+                b.iter(|| {
+                    let env = Envelope {
+                        received_at: 1_767_578_400_000,
+                        raw: raw.as_bytes(),
+                        private_channels: &private,
+                    };
+                    // As the endpoints read an item (native objects lazily, since 2026-11-27),
+                    // or through a whole value tree (how every item was read before; Segment
+                    // calls and the dead-letter replayer still are).
+                    let ev = if tree {
+                        let v: serde_json::Value = serde_json::from_str(black_box(raw)).unwrap();
+                        zt_ingest::normalize::normalize(source, v, kind, &ctx, env).unwrap()
+                    } else {
+                        normalize_json(source, black_box(raw), kind, &ctx, env).unwrap()
+                    };
+                    zt_model::encode(&ev).unwrap()
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, normalize_encode);
