@@ -105,7 +105,7 @@ impl Parsed<'_> {
 
 /// Parses one native item: an object lazily, anything else (or broken JSON, for its
 /// error) as a value tree.
-fn parse_item(src: &[u8]) -> Result<Parsed<'_>, Rejection> {
+pub(crate) fn parse_item(src: &[u8]) -> Result<Parsed<'_>, Rejection> {
     if let Some(flat) = std::str::from_utf8(src).ok().and_then(Flat::parse) {
         return Ok(Parsed::Flat(flat));
     }

@@ -84,22 +84,12 @@ pub fn normalize_json(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
-    let lazy = (source != Source::Tracking)
-        .then(|| crate::fields::Flat::parse(json))
-        .flatten();
-    match lazy {
-        Some(f) => normalize_record(
-            source,
-            Record::from_flat(f, "", ctx),
-            segment_kind,
-            ctx,
-            env,
-        ),
-        None => {
-            let v: Value = serde_json::from_str(json).map_err(|e| crate::items::parse_error(&e))?;
-            normalize(source, v, segment_kind, ctx, env)
-        }
+    if source == Source::Tracking {
+        let v: Value = serde_json::from_str(json).map_err(|e| crate::items::parse_error(&e))?;
+        return normalize(source, v, segment_kind, ctx, env);
     }
+    let parsed = crate::items::parse_item(json.as_bytes())?;
+    normalize_parsed(source, parsed, segment_kind, ctx, env)
 }
 
 fn normalize_record(
