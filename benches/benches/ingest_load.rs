@@ -91,6 +91,56 @@ fn native_record(i: usize) -> serde_json::Value {
     })
 }
 
+/// CPU seconds so far: this process, the broker (when the bench started it), the machine
+/// (busy jiffies of all cores, /proc/stat).
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    broker: f64,
+    machine: f64,
+    cores: usize,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            process: self.process - before.process,
+            broker: self.broker - before.broker,
+            machine: self.machine - before.machine,
+            cores: self.cores,
+        }
+    }
+}
+
+fn cpu_now(broker: Option<u32>) -> Cpu {
+    let cpu = |pid: Option<u32>| {
+        pid.and_then(zt_benches::proc_cpu)
+            .map(|(c, _)| c)
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut cores = 0;
+    let mut machine = 0.0;
+    for line in stat.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("cpu") => {
+                let v: Vec<f64> = f.filter_map(|x| x.parse().ok()).collect();
+                let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+                machine = (v.iter().sum::<f64>() - idle) / 100.0;
+            }
+            Some(c) if c.starts_with("cpu") => cores += 1,
+            _ => {}
+        }
+    }
+    Cpu {
+        process: cpu(Some(std::process::id())),
+        broker: cpu(broker),
+        machine,
+        cores,
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -169,6 +219,8 @@ async fn run() {
             .map_err(|(e, _)| e)
             .expect("warm-up produce acknowledged");
     }
+    let broker_pid = broker.as_ref().map(|b| b.id());
+    let cpu0 = cpu_now(broker_pid);
     let t = Instant::now();
     // send_result enqueues at once (send() would enqueue only when polled); when the
     // local queue is full, deliveries catch up for a millisecond (the producer is
@@ -195,6 +247,7 @@ async fn run() {
             .expect("raw produce acknowledged");
     }
     let raw_secs = t.elapsed().as_secs_f64();
+    let raw_cpu = cpu_now(broker_pid).since(cpu0);
     let raw_rate = events as f64 / raw_secs;
 
     // HTTP ingest: batches over keep-alive connections.
@@ -213,6 +266,7 @@ async fn run() {
         .map(|c| bodies.iter().skip(c).step_by(conns).cloned().collect())
         .collect();
     eprintln!("raw run: {raw_rate:.0} events/s; the HTTP run starts");
+    let cpu0 = cpu_now(broker_pid);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for work in per_conn {
@@ -235,6 +289,7 @@ async fn run() {
         lat.extend(t.await.unwrap());
     }
     let http_secs = t.elapsed().as_secs_f64();
+    let http_cpu = cpu_now(broker_pid).since(cpu0);
     let http_rate = events as f64 / http_secs;
     // Both runs' records are really on the broker: count them by the partitions' offsets.
     let count = |t: String| {
@@ -264,6 +319,20 @@ async fn run() {
         "| request latency p50 / p99 ({batch} events) | {:.1} ms / {:.1} ms |",
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    let per_event = |secs: f64| secs * 1e6 / events as f64;
+    println!(
+        "| CPU per event, raw run: producer process / broker / machine (of {} cores) | {:.2} / {:.2} / {:.2} µs |",
+        raw_cpu.cores,
+        per_event(raw_cpu.process),
+        per_event(raw_cpu.broker),
+        per_event(raw_cpu.machine)
+    );
+    println!(
+        "| CPU per event, HTTP run: ingest + load generator process / broker / machine | {:.2} / {:.2} / {:.2} µs |",
+        per_event(http_cpu.process),
+        per_event(http_cpu.broker),
+        per_event(http_cpu.machine)
     );
     if let Some(b) = broker.as_mut() {
         let _ = b.kill();

@@ -62,6 +62,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use zt_benches::proc_cpu;
 use zt_demo::demo::{Pipeline, PipelineOptions, stages};
 use zt_demo::drain::{Stage, group_lag};
 use zt_demo::scenario::{Params, generate};
@@ -164,16 +165,6 @@ fn wait_assigned(work_dir: &Path, names: &[&str], patience: Duration) -> Duratio
 
 // ---------------------------------------------------------------------------------------
 // CPU accounting from /proc (Linux), to see where the time goes.
-
-/// utime + stime of a process, seconds (CLK_TCK 100), and its parent pid.
-fn proc_cpu(pid: u32) -> Option<(f64, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some((ticks / 100.0, ppid))
-}
 
 /// CPU seconds so far of: this process, its `zt` children (by command), the tansu it
 /// started, and the ClickHouse server; plus the machine's busy and total jiffies.

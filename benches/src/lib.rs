@@ -161,3 +161,14 @@ pub fn start_tansu_memory() -> (std::process::Child, u16) {
     }
     (child, port)
 }
+
+/// utime + stime of a process so far, seconds (Linux `/proc/<pid>/stat`, CLK_TCK 100), and
+/// its parent pid. For the benches' "where the time goes" lines.
+pub fn proc_cpu(pid: u32) -> Option<(f64, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some((ticks / 100.0, ppid))
+}

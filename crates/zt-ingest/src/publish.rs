@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use zt_kafka::TopicsConfig;
 use zt_model::{DeadLetter, Event};
 
 use crate::metrics::IngestMetrics;
+
+/// How long a publish waits before trying again to enqueue into a full local queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// Why a publish failed (the client gets 503 and retries).
 #[derive(Debug, thiserror::Error)]
@@ -166,20 +169,44 @@ impl Publisher {
         }
         let start = Instant::now();
         let producer = self.current();
-        let sends = records.iter().map(|r| {
-            producer.send(
-                FutureRecord::to(&r.topic).key(&r.key).payload(&r.value),
-                self.timeout,
-            )
-        });
-        let out: Vec<Result<(), PublishError>> = join_all(sends)
-            .await
-            .into_iter()
-            .map(|r| {
-                r.map(|_| ())
-                    .map_err(|(e, _)| PublishError::Broker(e.to_string()))
-            })
-            .collect();
+        // Every record is enqueued first (`send_result`), then the deliveries are awaited
+        // in order: by the time the first is acknowledged the others mostly are too, so
+        // this costs a few wake-ups per request instead of a future per record polled
+        // through `join_all`. A full local queue is waited out in steps of a millisecond,
+        // for at most the publish timeout.
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(Ok(delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if start.elapsed() < self.timeout =>
+                    {
+                        record = back;
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    }
+                    Err((e, _)) => {
+                        pending.push(Err(PublishError::Broker(e.to_string())));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(PublishError::Broker(e.to_string())),
+                    Err(_) => Err(PublishError::Broker("producer replaced".into())),
+                },
+                Err(e) => Err(e),
+            });
+        }
         self.metrics
             .produce_latency
             .with_label_values(&[kind])
