@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::scan;
 use serde_json::{Map, Value};
 use time::format_description::OwnedFormatItem;
 use time::format_description::well_known::Rfc3339;
@@ -114,10 +116,13 @@ pub struct Ctx<'a> {
 /// they hold escapes) and their values as raw JSON text, each parsed only when a
 /// normaliser reads it. Building a `serde_json::Value` tree of the whole record (a `String`
 /// per key, a tree node per few members) was the largest single cost of ingest.
+///
+/// The members are listed by [`crate::scan`] in one pass, or by serde_json where the
+/// scanner declines.
 #[derive(Debug)]
 pub struct Flat<'a> {
     src: &'a str,
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    members: scan::Members<'a>,
 }
 
 impl<'a> Flat<'a> {
@@ -127,11 +132,13 @@ impl<'a> Flat<'a> {
         if src.trim_start().as_bytes().first() != Some(&b'{') {
             return None;
         }
-        let members: Members<'a> = serde_json::from_str(src).ok()?;
-        Some(Flat {
-            src,
-            members: members.0,
-        })
+        let members = scan::object(src).or_else(|| serde_members(src))?;
+        Some(Flat { src, members })
+    }
+
+    /// The object `src` whose members [`crate::scan`] listed already.
+    pub(crate) fn from_members(src: &'a str, members: scan::Members<'a>) -> Flat<'a> {
+        Flat { src, members }
     }
 
     /// The whole object as a value tree.
@@ -140,9 +147,16 @@ impl<'a> Flat<'a> {
     }
 }
 
+/// The members of the JSON object `src` as serde_json lists them (names decoded, values
+/// as raw text), or `None` when `src` is not one JSON object.
+pub(crate) fn serde_members(src: &str) -> Option<scan::Members<'_>> {
+    let members: Members<'_> = serde_json::from_str(src).ok()?;
+    Some(members.0)
+}
+
 /// An object's members, in order, duplicates kept (the last one is read, as a value
 /// tree keeps the last).
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct Members<'a>(scan::Members<'a>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -156,7 +170,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
                 while let Some(Name(k)) = m.next_key()? {
                     let v: &'de RawValue = m.next_value()?;
-                    out.push((k, v));
+                    out.push((k, v.get()));
                 }
                 Ok(Members(out))
             }
@@ -190,11 +204,62 @@ impl<'de> Deserialize<'de> for Name<'de> {
     }
 }
 
-/// A record's members: a value tree, or read lazily ([`Flat`]).
+/// A record's members: a value tree, or read lazily ([`Flat`]) with the [`name_bit`]s of
+/// its names (most names a normaliser asks for are absent; the mask says so without
+/// comparing names).
 #[derive(Debug)]
 enum Obj<'a> {
     Tree(Map<String, Value>),
-    Flat(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Flat {
+        members: scan::Members<'a>,
+        names: u64,
+    },
+}
+
+/// One of 64 bits standing for a member name (from its length and last byte): a name
+/// whose bit is not in a record's mask is not among its members.
+fn name_bit(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let h = (b.len() as u32).wrapping_mul(7) ^ u32::from(b.last().copied().unwrap_or(0));
+    1 << (h & 63)
+}
+
+/// The value of raw JSON text `s` (one valid JSON value, as a [`RawValue`] holds): a
+/// string without escapes and a small non-negative integer, the common cases, are read
+/// directly; anything else by `serde_json`. `None` only for text that is not JSON.
+fn parse_raw(s: &str) -> Option<Value> {
+    let b = s.as_bytes();
+    match b {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            // Valid JSON without escapes: the characters between the quotes are the text.
+            Some(Value::String(s[1..s.len() - 1].to_owned()))
+        }
+        [b'0'..=b'9', ..] if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) => {
+            s.parse::<u64>().ok().map(Value::from)
+        }
+        _ => serde_json::from_str(s).ok(),
+    }
+}
+
+/// The raw value of the last member named `name`.
+fn find<'a>(members: &[(Cow<'a, str>, &'a str)], names: u64, name: &str) -> Option<&'a str> {
+    if names & name_bit(name) == 0 {
+        return None;
+    }
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| *v)
+}
+
+/// An element of an array of records ([`Record::elements`]).
+#[derive(Debug)]
+pub enum Elem<'a> {
+    /// Read from a value tree.
+    Value(Value),
+    /// Raw JSON text of a lazily read record.
+    Raw(&'a str),
 }
 
 /// One JSON object being read, with its path for error messages.
@@ -251,8 +316,9 @@ impl<'a> Record<'a> {
                 m.push((Cow::Borrowed(to.as_str()), v));
             }
         }
+        let names = m.iter().fold(0, |acc, (k, _)| acc | name_bit(k));
         Record {
-            obj: Obj::Flat(m),
+            obj: Obj::Flat { members: m, names },
             path: path.to_owned(),
             ctx,
         }
@@ -272,9 +338,8 @@ impl<'a> Record<'a> {
     fn get(&self, name: &str) -> Option<Cow<'_, Value>> {
         match &self.obj {
             Obj::Tree(m) => m.get(name).filter(|v| !v.is_null()).map(Cow::Borrowed),
-            Obj::Flat(m) => {
-                let (_, raw) = m.iter().rev().find(|(k, _)| k.as_ref() == name)?;
-                let v: Value = serde_json::from_str(raw.get()).ok()?;
+            Obj::Flat { members, names } => {
+                let v = parse_raw(find(members, *names, name)?)?;
                 (!v.is_null()).then_some(Cow::Owned(v))
             }
         }
@@ -301,10 +366,9 @@ impl<'a> Record<'a> {
     pub fn take(&mut self, name: &str) -> Option<Value> {
         match &mut self.obj {
             Obj::Tree(m) => m.remove(name).filter(|v| !v.is_null()),
-            Obj::Flat(m) => {
-                let (_, raw) = m.iter().rev().find(|(k, _)| k.as_ref() == name)?;
-                let v: Option<Value> = serde_json::from_str(raw.get()).ok();
-                m.retain(|(k, _)| k.as_ref() != name);
+            Obj::Flat { members, names } => {
+                let v = parse_raw(find(members, *names, name)?);
+                members.retain(|(k, _)| k.as_ref() != name);
                 v.filter(|v| !v.is_null())
             }
         }
@@ -487,9 +551,40 @@ impl<'a> Record<'a> {
             .collect()
     }
 
-    /// A nested record at `path_of(name)[i]`.
-    pub fn nested(&self, name: &str, i: usize, value: Value) -> Result<Record<'a>, Rejection> {
-        Record::new(value, &format!("{}[{i}]", self.path_of(name)), self.ctx)
+    /// The elements of an optional array of records (absent = empty), each to be read
+    /// with [`Record::nested`]: raw JSON text when this record is read lazily, so that a
+    /// nested record is read lazily too.
+    pub fn elements(&self, name: &str) -> Result<Vec<Elem<'a>>, Rejection> {
+        let Obj::Flat { members, names } = &self.obj else {
+            return Ok(self.array(name)?.into_iter().map(Elem::Value).collect());
+        };
+        let Some(text) = find(members, *names, name) else {
+            return Ok(Vec::new());
+        };
+        if text.starts_with('[') {
+            let texts = scan::array_texts(text).or_else(|| {
+                serde_json::from_str::<Vec<&'a RawValue>>(text)
+                    .ok()
+                    .map(|v| v.into_iter().map(RawValue::get).collect())
+            });
+            if let Some(texts) = texts {
+                return Ok(texts.into_iter().map(Elem::Raw).collect());
+            }
+        }
+        // Not an array: null (absent), or the same error as a value tree gives.
+        Ok(self.array(name)?.into_iter().map(Elem::Value).collect())
+    }
+
+    /// A nested record at `path_of(name)[i]`, from an element of [`Record::elements`].
+    pub fn nested(&self, name: &str, i: usize, elem: Elem<'a>) -> Result<Record<'a>, Rejection> {
+        let path = format!("{}[{i}]", self.path_of(name));
+        match elem {
+            Elem::Raw(raw) => match Flat::parse(raw) {
+                Some(flat) => Ok(Record::from_flat(flat, &path, self.ctx)),
+                None => Record::new(parse_raw(raw).unwrap_or(Value::Null), &path, self.ctx),
+            },
+            Elem::Value(v) => Record::new(v, &path, self.ctx),
+        }
     }
 
     /// The salted hash of an optional phone field.

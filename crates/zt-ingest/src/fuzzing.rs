@@ -129,8 +129,46 @@ pub fn ingest_body(data: &[u8]) {
             assert_eq!(tree, lazy, "lazy and tree reading differ");
         }
     }
+    if let Ok(text) = std::str::from_utf8(body) {
+        scan_agrees(text);
+    }
     let h = hasher();
     let renames = BTreeMap::from([("buyer_mobile".to_owned(), "mobile".to_owned())]);
     let _ = redact(body, &h, &renames, Some("fuzz-write-key"));
     let _ = redact_ndjson(body, &h, &renames, Some("fuzz-write-key"));
+}
+
+/// The one-pass scanner ([`crate::scan`]) answers only as serde_json does: whenever it
+/// reads `src` as an array of elements (with their members), as an object's members or as
+/// an array's element texts, serde_json reads the same. (Where it declines, serde_json may
+/// still accept; the callers then use serde_json.)
+pub fn scan_agrees(src: &str) {
+    use crate::scan::{Element, Members, array, array_texts, object};
+    use serde_json::value::RawValue;
+
+    fn serde_object(src: &str) -> Option<Members<'_>> {
+        if !src.trim_start().starts_with('{') {
+            return None;
+        }
+        crate::fields::serde_members(src)
+    }
+    let serde_texts = || -> Option<Vec<&str>> {
+        let raws: Vec<&RawValue> = serde_json::from_str(src).ok()?;
+        Some(raws.into_iter().map(RawValue::get).collect())
+    };
+    if let Some(mine) = array(src) {
+        let theirs: Option<Vec<Element<'_>>> =
+            serde_texts().map(|texts| texts.into_iter().map(|t| (t, serde_object(t))).collect());
+        assert_eq!(Some(mine), theirs, "scanned array differs: {src:?}");
+    }
+    if let Some(mine) = object(src) {
+        assert_eq!(
+            Some(mine),
+            serde_object(src),
+            "scanned object differs: {src:?}"
+        );
+    }
+    if let Some(mine) = array_texts(src) {
+        assert_eq!(Some(mine), serde_texts(), "scanned texts differ: {src:?}");
+    }
 }

@@ -148,6 +148,20 @@ pub(crate) fn split_native(body: &[u8], ndjson: bool) -> Result<Vec<Item<'_>>, R
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
+        // One pass over the body when the scanner reads it; serde_json otherwise (which
+        // then also words the error).
+        if let Some(elements) = std::str::from_utf8(body).ok().and_then(crate::scan::array) {
+            return Ok(elements
+                .into_iter()
+                .map(|(text, members)| Item {
+                    raw: text.as_bytes(),
+                    value: match members {
+                        Some(m) => Ok(Parsed::Flat(Flat::from_members(text, m))),
+                        None => parse_item(text.as_bytes()),
+                    },
+                })
+                .collect());
+        }
         let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
         Ok(raws
             .into_iter()

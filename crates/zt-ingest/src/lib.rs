@@ -33,6 +33,7 @@ pub mod publish;
 pub mod redact;
 pub mod registry;
 pub mod replay;
+pub mod scan;
 pub mod server;
 
 use std::net::SocketAddr;

@@ -211,6 +211,32 @@ mod tests {
             both_ways(Source::Crm, case, &renames);
             both_ways(Source::Crm, case, &Mapping::default());
         }
+        // Order lines (nested records read lazily) and the values read without serde_json:
+        // escapes, negative, fractional and large numbers, wrong element types.
+        let order = r#""event_id":"o1","type":"order.paid","occurred_at":"2026-01-01T10:00:00+08:00","order_id":"SO1","total":100"#;
+        let line = r#""sku":"S\u002d1","quantity":2,"unit_price":50"#;
+        let erp = [
+            format!(r#"{{{order},"lines":[{{{line}}},{{{line},"sku":"S2","line_no":7}}]}}"#),
+            format!(r#"{{{order},"lines":[{{{line}}}, 5]}}"#),
+            format!(r#"{{{order},"lines":[null]}}"#),
+            format!(r#"{{{order},"lines":"none"}}"#),
+            format!(r#"{{{order},"lines":null,"discount":-0}}"#),
+            format!(
+                r#"{{{order},"lines":[ {{ "sku" : "S1" , "quantity" : 1e0 , "unit_price" : 5 }} ]}}"#
+            ),
+            format!(r#"{{{order},"lines":[{{{line},"quantity":-1}}]}}"#),
+            format!(r#"{{{order},"lines":[{{{line},"unit_price":1.5}}]}}"#),
+            format!(r#"{{{order},"lines":[{{{line},"unit_price":123456789012345678901}}]}}"#),
+            format!(r#"{{{order},"lines":[{{{line},"unit_price":"99"}}]}}"#),
+            format!(
+                r#"{{{order},"shipping_fee":999999999999999999,"customer_id":"","currency":"C\"NY"}}"#
+            ),
+            format!(r#"{{{order},"experiments":[{{"experiment_id":"x","variant":"a"}},[]]}}"#),
+        ];
+        for case in &erp {
+            both_ways(Source::Erp, case, &Mapping::default());
+            both_ways(Source::Erp, case, &Mapping::erp_variant_example(true));
+        }
         // Not an object: the tree's error, from the reader's fallback.
         assert!(Flat::parse("[1]").is_none() && Flat::parse(" 7").is_none());
         assert!(

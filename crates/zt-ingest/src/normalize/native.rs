@@ -96,7 +96,7 @@ fn identities(rec: &Record<'_>) -> Result<Identities, Rejection> {
 
 fn context(rec: &Record<'_>) -> Result<Context, Rejection> {
     let mut experiments = Vec::new();
-    for (i, v) in rec.array("experiments")?.into_iter().enumerate() {
+    for (i, v) in rec.elements("experiments")?.into_iter().enumerate() {
         let e = rec.nested("experiments", i, v)?;
         experiments.push(ExperimentAssignment {
             experiment_id: e.str("experiment_id")?,
@@ -125,7 +125,7 @@ fn customer(rec: &Record<'_>, ids: &mut Identities) -> Result<CustomerPayload, R
     let customer_id = rec.str("customer_id")?;
     ids.crm_customer_id = Some(customer_id.clone());
     let mut consents = Vec::new();
-    for (i, v) in rec.array("consents")?.into_iter().enumerate() {
+    for (i, v) in rec.elements("consents")?.into_iter().enumerate() {
         let c = rec.nested("consents", i, v)?;
         consents.push(Consent {
             purpose: c.str("purpose")?,
@@ -158,7 +158,7 @@ fn order(
     let order_id = rec.str("order_id")?;
     ids.order_id = Some(order_id.clone());
     let mut lines = Vec::new();
-    for (i, v) in rec.array("lines")?.into_iter().enumerate() {
+    for (i, v) in rec.elements("lines")?.into_iter().enumerate() {
         let l = rec.nested("lines", i, v)?;
         let quantity = l.i32("quantity")?;
         if quantity < 0 {

@@ -1,0 +1,406 @@
+//! A one-pass reader of the JSON that native endpoints take: a body's array of records is
+//! split into the records' texts and each record into its members' names and value texts
+//! in a single scan, instead of one `serde_json` pass to split the body and another per
+//! record to list its members (together about a quarter of ingest's time).
+//!
+//! **It never decides what serde_json would decide otherwise.** It accepts only text that
+//! `serde_json` accepts the same way (RFC 8259 grammar; strings with control characters,
+//! bad escapes or bad numbers refused; member names with escapes decoded by serde_json
+//! itself), and answers `None` for anything else, including anything it does not handle
+//! (nesting deeper than [`MAX_DEPTH`], text that is not UTF-8): the callers then take the
+//! `serde_json` path, which gives the exact result or error. Like serde_json's own
+//! skipping of a value (what `RawValue` does), a value's `\u` escapes are checked for four
+//! hex digits but not decoded. The fuzz target `ingest_body` and the unit tests check that
+//! every answer agrees with serde_json's.
+
+use std::borrow::Cow;
+
+/// Deepest nesting of arrays and objects scanned (serde_json refuses past 128; deeper
+/// text is left to it).
+pub const MAX_DEPTH: usize = 100;
+
+/// An object's members in order, duplicates kept: each name (borrowed unless it has
+/// escapes) and the text of its value, without surrounding whitespace.
+pub type Members<'a> = Vec<(Cow<'a, str>, &'a str)>;
+
+/// One element of a scanned array: its text, and its members when it is an object whose
+/// names could be read here (`None` for other values and for the rare object the
+/// `serde_json` path must read).
+pub type Element<'a> = (&'a str, Option<Members<'a>>);
+
+/// The elements of `src` when it is exactly one JSON array (whitespace around it allowed).
+pub fn array(src: &str) -> Option<Vec<Element<'_>>> {
+    let mut s = Scanner::new(src);
+    s.ws();
+    let out = s.array_elements(true)?;
+    s.ws();
+    s.at_end().then_some(out)
+}
+
+/// The texts of the elements of `src` when it is exactly one JSON array.
+pub fn array_texts(src: &str) -> Option<Vec<&str>> {
+    let mut s = Scanner::new(src);
+    s.ws();
+    let out = s.array_elements(false)?;
+    s.ws();
+    s.at_end()
+        .then(|| out.into_iter().map(|(text, _)| text).collect())
+}
+
+/// The members of `src` when it is exactly one JSON object.
+pub fn object(src: &str) -> Option<Members<'_>> {
+    let mut s = Scanner::new(src);
+    s.ws();
+    let out = s.object(1)?;
+    s.ws();
+    s.at_end().then_some(out)
+}
+
+struct Scanner<'a> {
+    src: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(src: &'a str) -> Self {
+        Scanner {
+            src,
+            b: src.as_bytes(),
+            i: 0,
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.i == self.b.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// `[ elements ]` at the cursor; with `members`, each object element's members too.
+    fn array_elements(&mut self, members: bool) -> Option<Vec<Element<'a>>> {
+        self.eat(b'[')?;
+        let mut out = Vec::new();
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(out);
+        }
+        loop {
+            self.ws();
+            let start = self.i;
+            let m = if members && self.peek() == Some(b'{') {
+                self.object_or_unread(2)?
+            } else {
+                self.value(2)?;
+                None
+            };
+            out.push((&self.src[start..self.i], m));
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(out);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An object at the cursor: its members, or `None` inside `Some` when a name needs
+    /// the serde_json path (the text was still scanned and is valid JSON).
+    fn object_or_unread(&mut self, depth: usize) -> Option<Option<Members<'a>>> {
+        let start = self.i;
+        match self.object(depth) {
+            Some(m) => Some(Some(m)),
+            None => {
+                // Scan it again as a plain value: a name serde_json refuses to decode
+                // (a lone surrogate escape) still makes valid JSON text.
+                self.i = start;
+                self.value(depth)?;
+                Some(None)
+            }
+        }
+    }
+
+    /// `{ members }` at the cursor.
+    fn object(&mut self, depth: usize) -> Option<Members<'a>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        let mut out = Vec::with_capacity(16);
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(out);
+        }
+        loop {
+            self.ws();
+            let (inner, escaped) = self.string()?;
+            let name = if escaped {
+                let quoted = &self.src[inner.0 - 1..inner.1 + 1];
+                Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+            } else {
+                Cow::Borrowed(&self.src[inner.0..inner.1])
+            };
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let start = self.i;
+            self.value(depth + 1)?;
+            out.push((name, &self.src[start..self.i]));
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(out);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any value at the cursor.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.b[self.i..]
+            .starts_with(word)
+            .then(|| self.i += word.len())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => {
+                self.i += 1;
+            }
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() && self.digits() == 0 {
+            return None;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        // serde_json reads a number to its last digit and then wants a separator: a digit
+        // right after a leading zero ("01") is refused there, and here by the caller,
+        // which finds no separator.
+        Some(())
+    }
+
+    /// A string at the cursor: the byte range between its quotes, and whether it holds
+    /// escapes.
+    fn string(&mut self) -> Option<((usize, usize), bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let c = self.peek()?;
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Some(((start, self.i - 1), escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::fuzzing::scan_agrees as agrees;
+
+    const CASES: &[&str] = &[
+        r#"[]"#,
+        r#" [ ] "#,
+        r#"[{}]"#,
+        r#"[{"a":1,"b":"x","a":[1,{"c":null}],"d":true,"e":false}]"#,
+        r#"[ {"a" : 1 } , 2 , "s" , null , [ ] ]"#,
+        r#"{"k\"ey":"v\\al","\u0041":"\u00e9\ud83d\ude00","x":-0.5e+3}"#,
+        r#"{"lone":"\ud800","\ud800":1}"#,
+        r#"[{"\ud800":1},{"a":2}]"#,
+        r#"[1.5E-3, -0, 0, 10, 1e400, 123456789012345678901234567890]"#,
+        r#"[01]"#,
+        r#"[1.]"#,
+        r#"[.5]"#,
+        r#"[-]"#,
+        r#"[1e]"#,
+        r#"[+1]"#,
+        r#"["a	b"]"#,
+        r#"["\x"]"#,
+        r#"["\u12g4"]"#,
+        r#"[tru]"#,
+        r#"[nul, 1]"#,
+        r#"[1,]"#,
+        r#"[,1]"#,
+        r#"[1 2]"#,
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+        r#"{a:1}"#,
+        r#"{"a":1} x"#,
+        r#"[1]]"#,
+        r#"[{"a":"保温杯"}]"#,
+        "[{\"a\":1}]\n",
+        "\u{feff}[1]",
+        r#"[{"a":{"b":{"c":[[[{}]]]}}}]"#,
+    ];
+
+    #[test]
+    fn agrees_with_serde_json_on_hand_cases() {
+        for case in CASES {
+            agrees(case);
+        }
+        // And it reads what it should, not only agrees by declining.
+        for ok in [CASES[0], CASES[3], CASES[4], CASES[7], CASES[8], CASES[28]] {
+            assert!(array(ok).is_some(), "{ok}");
+        }
+        assert!(object(CASES[5]).is_some() && object(CASES[6]).is_none());
+        assert_eq!(array(CASES[7]).map(|v| v[0].1.is_none()), Some(true));
+        let deep = format!("[{}1{}]", "[".repeat(150), "]".repeat(150));
+        assert!(
+            array(&deep).is_none(),
+            "deeper than MAX_DEPTH is left to serde_json"
+        );
+        agrees(&deep);
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_every_cut_and_byte_change() {
+        // Every prefix of each case, and each case with one byte replaced by each of a
+        // set of JSON's structural characters.
+        let swaps = b"\"\\{}[]:,0-e. \x01aun";
+        let mut n = 0;
+        for case in CASES {
+            for cut in 0..=case.len() {
+                if case.is_char_boundary(cut) {
+                    agrees(&case[..cut]);
+                    n += 1;
+                }
+            }
+            for at in 0..case.len() {
+                if !case.is_char_boundary(at) || !case.is_char_boundary(at + 1) {
+                    continue;
+                }
+                for &b in swaps {
+                    let mut s = case.as_bytes().to_vec();
+                    s[at] = b;
+                    if let Ok(text) = std::str::from_utf8(&s) {
+                        agrees(text);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert!(n > 5_000, "{n} variants");
+    }
+}
