@@ -224,20 +224,55 @@ fn name_bit(name: &str) -> u64 {
     1 << (h & 63)
 }
 
-/// The value of raw JSON text `s` (one valid JSON value, as a [`RawValue`] holds): a
-/// string without escapes and a small non-negative integer, the common cases, are read
-/// directly; anything else by `serde_json`. `None` only for text that is not JSON.
-fn parse_raw(s: &str) -> Option<Value> {
+/// The text of raw JSON `s` (one valid JSON value) when it is a string without escapes:
+/// then the characters between the quotes are the text.
+fn plain_string(s: &str) -> Option<&str> {
+    match s.as_bytes() {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Some(&s[1..s.len() - 1]),
+        _ => None,
+    }
+}
+
+/// The number raw JSON `s` (one valid JSON value) holds when it is a non-negative integer
+/// of at most 18 digits (so within `i64` too).
+fn small_uint(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    match b {
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
-            // Valid JSON without escapes: the characters between the quotes are the text.
-            Some(Value::String(s[1..s.len() - 1].to_owned()))
+    if (1..=18).contains(&b.len()) && b.iter().all(u8::is_ascii_digit) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The value of raw JSON text `s` (one valid JSON value): `None` only for text that is
+/// not JSON.
+fn parse_raw(s: &str) -> Option<Value> {
+    if let Some(t) = plain_string(s) {
+        return Some(Value::String(t.to_owned()));
+    }
+    if let Some(n) = small_uint(s) {
+        return Some(Value::from(n));
+    }
+    serde_json::from_str(s).ok()
+}
+
+/// A member's value as [`Record::val`] gives it.
+enum Val<'v> {
+    /// A string without escapes, borrowed from the record's text.
+    Str(&'v str),
+    /// A non-negative integer of at most 18 digits.
+    Int(u64),
+    /// Anything else (and every value of a value tree).
+    Tree(Cow<'v, Value>),
+}
+
+impl<'v> Val<'v> {
+    fn into_value(self) -> Cow<'v, Value> {
+        match self {
+            Val::Str(s) => Cow::Owned(Value::String(s.to_owned())),
+            Val::Int(n) => Cow::Owned(Value::from(n)),
+            Val::Tree(v) => v,
         }
-        [b'0'..=b'9', ..] if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) => {
-            s.parse::<u64>().ok().map(Value::from)
-        }
-        _ => serde_json::from_str(s).ok(),
     }
 }
 
@@ -308,6 +343,10 @@ impl<'a> Record<'a> {
     /// [`Record::new`] does: the (last) member named `from` is renamed `to`, replacing any
     /// member already named `to`.
     pub fn from_flat(flat: Flat<'a>, path: &str, ctx: &'a Ctx<'a>) -> Self {
+        Self::from_flat_at(flat, path.to_owned(), ctx)
+    }
+
+    fn from_flat_at(flat: Flat<'a>, path: String, ctx: &'a Ctx<'a>) -> Self {
         let mut m = flat.members;
         for (from, to) in &ctx.mapping.renames {
             if let Some(i) = m.iter().rposition(|(k, _)| k.as_ref() == from.as_str()) {
@@ -319,7 +358,7 @@ impl<'a> Record<'a> {
         let names = m.iter().fold(0, |acc, (k, _)| acc | name_bit(k));
         Record {
             obj: Obj::Flat { members: m, names },
-            path: path.to_owned(),
+            path,
             ctx,
         }
     }
@@ -336,11 +375,28 @@ impl<'a> Record<'a> {
     /// The member `name` unless absent or null: borrowed from a value tree, parsed from a
     /// lazily read object.
     fn get(&self, name: &str) -> Option<Cow<'_, Value>> {
+        self.val(name).map(Val::into_value)
+    }
+
+    /// The member `name` unless absent or null, as the accessors read it: a lazily read
+    /// string without escapes or small non-negative integer as it is, anything else as a
+    /// value. (Building a `Value` for every field read was a measurable cost.)
+    fn val(&self, name: &str) -> Option<Val<'_>> {
         match &self.obj {
-            Obj::Tree(m) => m.get(name).filter(|v| !v.is_null()).map(Cow::Borrowed),
+            Obj::Tree(m) => m
+                .get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| Val::Tree(Cow::Borrowed(v))),
             Obj::Flat { members, names } => {
-                let v = parse_raw(find(members, *names, name)?)?;
-                (!v.is_null()).then_some(Cow::Owned(v))
+                let text = find(members, *names, name)?;
+                if let Some(s) = plain_string(text) {
+                    return Some(Val::Str(s));
+                }
+                if let Some(n) = small_uint(text) {
+                    return Some(Val::Int(n));
+                }
+                let v: Value = serde_json::from_str(text).ok()?;
+                (!v.is_null()).then_some(Val::Tree(Cow::Owned(v)))
             }
         }
     }
@@ -377,11 +433,15 @@ impl<'a> Record<'a> {
     /// An optional string; integers are accepted as their decimal text (ids are often
     /// numeric). Empty strings count as absent.
     pub fn opt_str(&self, name: &str) -> Result<Option<String>, Rejection> {
-        match self.get(name) {
+        match self.val(name) {
             None => Ok(None),
-            Some(Cow::Owned(Value::String(s))) => Ok((!s.is_empty()).then_some(s)),
-            Some(Cow::Borrowed(Value::String(s))) => Ok((!s.is_empty()).then(|| s.clone())),
-            Some(v) => match v.as_ref() {
+            Some(Val::Str(s)) => Ok((!s.is_empty()).then(|| s.to_owned())),
+            Some(Val::Int(n)) => Ok(Some(n.to_string())),
+            Some(Val::Tree(Cow::Owned(Value::String(s)))) => Ok((!s.is_empty()).then_some(s)),
+            Some(Val::Tree(Cow::Borrowed(Value::String(s)))) => {
+                Ok((!s.is_empty()).then(|| s.clone()))
+            }
+            Some(Val::Tree(v)) => match v.as_ref() {
                 Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
                 v => Err(self.wrong(name, "a string", v)),
             },
@@ -395,18 +455,23 @@ impl<'a> Record<'a> {
 
     /// An optional integer; numeric strings are accepted.
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        match self.get(name).as_deref() {
-            None => Ok(None),
-            Some(Value::Number(n)) => n
+        let v = match self.val(name) {
+            None => return Ok(None),
+            // At most 18 digits: within i64.
+            Some(Val::Int(n)) => return Ok(i64::try_from(n).ok()),
+            Some(v) => v.into_value(),
+        };
+        match v.as_ref() {
+            Value::Number(n) => n
                 .as_i64()
                 .map(Some)
                 .ok_or_else(|| self.invalid(name, "must be a whole number within 64 bits")),
-            Some(Value::String(s)) => s
+            Value::String(s) => s
                 .trim()
                 .parse()
                 .map(Some)
                 .map_err(|_| self.invalid(name, "must be a whole number")),
-            Some(v) => Err(self.wrong(name, "an integer", v)),
+            v => Err(self.wrong(name, "an integer", v)),
         }
     }
 
@@ -442,10 +507,17 @@ impl<'a> Record<'a> {
 
     /// An optional time in epoch milliseconds, read with the source's time format.
     pub fn opt_time(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        let got = self.get(name);
-        let Some(v) = got.as_deref() else {
-            return Ok(None);
+        let got = match self.val(name) {
+            None => return Ok(None),
+            // An RFC 3339 time without escapes, the common case, without a value.
+            Some(Val::Str(s)) if matches!(self.ctx.time_format, TimeFormat::Rfc3339) => {
+                return parse_rfc3339_ms(s)
+                    .map(Some)
+                    .ok_or_else(|| self.invalid(name, "is not an RFC 3339 time with offset"));
+            }
+            Some(v) => v.into_value(),
         };
+        let v = got.as_ref();
         let ms = match (self.ctx.time_format, v) {
             (TimeFormat::Rfc3339, Value::String(s)) => parse_rfc3339_ms(s)
                 .ok_or_else(|| self.invalid(name, "is not an RFC 3339 time with offset"))?,
@@ -484,11 +556,15 @@ impl<'a> Record<'a> {
 
     /// An optional money amount in minor units, read in the source's amount unit.
     pub fn opt_amount(&self, name: &str) -> Result<Option<i64>, Rejection> {
-        let got = self.get(name);
-        let Some(v) = got.as_deref() else {
-            return Ok(None);
+        let got = match self.val(name) {
+            None => return Ok(None),
+            // Whole minor units, the common case: at most 18 digits, within i64.
+            Some(Val::Int(n)) if matches!(self.ctx.mapping.amount_unit, AmountUnit::Minor) => {
+                return Ok(i64::try_from(n).ok());
+            }
+            Some(v) => v.into_value(),
         };
-        let text = match v {
+        let text = match got.as_ref() {
             Value::Number(n) => n.to_string(),
             Value::String(s) => s.trim().to_owned(),
             v => return Err(self.wrong(name, "an amount", v)),
@@ -577,10 +653,14 @@ impl<'a> Record<'a> {
 
     /// A nested record at `path_of(name)[i]`, from an element of [`Record::elements`].
     pub fn nested(&self, name: &str, i: usize, elem: Elem<'a>) -> Result<Record<'a>, Rejection> {
-        let path = format!("{}[{i}]", self.path_of(name));
+        let mut path = self.path_of(name);
+        {
+            use std::fmt::Write;
+            let _ = write!(path, "[{i}]");
+        }
         match elem {
             Elem::Raw(raw) => match Flat::parse(raw) {
-                Some(flat) => Ok(Record::from_flat(flat, &path, self.ctx)),
+                Some(flat) => Ok(Record::from_flat_at(flat, path, self.ctx)),
                 None => Record::new(parse_raw(raw).unwrap_or(Value::Null), &path, self.ctx),
             },
             Elem::Value(v) => Record::new(v, &path, self.ctx),

@@ -59,14 +59,15 @@ pub(crate) fn normalize(
         context.private_domain || env.is_private_channel(context.channel.as_deref());
     let occurred_at = rec.time("occurred_at")?;
     let sent_at = rec.opt_time("sent_at")?;
+    let source_event_id = rec.opt_str("event_id")?;
     Ok(Event {
-        event_id: match rec.opt_str("event_id")? {
-            Some(id) => id,
+        event_id: match &source_event_id {
+            Some(id) => id.clone(),
             None => env.derived_id(source),
         },
         event_type,
         source,
-        source_event_id: rec.opt_str("event_id")?,
+        source_event_id,
         occurred_at,
         sent_at,
         received_at: env.received_at,
@@ -157,8 +158,9 @@ fn order(
 ) -> Result<OrderPayload, Rejection> {
     let order_id = rec.str("order_id")?;
     ids.order_id = Some(order_id.clone());
-    let mut lines = Vec::new();
-    for (i, v) in rec.elements("lines")?.into_iter().enumerate() {
+    let elements = rec.elements("lines")?;
+    let mut lines = Vec::with_capacity(elements.len());
+    for (i, v) in elements.into_iter().enumerate() {
         let l = rec.nested("lines", i, v)?;
         let quantity = l.i32("quantity")?;
         if quantity < 0 {
