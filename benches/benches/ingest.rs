@@ -93,5 +93,35 @@ fn normalize_encode(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, normalize_encode);
+/// Splitting a 200-record ERP body into records and listing each record's members: the
+/// one-pass scanner the native endpoint uses, against serde_json (a pass to split, a pass
+/// per record), which it falls back to.
+fn split_body(c: &mut Criterion) {
+    let erp = records()
+        .into_iter()
+        .find(|(s, _, _)| *s == Source::Erp)
+        .map(|(_, _, r)| r)
+        .unwrap();
+    let body = format!("[{}]", vec![erp; 200].join(","));
+    let mut g = c.benchmark_group("ingest_split_body");
+    g.throughput(Throughput::Elements(200));
+    g.bench_function("scan", |b| {
+        b.iter(|| {
+            let items = zt_ingest::scan::array(black_box(&body)).unwrap();
+            items.len()
+        })
+    });
+    g.bench_function("serde_json", |b| {
+        b.iter(|| {
+            let raws: Vec<&serde_json::value::RawValue> =
+                serde_json::from_str(black_box(&body)).unwrap();
+            raws.iter()
+                .map(|r| zt_ingest::fields::serde_members(r.get()).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalize_encode, split_body);
 criterion_main!(benches);

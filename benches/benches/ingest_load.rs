@@ -6,7 +6,8 @@
 //! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
-//! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run.
+//! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run;
+//! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`.
 
 // The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
 #[global_allocator]
@@ -176,7 +177,7 @@ async fn run() {
             (Some(child), "tansu memory engine")
         }
     };
-    kafka.producer.linger_ms = 5;
+    kafka.producer.linger_ms = env_or("ZT_BENCH_LINGER_MS", 5) as u32;
     let topics = fresh_topics(&kafka, 4).await;
     let topic = topics.events(Source::Erp);
     // The raw run writes to a topic of its own, so each run's records can be counted.

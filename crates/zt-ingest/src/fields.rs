@@ -149,7 +149,7 @@ impl<'a> Flat<'a> {
 
 /// The members of the JSON object `src` as serde_json lists them (names decoded, values
 /// as raw text), or `None` when `src` is not one JSON object.
-pub(crate) fn serde_members(src: &str) -> Option<scan::Members<'_>> {
+pub fn serde_members(src: &str) -> Option<scan::Members<'_>> {
     let members: Members<'_> = serde_json::from_str(src).ok()?;
     Some(members.0)
 }
@@ -295,6 +295,8 @@ pub enum Elem<'a> {
     Value(Value),
     /// Raw JSON text of a lazily read record.
     Raw(&'a str),
+    /// An object of a lazily read record, its members listed already.
+    Flat(Flat<'a>),
 }
 
 /// One JSON object being read, with its path for error messages.
@@ -638,13 +640,18 @@ impl<'a> Record<'a> {
             return Ok(Vec::new());
         };
         if text.starts_with('[') {
-            let texts = scan::array_texts(text).or_else(|| {
-                serde_json::from_str::<Vec<&'a RawValue>>(text)
-                    .ok()
-                    .map(|v| v.into_iter().map(RawValue::get).collect())
-            });
-            if let Some(texts) = texts {
-                return Ok(texts.into_iter().map(Elem::Raw).collect());
+            // One scan lists the elements and the members of those that are objects.
+            if let Some(elements) = scan::array(text) {
+                return Ok(elements
+                    .into_iter()
+                    .map(|(t, members)| match members {
+                        Some(m) => Elem::Flat(Flat::from_members(t, m)),
+                        None => Elem::Raw(t),
+                    })
+                    .collect());
+            }
+            if let Ok(texts) = serde_json::from_str::<Vec<&'a RawValue>>(text) {
+                return Ok(texts.into_iter().map(|r| Elem::Raw(r.get())).collect());
             }
         }
         // Not an array: null (absent), or the same error as a value tree gives.
@@ -659,6 +666,7 @@ impl<'a> Record<'a> {
             let _ = write!(path, "[{i}]");
         }
         match elem {
+            Elem::Flat(flat) => Ok(Record::from_flat_at(flat, path, self.ctx)),
             Elem::Raw(raw) => match Flat::parse(raw) {
                 Some(flat) => Ok(Record::from_flat_at(flat, path, self.ctx)),
                 None => Record::new(parse_raw(raw).unwrap_or(Value::Null), &path, self.ctx),
