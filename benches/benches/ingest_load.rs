@@ -6,7 +6,8 @@
 //! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
-//! 40000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (8) size the run;
+//! 400000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (32; at 8 or 16 ingest is
+//! bound by request latency, not CPU) size the run;
 //! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`.
 
 // The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
@@ -162,9 +163,9 @@ fn main() {
 }
 
 async fn run() {
-    let events = env_or("ZT_BENCH_EVENTS", 40_000);
+    let events = env_or("ZT_BENCH_EVENTS", 400_000);
     let batch = env_or("ZT_BENCH_BATCH", 200);
-    let conns = env_or("ZT_BENCH_CONNECTIONS", 8);
+    let conns = env_or("ZT_BENCH_CONNECTIONS", 32);
     let mut kafka = kafka_config();
     let (mut broker, storage) = match std::env::var("ZT_BENCH_BROKER") {
         Ok(b) => {
