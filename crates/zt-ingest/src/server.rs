@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use zt_kafka::TopicsConfig;
 use zt_model::pii::PiiHasher;
-use zt_model::{DeadLetter, Event, Source};
+use zt_model::{DeadLetter, Source};
 
 use crate::auth::{KeyRing, RateLimiter};
 use crate::config::{IngestConfig, Mapping};
@@ -429,10 +429,16 @@ impl AppState {
     ) -> Response {
         let ctx = self.ctx_for(source);
         let mut rejected: Vec<(usize, Rejection)> = Vec::new();
-        let mut events: Vec<Event> = Vec::with_capacity(items.len());
+        // Each item is normalised, checked against the erasures, keyed for deduplication and
+        // encoded in one go, and its event dropped at once (while it is still in cache); a
+        // duplicate found below was encoded for nothing, which is rare.
+        let mut normalised = 0usize;
+        let mut suppressed = 0usize;
+        let mut keys: Vec<crate::dedup::Key> = Vec::with_capacity(items.len());
+        let mut encoded: Vec<Outgoing> = Vec::with_capacity(items.len());
         for (i, item) in items.iter_mut().enumerate() {
             let value = std::mem::replace(&mut item.value, Ok(items::Parsed::Tree(Value::Null)));
-            let r = items::normalize_item(
+            let ev = match items::normalize_item(
                 &self.cfg,
                 &ctx,
                 source,
@@ -440,44 +446,24 @@ impl AppState {
                 item.raw,
                 segment_kind,
                 meta.received_at,
-            );
-            match r {
-                Ok(ev) => events.push(ev),
-                Err(rej) => rejected.push((i, rej)),
+            ) {
+                Ok(ev) => ev,
+                Err(rej) => {
+                    rejected.push((i, rej));
+                    continue;
+                }
+            };
+            normalised += 1;
+            // Erased persons and identifiers: acknowledged, not published, counted.
+            if self.suppressions.suppresses_event(&ev) {
+                suppressed += 1;
+                continue;
             }
-        }
-
-        // Erased persons and identifiers: acknowledged, not published, counted.
-        let before = events.len();
-        events.retain(|ev| !self.suppressions.suppresses_event(ev));
-        let suppressed = before - events.len();
-
-        // Deduplicate against the window and within the request.
-        let keys: Vec<crate::dedup::Key> = events
-            .iter()
-            .map(|ev| self.dedup.key(source.as_str(), &ev.event_id))
-            .collect();
-        let seen = self.dedup.contains_all(&keys);
-        let mut fresh: Vec<&Event> = Vec::with_capacity(events.len());
-        let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(events.len());
-        let mut duplicates = 0usize;
-        let mut in_request: std::collections::HashSet<
-            crate::dedup::Key,
-            zt_runtime::digest::BuildDigestHasher,
-        > = std::collections::HashSet::with_capacity_and_hasher(events.len(), Default::default());
-        for ((ev, key), seen) in events.iter().zip(keys).zip(seen) {
-            if seen || !in_request.insert(key) {
-                duplicates += 1;
-            } else {
-                fresh.push(ev);
-                fresh_keys.push(key);
-            }
-        }
-
-        let mut event_records: Vec<Outgoing> = Vec::with_capacity(fresh.len());
-        for ev in &fresh {
-            match self.publisher.event_record(ev) {
-                Ok(r) => event_records.push(r),
+            match self.publisher.event_record(&ev) {
+                Ok(r) => {
+                    keys.push(self.dedup.key(source.as_str(), &ev.event_id));
+                    encoded.push(r);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode a normalised event");
                     self.metrics.errors.with_label_values(&["encode"]).inc();
@@ -488,6 +474,24 @@ impl AppState {
                         "internal encoding error",
                     );
                 }
+            }
+        }
+
+        // Deduplicate against the window and within the request.
+        let seen = self.dedup.contains_all(&keys);
+        let mut event_records: Vec<Outgoing> = Vec::with_capacity(encoded.len());
+        let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(encoded.len());
+        let mut duplicates = 0usize;
+        let mut in_request: std::collections::HashSet<
+            crate::dedup::Key,
+            zt_runtime::digest::BuildDigestHasher,
+        > = std::collections::HashSet::with_capacity_and_hasher(keys.len(), Default::default());
+        for ((record, key), seen) in encoded.into_iter().zip(keys).zip(seen) {
+            if seen || !in_request.insert(key) {
+                duplicates += 1;
+            } else {
+                event_records.push(record);
+                fresh_keys.push(key);
             }
         }
         let mut dlq_records = Vec::with_capacity(rejected.len());
@@ -534,7 +538,7 @@ impl AppState {
         self.metrics
             .accepted
             .with_label_values(&[src])
-            .inc_by(events.len() as u64);
+            .inc_by((normalised - suppressed) as u64);
         self.metrics
             .deduplicated
             .with_label_values(&[src])
@@ -551,7 +555,7 @@ impl AppState {
         }
         let body = json!({
             "success": true,
-            "accepted": events.len() + suppressed,
+            "accepted": normalised,
             "duplicates": duplicates,
             "suppressed": suppressed,
             "rejected": rejected.iter().map(|(i, r)| item_json(*i, r)).collect::<Vec<_>>(),
