@@ -99,13 +99,9 @@ impl DedupWindow {
             .is_some_and(|g| g.seen.contains_key(&key))
     }
 
-    /// For each of `keys`, whether it was recorded within the window: [`Self::contains`]
-    /// for a whole request under one lock and one clock reading.
-    pub fn contains_all(&self, keys: &[Key]) -> Vec<bool> {
-        match self.current(Instant::now()) {
-            None => vec![false; keys.len()],
-            Some(g) => keys.iter().map(|k| g.seen.contains_key(k)).collect(),
-        }
+    /// [`Self::contains`] as of `now` (one clock reading for a whole request).
+    pub fn contains_at(&self, key: Key, now: Instant) -> bool {
+        self.current(now).is_some_and(|g| g.seen.contains_key(&key))
     }
 
     /// Records `key` as published now.
@@ -330,16 +326,20 @@ mod tests {
         let d = DedupWindow::new(Duration::from_secs(60), 3);
         let k = |id| d.key("crm", id);
         d.insert(k("a"));
-        let keys = [k("a"), k("b"), k("c")];
-        assert_eq!(d.contains_all(&keys), [true, false, false]);
+        let now = Instant::now();
+        let seen =
+            |keys: &[Key]| -> Vec<bool> { keys.iter().map(|k| d.contains_at(*k, now)).collect() };
+        assert_eq!(seen(&[k("a"), k("b"), k("c")]), [true, false, false]);
         d.insert_all([k("b"), k("c"), k("d")]);
         // Bounded as before: four ids recorded, the oldest ("a") forgotten.
-        let all = [k("a"), k("b"), k("c"), k("d")];
-        assert_eq!(d.contains_all(&all), [false, true, true, true]);
+        assert_eq!(
+            seen(&[k("a"), k("b"), k("c"), k("d")]),
+            [false, true, true, true]
+        );
         assert_eq!(d.len(), 3);
         let off = DedupWindow::new(Duration::ZERO, 10);
         off.insert_all([off.key("crm", "a")]);
-        assert_eq!(off.contains_all(&[off.key("crm", "a")]), [false]);
+        assert!(!off.contains_at(off.key("crm", "a"), Instant::now()));
     }
 
     #[test]

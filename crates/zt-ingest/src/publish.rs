@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use zt_kafka::TopicsConfig;
 use zt_model::{DeadLetter, Event};
 
@@ -37,6 +37,95 @@ pub struct Outgoing {
     pub key: String,
     /// Framed Avro value.
     pub value: Vec<u8>,
+}
+
+/// A publish in progress ([`Publisher::begin`]). Each record is enqueued when it is sent
+/// (librdkafka copies its key and value, so the caller's buffers can be reused at once);
+/// [`Sending::finish`] then awaits the deliveries in order: by the time the first is
+/// acknowledged the others mostly are too, so this costs a few wake-ups per request
+/// instead of a future per record polled through `join_all`. A full local queue is waited
+/// out in steps of a millisecond, for at most the publish timeout.
+pub struct Sending<'p> {
+    publisher: &'p Publisher,
+    producer: Option<FutureProducer>,
+    pending: Vec<Result<DeliveryFuture, PublishError>>,
+    /// When the first record was sent (the produce latency is measured from there).
+    start: Option<Instant>,
+    kind: &'p str,
+}
+
+impl std::fmt::Debug for Sending<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("kind", &self.kind)
+            .field("sent", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sending<'_> {
+    /// Enqueues one record; its outcome is the matching entry of [`Sending::finish`].
+    pub async fn send(&mut self, topic: &str, key: &str, value: &[u8]) {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let producer = self
+            .producer
+            .get_or_insert_with(|| self.publisher.current());
+        let mut record = FutureRecord::to(topic).key(key).payload(value);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push(Ok(delivery));
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if start.elapsed() < self.publisher.timeout =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((e, _)) => {
+                    self.pending.push(Err(PublishError::Broker(e.to_string())));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for every acknowledgement; one result per record sent, in order.
+    pub async fn finish(self) -> Vec<Result<(), PublishError>> {
+        let mut out = Vec::with_capacity(self.pending.len());
+        for p in self.pending {
+            out.push(match p {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(PublishError::Broker(e.to_string())),
+                    Err(_) => Err(PublishError::Broker("producer replaced".into())),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        if let Some(start) = self.start {
+            self.publisher
+                .metrics
+                .produce_latency
+                .with_label_values(&[self.kind])
+                .observe(start.elapsed().as_secs_f64());
+        }
+        out
+    }
+}
+
+/// The partitioning key of an event: its most stable identifier.
+pub fn event_key(ev: &Event) -> &str {
+    let ids = &ev.identities;
+    ids.crm_customer_id
+        .as_deref()
+        .or(ids.user_id.as_deref())
+        .or(ids.anonymous_id.as_deref())
+        .or(ids.order_id.as_deref())
+        .or(ids.waybill_no.as_deref())
+        .or(ids.ticket_id.as_deref())
+        .unwrap_or(&ev.event_id)
 }
 
 /// The producer and where things go.
@@ -123,29 +212,32 @@ impl Publisher {
         }
     }
 
-    /// The canonical record of an event: keyed by its most stable identifier so one
-    /// customer's events share a partition where the source says who they are.
+    /// The canonical record of an event: keyed by its most stable identifier ([`event_key`])
+    /// so one customer's events share a partition where the source says who they are.
     pub fn event_record(&self, ev: &Event) -> Result<Outgoing, PublishError> {
-        let ids = &ev.identities;
-        let key = ids
-            .crm_customer_id
-            .as_ref()
-            .or(ids.user_id.as_ref())
-            .or(ids.anonymous_id.as_ref())
-            .or(ids.order_id.as_ref())
-            .or(ids.waybill_no.as_ref())
-            .or(ids.ticket_id.as_ref())
-            .unwrap_or(&ev.event_id)
-            .clone();
-        let topic = match self.event_topics.get(&ev.source) {
-            Some(t) => Arc::clone(t),
-            None => Arc::from(self.topics.events(ev.source)),
-        };
         Ok(Outgoing {
-            topic,
-            key,
+            topic: self.event_topic(ev),
+            key: event_key(ev).to_owned(),
             value: zt_model::encode(ev)?,
         })
+    }
+
+    /// [`Publisher::event_record`] without allocating: the event is encoded into `buf`
+    /// (cleared first); returns its topic and key.
+    pub fn encode_event<'e>(
+        &self,
+        ev: &'e Event,
+        buf: &mut Vec<u8>,
+    ) -> Result<(Arc<str>, &'e str), PublishError> {
+        zt_model::encode_into(ev, buf)?;
+        Ok((self.event_topic(ev), event_key(ev)))
+    }
+
+    fn event_topic(&self, ev: &Event) -> Arc<str> {
+        match self.event_topics.get(&ev.source) {
+            Some(t) => Arc::clone(t),
+            None => Arc::from(self.topics.events(ev.source)),
+        }
     }
 
     /// The dead-letter record.
@@ -164,54 +256,23 @@ impl Publisher {
         records: &[Outgoing],
         kind: &str,
     ) -> Vec<Result<(), PublishError>> {
-        if records.is_empty() {
-            return Vec::new();
-        }
-        let start = Instant::now();
-        let producer = self.current();
-        // Every record is enqueued first (`send_result`), then the deliveries are awaited
-        // in order: by the time the first is acknowledged the others mostly are too, so
-        // this costs a few wake-ups per request instead of a future per record polled
-        // through `join_all`. A full local queue is waited out in steps of a millisecond,
-        // for at most the publish timeout.
-        let mut pending = Vec::with_capacity(records.len());
+        let mut sending = self.begin(kind);
         for r in records {
-            let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(Ok(delivery));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                        if start.elapsed() < self.timeout =>
-                    {
-                        record = back;
-                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
-                    }
-                    Err((e, _)) => {
-                        pending.push(Err(PublishError::Broker(e.to_string())));
-                        break;
-                    }
-                }
-            }
+            sending.send(&r.topic, &r.key, &r.value).await;
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for p in pending {
-            out.push(match p {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(PublishError::Broker(e.to_string())),
-                    Err(_) => Err(PublishError::Broker("producer replaced".into())),
-                },
-                Err(e) => Err(e),
-            });
+        sending.finish().await
+    }
+
+    /// A publish of records sent one by one ([`Sending::send`]) and acknowledged together
+    /// ([`Sending::finish`]); `kind` labels its produce latency.
+    pub fn begin<'p>(&'p self, kind: &'p str) -> Sending<'p> {
+        Sending {
+            publisher: self,
+            producer: None,
+            pending: Vec::new(),
+            start: None,
+            kind,
         }
-        self.metrics
-            .produce_latency
-            .with_label_values(&[kind])
-            .observe(start.elapsed().as_secs_f64());
-        out
     }
 
     /// Waits for queued records before shutdown.

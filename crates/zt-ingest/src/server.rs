@@ -42,7 +42,7 @@ use crate::items::{
     split_segment,
 };
 use crate::metrics::IngestMetrics;
-use crate::publish::{Outgoing, Publisher};
+use crate::publish::Publisher;
 use crate::redact::{redact, redact_ndjson};
 use crate::registry;
 
@@ -429,13 +429,21 @@ impl AppState {
     ) -> Response {
         let ctx = self.ctx_for(source);
         let mut rejected: Vec<(usize, Rejection)> = Vec::new();
-        // Each item is normalised, checked against the erasures, keyed for deduplication and
-        // encoded in one go, and its event dropped at once (while it is still in cache); a
-        // duplicate found below was encoded for nothing, which is rare.
+        // Each item is normalised, checked against the erasures and the dedup window,
+        // encoded into one reused buffer and enqueued, and its event dropped, in one go
+        // (while it is still in cache); the deliveries are awaited after the last item.
         let mut normalised = 0usize;
         let mut suppressed = 0usize;
-        let mut keys: Vec<crate::dedup::Key> = Vec::with_capacity(items.len());
-        let mut encoded: Vec<Outgoing> = Vec::with_capacity(items.len());
+        let mut duplicates = 0usize;
+        let mut encode_failed = false;
+        let mut sending = self.publisher.begin("events");
+        let mut buf: Vec<u8> = Vec::with_capacity(512);
+        let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(items.len());
+        let mut in_request: std::collections::HashSet<
+            crate::dedup::Key,
+            zt_runtime::digest::BuildDigestHasher,
+        > = std::collections::HashSet::with_capacity_and_hasher(items.len(), Default::default());
+        let now = std::time::Instant::now();
         for (i, item) in items.iter_mut().enumerate() {
             let value = std::mem::replace(&mut item.value, Ok(items::Parsed::Tree(Value::Null)));
             let ev = match items::normalize_item(
@@ -459,39 +467,25 @@ impl AppState {
                 suppressed += 1;
                 continue;
             }
-            match self.publisher.event_record(&ev) {
-                Ok(r) => {
-                    keys.push(self.dedup.key(source.as_str(), &ev.event_id));
-                    encoded.push(r);
+            // Deduplicate against the window and within the request.
+            let key = self.dedup.key(source.as_str(), &ev.event_id);
+            if self.dedup.contains_at(key, now) || !in_request.insert(key) {
+                duplicates += 1;
+                continue;
+            }
+            match self.publisher.encode_event(&ev, &mut buf) {
+                Ok((topic, partition_key)) => {
+                    sending.send(&topic, partition_key, &buf).await;
+                    fresh_keys.push(key);
                 }
                 Err(e) => {
+                    // A bug, not bad input: what was sent is still awaited (and its ids
+                    // remembered), then the request is answered 500.
                     tracing::error!(error = %e, "cannot encode a normalised event");
                     self.metrics.errors.with_label_values(&["encode"]).inc();
-                    self.count(route, StatusCode::INTERNAL_SERVER_ERROR);
-                    return error_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "internal encoding error",
-                    );
+                    encode_failed = true;
+                    break;
                 }
-            }
-        }
-
-        // Deduplicate against the window and within the request.
-        let seen = self.dedup.contains_all(&keys);
-        let mut event_records: Vec<Outgoing> = Vec::with_capacity(encoded.len());
-        let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(encoded.len());
-        let mut duplicates = 0usize;
-        let mut in_request: std::collections::HashSet<
-            crate::dedup::Key,
-            zt_runtime::digest::BuildDigestHasher,
-        > = std::collections::HashSet::with_capacity_and_hasher(keys.len(), Default::default());
-        for ((record, key), seen) in encoded.into_iter().zip(keys).zip(seen) {
-            if seen || !in_request.insert(key) {
-                duplicates += 1;
-            } else {
-                event_records.push(record);
-                fresh_keys.push(key);
             }
         }
         let mut dlq_records = Vec::with_capacity(rejected.len());
@@ -502,7 +496,7 @@ impl AppState {
             }
         }
         let (ev_results, dlq_results) = tokio::join!(
-            self.publisher.send_all(&event_records, "events"),
+            sending.finish(),
             self.publisher.send_all(&dlq_records, "dlq"),
         );
         let mut first_error: Option<String> = None;
@@ -521,6 +515,14 @@ impl AppState {
             }
         }
         self.dedup.insert_all(acknowledged);
+        if encode_failed {
+            self.count(route, StatusCode::INTERNAL_SERVER_ERROR);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal encoding error",
+            );
+        }
         let all_ok = first_error.is_none();
         if let Some(error) = &first_error {
             tracing::warn!(%source, %error, "publish not acknowledged; answering 503");

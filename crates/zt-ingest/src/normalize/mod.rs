@@ -233,6 +233,13 @@ mod tests {
             ),
             format!(r#"{{{order},"experiments":[{{"experiment_id":"x","variant":"a"}},[]]}}"#),
         ];
+        // A record of many members, a repeat among them.
+        let many: String = (0..24).map(|i| format!(r#","x{i}":{i}"#)).collect();
+        let erp = [
+            erp.to_vec(),
+            vec![format!(r#"{{{order}{many},"channel":"a","channel":"b"}}"#)],
+        ]
+        .concat();
         for case in &erp {
             both_ways(Source::Erp, case, &Mapping::default());
             both_ways(Source::Erp, case, &Mapping::erp_variant_example(true));
