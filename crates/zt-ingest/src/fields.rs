@@ -247,13 +247,22 @@ fn small_uint(s: &str) -> Option<u64> {
 /// The value of raw JSON text `s` (one valid JSON value): `None` only for text that is
 /// not JSON.
 fn parse_raw(s: &str) -> Option<Value> {
+    text_val(s).map(|v| v.into_value().into_owned())
+}
+
+/// [`Val`] of raw JSON text `s` (one valid JSON value; `null` included): a string
+/// without escapes and a small non-negative integer as they are, anything else parsed.
+/// `None` only for text that is not JSON.
+fn text_val(s: &str) -> Option<Val<'_>> {
     if let Some(t) = plain_string(s) {
-        return Some(Value::String(t.to_owned()));
+        return Some(Val::Str(t));
     }
     if let Some(n) = small_uint(s) {
-        return Some(Value::from(n));
+        return Some(Val::Int(n));
     }
-    serde_json::from_str(s).ok()
+    serde_json::from_str(s)
+        .ok()
+        .map(|v| Val::Tree(Cow::Owned(v)))
 }
 
 /// A member's value as [`Record::val`] gives it.
@@ -389,17 +398,8 @@ impl<'a> Record<'a> {
                 .get(name)
                 .filter(|v| !v.is_null())
                 .map(|v| Val::Tree(Cow::Borrowed(v))),
-            Obj::Flat { members, names } => {
-                let text = find(members, *names, name)?;
-                if let Some(s) = plain_string(text) {
-                    return Some(Val::Str(s));
-                }
-                if let Some(n) = small_uint(text) {
-                    return Some(Val::Int(n));
-                }
-                let v: Value = serde_json::from_str(text).ok()?;
-                (!v.is_null()).then_some(Val::Tree(Cow::Owned(v)))
-            }
+            Obj::Flat { members, names } => text_val(find(members, *names, name)?)
+                .filter(|v| !matches!(v, Val::Tree(t) if t.is_null())),
         }
     }
 

@@ -32,7 +32,7 @@ pub type Element<'a> = (&'a str, Option<Members<'a>>);
 pub fn array(src: &str) -> Option<Vec<Element<'_>>> {
     let mut s = Scanner::new(src);
     s.ws();
-    let out = s.array_elements(true)?;
+    let out = s.array_elements()?;
     s.ws();
     s.at_end().then_some(out)
 }
@@ -58,6 +58,18 @@ fn special_bytes(w: u64) -> u64 {
     let control = w.wrapping_sub(ONES * 0x20) & !w;
     (quote | backslash | control) & HIGH
 }
+
+/// A string's text between its quotes (`from..to` in the source), and whether it holds
+/// escapes.
+struct Quoted {
+    from: usize,
+    to: usize,
+    escaped: bool,
+}
+
+/// The brackets of an array and the braces of an object.
+const ARRAY: (u8, u8) = (b'[', b']');
+const OBJECT: (u8, u8) = (b'{', b'}');
 
 struct Scanner<'a> {
     src: &'a str,
@@ -92,34 +104,68 @@ impl<'a> Scanner<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// `[ elements ]` at the cursor; with `members`, each object element's members too.
-    fn array_elements(&mut self, members: bool) -> Option<Vec<Element<'a>>> {
-        self.eat(b'[')?;
-        let mut out = Vec::new();
+    /// `open item (, item)* close` at the cursor, whitespace allowed around each item: an
+    /// array or an object at nesting `depth`, `item` reading one item at the cursor.
+    #[inline(always)]
+    fn list(
+        &mut self,
+        (open, close): (u8, u8),
+        depth: usize,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(open)?;
         self.ws();
-        if self.eat(b']').is_some() {
-            return Some(out);
+        if self.eat(close).is_some() {
+            return Some(());
         }
         loop {
             self.ws();
-            let start = self.i;
-            let m = if members && self.peek() == Some(b'{') {
-                self.object_or_unread(2)?
-            } else {
-                self.value(2)?;
-                None
-            };
-            out.push((&self.src[start..self.i], m));
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                c if c == close => {
                     self.i += 1;
-                    return Some(out);
+                    return Some(());
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// `"name" : value` at the cursor, in an object at nesting `depth`: the name (the
+    /// range between its quotes, whether it holds escapes) and the value's text.
+    #[inline(always)]
+    fn member(&mut self, depth: usize) -> Option<(Quoted, &'a str)> {
+        let name = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        let start = self.i;
+        self.value(depth + 1)?;
+        let src = self.src;
+        Some((name, &src[start..self.i]))
+    }
+
+    /// `[ elements ]` at the cursor, each object element with its members.
+    fn array_elements(&mut self) -> Option<Vec<Element<'a>>> {
+        let mut out = Vec::new();
+        self.list(ARRAY, 1, |s| {
+            let start = s.i;
+            let members = if s.peek() == Some(b'{') {
+                s.object_or_unread(2)?
+            } else {
+                s.value(2)?;
+                None
+            };
+            let src = s.src;
+            out.push((&src[start..s.i], members));
+            Some(())
+        })?;
+        Some(out)
     }
 
     /// An object at the cursor: its members, or `None` inside `Some` when a name needs
@@ -140,96 +186,27 @@ impl<'a> Scanner<'a> {
 
     /// `{ members }` at the cursor.
     fn object(&mut self, depth: usize) -> Option<Members<'a>> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.eat(b'{')?;
         let mut out = Vec::with_capacity(16);
-        self.ws();
-        if self.eat(b'}').is_some() {
-            return Some(out);
-        }
-        loop {
-            self.ws();
-            let (inner, escaped) = self.string()?;
-            let name = if escaped {
-                let quoted = &self.src[inner.0 - 1..inner.1 + 1];
+        self.list(OBJECT, depth, |s| {
+            let (name, value) = s.member(depth)?;
+            let name = if name.escaped {
+                let quoted = &s.src[name.from - 1..name.to + 1];
                 Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
             } else {
-                Cow::Borrowed(&self.src[inner.0..inner.1])
+                Cow::Borrowed(&s.src[name.from..name.to])
             };
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            let start = self.i;
-            self.value(depth + 1)?;
-            out.push((name, &self.src[start..self.i]));
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(out);
-                }
-                _ => return None,
-            }
-        }
+            out.push((name, value));
+            Some(())
+        })?;
+        Some(out)
     }
 
     /// Any value at the cursor.
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
-            b'{' => {
-                if depth > MAX_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                self.ws();
-                if self.eat(b'}').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                if depth > MAX_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                self.ws();
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.list(OBJECT, depth, |s| s.member(depth).map(|_| ())),
+            b'[' => self.list(ARRAY, depth, |s| s.value(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -284,7 +261,7 @@ impl<'a> Scanner<'a> {
 
     /// A string at the cursor: the byte range between its quotes, and whether it holds
     /// escapes.
-    fn string(&mut self) -> Option<((usize, usize), bool)> {
+    fn string(&mut self) -> Option<Quoted> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
@@ -302,7 +279,11 @@ impl<'a> Scanner<'a> {
             let c = self.peek()?;
             if c == b'"' {
                 self.i += 1;
-                return Some(((start, self.i - 1), escaped));
+                return Some(Quoted {
+                    from: start,
+                    to: self.i - 1,
+                    escaped,
+                });
             }
             if c != b'\\' {
                 if c < 0x20 {
