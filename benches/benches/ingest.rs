@@ -123,5 +123,39 @@ fn split_body(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize_encode, split_body);
+/// The dedup window as a request uses it: each of 200 new ids looked up, then all 200
+/// remembered under one lock, in a window of a million ids that is full (so every id
+/// remembered forgets the oldest), as in a busy ingest. Ids are random 128-bit keys, as
+/// `DedupWindow::key` makes them.
+fn dedup_window(c: &mut Criterion) {
+    use zt_ingest::dedup::DedupWindow;
+    let max = 1_000_000;
+    let w = DedupWindow::new(std::time::Duration::from_secs(86_400), max);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        // xorshift64*, two draws a key
+        let mut draw = || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        (u128::from(draw()) << 64) | u128::from(draw())
+    };
+    w.insert_all((0..max).map(|_| next()));
+    let mut g = c.benchmark_group("ingest_dedup_window");
+    g.throughput(Throughput::Elements(200));
+    g.bench_function("check_then_remember_200_in_1m", |b| {
+        b.iter(|| {
+            let now = std::time::Instant::now();
+            let keys: Vec<u128> = (0..200).map(|_| next()).collect();
+            let seen = keys.iter().filter(|k| w.contains_at(**k, now)).count();
+            w.insert_all(keys);
+            seen
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalize_encode, split_body, dedup_window);
 criterion_main!(benches);

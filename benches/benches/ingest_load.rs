@@ -1,7 +1,9 @@
 //! HTTP ingest load run: batched native ERP records posted over keep-alive connections to
 //! an in-process `zt ingest`, next to the raw producer rate of the same encoded events to
 //! the same broker, measured in the same run. Prints events/s, request latency p50/p99 and
-//! the ratio to the raw rate (target: at least 0.5).
+//! the ratio to the raw rate (target: at least 0.5) for each of `ZT_BENCH_ROUNDS` (3)
+//! rounds of a raw run then an HTTP run, and the medians: on this shared machine one run
+//! of either can be a third slower than the next.
 //!
 //! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
@@ -154,39 +156,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+/// One round's measures.
+struct Round {
+    raw_rate: f64,
+    http_rate: f64,
+    raw_cpu: Cpu,
+    http_cpu: Cpu,
+    p50: Duration,
+    p99: Duration,
 }
 
-async fn run() {
-    let events = env_or("ZT_BENCH_EVENTS", 400_000);
-    let batch = env_or("ZT_BENCH_BATCH", 200);
-    let conns = env_or("ZT_BENCH_CONNECTIONS", 32);
-    let mut kafka = kafka_config();
-    let (mut broker, storage) = match std::env::var("ZT_BENCH_BROKER") {
-        Ok(b) => {
-            kafka.bootstrap_servers = b;
-            (None, "existing broker")
-        }
-        Err(_) => {
-            let (child, port) = zt_benches::start_tansu_memory();
-            kafka.bootstrap_servers = format!("127.0.0.1:{port}");
-            (Some(child), "tansu memory engine")
-        }
-    };
-    kafka.producer.linger_ms = env_or("ZT_BENCH_LINGER_MS", 5) as u32;
-    let topics = fresh_topics(&kafka, 4).await;
-    let topic = topics.events(Source::Erp);
-    // The raw run writes to a topic of its own, so each run's records can be counted.
-    let raw_topic = fresh_topics(&kafka, 4).await.events(Source::Erp);
-
-    // Raw limit: exactly the canonical events the HTTP run will publish (the same native
-    // records normalised outside the clock), with the same keys, through a producer with
-    // the same settings, to the same broker.
+/// The canonical events the HTTP run of records `ids` will publish (the same native
+/// records normalised outside the clock), with the same keys: what the raw run sends.
+fn raw_events(ids: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
     let hasher = zt_model::pii::PiiHasher::new(SALT.as_bytes(), "86").unwrap();
     let mapping = Mapping::default();
     let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
@@ -196,44 +178,36 @@ async fn run() {
         hasher: &hasher,
     };
     let private: Vec<String> = Vec::new();
-    let encoded: Vec<(String, Vec<u8>)> = (0..events)
-        .map(|i| {
-            let raw = serde_json::to_vec(&native_record(i)).unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-            let env = Envelope {
-                received_at: 1_767_578_400_000,
-                raw: &raw,
-                private_channels: &private,
-            };
-            let ev = normalize(Source::Erp, v, None, &ctx, env).unwrap();
-            (
-                ev.identities.crm_customer_id.clone().unwrap(),
-                zt_model::encode(&ev).unwrap(),
-            )
-        })
-        .collect();
-    let producer = zt_kafka::build_producer(&kafka).unwrap();
-    // Warm up (connections, metadata, producer id) outside the clock, as ingest's producer
-    // is warm by the time its run starts.
-    for (k, v) in encoded.iter().take(100) {
-        producer
-            .send(
-                FutureRecord::to(&raw_topic).key(k).payload(v),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("warm-up produce acknowledged");
-    }
-    let broker_pid = broker.as_ref().map(|b| b.id());
-    eprintln!("the raw run starts");
-    let cpu0 = cpu_now(broker_pid);
-    let t = Instant::now();
-    // send_result enqueues at once (send() would enqueue only when polled); when the
-    // local queue is full, deliveries catch up for a millisecond (the producer is
-    // saturated then, which is what this run measures). At most RAW_WINDOW deliveries are
-    // awaited at a time, oldest first: holding a delivery future per record of the whole
-    // run made this loop spend half its time faulting in fresh memory for them.
+    ids.map(|i| {
+        let raw = serde_json::to_vec(&native_record(i)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let env = Envelope {
+            received_at: 1_767_578_400_000,
+            raw: &raw,
+            private_channels: &private,
+        };
+        let ev = normalize(Source::Erp, v, None, &ctx, env).unwrap();
+        (
+            ev.identities.crm_customer_id.clone().unwrap(),
+            zt_model::encode(&ev).unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// The raw limit: `encoded` through a producer with ingest's settings, to the same broker,
+/// every delivery awaited.
+///
+/// send_result enqueues at once (send() would enqueue only when polled); when the local
+/// queue is full, deliveries catch up for a millisecond (the producer is saturated then,
+/// which is what this run measures). At most RAW_WINDOW deliveries are awaited at a time,
+/// oldest first: holding a delivery future per record of the whole run made this loop
+/// spend half its time faulting in fresh memory for them.
+async fn raw_run(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    encoded: &[(String, Vec<u8>)],
+) {
     let mut sends = std::collections::VecDeque::with_capacity(RAW_WINDOW);
     let acknowledged = |s: rdkafka::producer::DeliveryFuture| async move {
         s.await
@@ -241,14 +215,14 @@ async fn run() {
             .map_err(|(e, _)| e)
             .expect("raw produce acknowledged");
     };
-    for (k, v) in &encoded {
+    for (k, v) in encoded {
         if sends.len() == RAW_WINDOW
             && let Some(oldest) = sends.pop_front()
         {
             acknowledged(oldest).await;
         }
         loop {
-            match producer.send_result(FutureRecord::to(&raw_topic).key(k).payload(v)) {
+            match producer.send_result(FutureRecord::to(topic).key(k).payload(v)) {
                 Ok(f) => {
                     sends.push_back(f);
                     break;
@@ -263,93 +237,191 @@ async fn run() {
     for s in sends {
         acknowledged(s).await;
     }
-    let raw_secs = t.elapsed().as_secs_f64();
-    let raw_cpu = cpu_now(broker_pid).since(cpu0);
-    let raw_rate = events as f64 / raw_secs;
+}
 
-    // HTTP ingest: batches over keep-alive connections.
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let events = env_or("ZT_BENCH_EVENTS", 400_000);
+    let rounds = env_or("ZT_BENCH_ROUNDS", 3).max(1);
+    let batch = env_or("ZT_BENCH_BATCH", 200);
+    let conns = env_or("ZT_BENCH_CONNECTIONS", 32);
+    let mut kafka = kafka_config();
+    let (mut broker, bootstrap, storage) = zt_benches::bench_broker();
+    kafka.bootstrap_servers = bootstrap;
+    kafka.producer.linger_ms = env_or("ZT_BENCH_LINGER_MS", 5) as u32;
+    let topics = fresh_topics(&kafka, 4).await;
+    let topic = topics.events(Source::Erp);
+    // The raw run writes to a topic of its own, so each run's records can be counted.
+    let raw_topic = fresh_topics(&kafka, 4).await.events(Source::Erp);
+    let producer = zt_kafka::build_producer(&kafka).unwrap();
+    let broker_pid = broker.as_ref().map(|b| b.id());
+    // One ingest for every round, with the default dedup window (a million ids), which
+    // the rounds fill: from the third round of 400,000 on, every id remembered forgets
+    // the oldest, as in a busy ingest.
     let mut cfg = ingest_config();
-    cfg.dedup_max_entries = events * 2;
+    cfg.dedup_max_entries = 1_000_000; // config/defaults.toml
     let ing = start_with(cfg, kafka.clone(), topics.clone()).await;
-    let bodies: Vec<Vec<u8>> = (0..events)
-        .collect::<Vec<_>>()
-        .chunks(batch)
-        .map(|c| {
-            serde_json::to_vec(&c.iter().map(|&i| native_record(i)).collect::<Vec<_>>()).unwrap()
-        })
-        .collect();
     let auth = basic(&key_of(Source::Erp));
-    let per_conn: Vec<Vec<Vec<u8>>> = (0..conns)
-        .map(|c| bodies.iter().skip(c).step_by(conns).cloned().collect())
-        .collect();
-    eprintln!("raw run: {raw_rate:.0} events/s; the HTTP run starts");
-    let cpu0 = cpu_now(broker_pid);
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for work in per_conn {
-        let addr = ing.addr;
-        let auth = auth.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(addr).await;
-            let mut lat = Vec::with_capacity(work.len());
-            for body in work {
-                let s = Instant::now();
-                let status = conn.post("/v1/sources/erp/events", &auth, &body).await;
-                assert_eq!(status, 200);
-                lat.push(s.elapsed());
+
+    let mut runs: Vec<Round> = Vec::new();
+    for round in 0..rounds {
+        let ids = round * events..(round + 1) * events;
+        let encoded = raw_events(ids.clone());
+        if round == 0 {
+            // Warm up (connections, metadata, producer id) outside the clock, as ingest's
+            // producer is warm by the time its run starts.
+            for (k, v) in encoded.iter().take(100) {
+                producer
+                    .send(
+                        FutureRecord::to(&raw_topic).key(k).payload(v),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("warm-up produce acknowledged");
             }
-            lat
-        }));
+        }
+        eprintln!("round {}: the raw run starts", round + 1);
+        let cpu0 = cpu_now(broker_pid);
+        let t = Instant::now();
+        raw_run(&producer, &raw_topic, &encoded).await;
+        let raw_secs = t.elapsed().as_secs_f64();
+        let raw_cpu = cpu_now(broker_pid).since(cpu0);
+        drop(encoded);
+
+        // HTTP ingest: batches over keep-alive connections.
+        let bodies: Vec<Vec<u8>> = ids
+            .collect::<Vec<_>>()
+            .chunks(batch)
+            .map(|c| {
+                serde_json::to_vec(&c.iter().map(|&i| native_record(i)).collect::<Vec<_>>())
+                    .unwrap()
+            })
+            .collect();
+        let mut per_conn: Vec<Vec<Vec<u8>>> = (0..conns).map(|_| Vec::new()).collect();
+        for (i, body) in bodies.into_iter().enumerate() {
+            per_conn[i % conns].push(body);
+        }
+        eprintln!(
+            "round {}: raw run {:.0} events/s; the HTTP run starts",
+            round + 1,
+            events as f64 / raw_secs
+        );
+        let cpu0 = cpu_now(broker_pid);
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for work in per_conn {
+            let addr = ing.addr;
+            let auth = auth.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::connect(addr).await;
+                let mut lat = Vec::with_capacity(work.len());
+                for body in work {
+                    let s = Instant::now();
+                    let status = conn.post("/v1/sources/erp/events", &auth, &body).await;
+                    assert_eq!(status, 200);
+                    lat.push(s.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut lat: Vec<Duration> = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap());
+        }
+        let http_secs = t.elapsed().as_secs_f64();
+        let http_cpu = cpu_now(broker_pid).since(cpu0);
+        lat.sort();
+        runs.push(Round {
+            raw_rate: events as f64 / raw_secs,
+            http_rate: events as f64 / http_secs,
+            raw_cpu,
+            http_cpu,
+            p50: percentile(&lat, 0.5),
+            p99: percentile(&lat, 0.99),
+        });
     }
-    let mut lat: Vec<Duration> = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let http_secs = t.elapsed().as_secs_f64();
-    let http_cpu = cpu_now(broker_pid).since(cpu0);
-    let http_rate = events as f64 / http_secs;
-    // Both runs' records are really on the broker: count them by the partitions' offsets.
-    let count = |t: String| {
+    // Every run's records are really on the broker: read them back (by count: tansu's
+    // memory engine reports high watermarks below what its partitions hold), and check that
+    // each partition's offsets are dense (max offset + 1 = records read).
+    let on_broker = |t: String, expected: usize| {
         let k = kafka.clone();
-        tokio::task::spawn_blocking(move || zt_integration_tests::ingest::read_topic(&k, &t).len())
+        tokio::task::spawn_blocking(move || {
+            let records = zt_integration_tests::ingest::read_by_count(&k, &t, expected);
+            let mut ends: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+            for (_, _, p, o, _) in &records {
+                let e = ends.entry(*p).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(o + 1);
+            }
+            let dense = ends.values().all(|(n, end)| n == end);
+            (records.len(), dense)
+        })
     };
-    let raw_on_topic = count(raw_topic.clone()).await.unwrap();
-    let http_on_topic = count(topic.clone()).await.unwrap();
-    lat.sort();
+    let (raw_on_topic, raw_dense) = on_broker(raw_topic.clone(), rounds * events + 100)
+        .await
+        .unwrap();
+    let (http_on_topic, http_dense) = on_broker(topic.clone(), rounds * events).await.unwrap();
     ing.shutdown.trigger();
 
     println!(
-        "ingest load run: {events} events, batches of {batch}, {conns} connections, broker: {storage}"
-    );
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| raw producer (same encoded events, same broker) | {raw_rate:.0} events/s |");
-    println!(
-        "| HTTP ingest (parse, normalise, hash, encode, produce, ack) | {http_rate:.0} events/s |"
-    );
-    println!("| ratio HTTP / raw | {:.2} |", http_rate / raw_rate);
-    println!(
-        "| records on the broker: raw run (expected {}) / HTTP run (expected {events}) | {raw_on_topic} / {http_on_topic} |",
-        events + 100
-    );
-    println!(
-        "| request latency p50 / p99 ({batch} events) | {:.1} ms / {:.1} ms |",
-        percentile(&lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3
+        "ingest load run: {rounds} rounds of {events} events (a raw run, then an HTTP run), batches of {batch}, {conns} connections, broker: {storage}"
     );
     let per_event = |secs: f64| secs * 1e6 / events as f64;
     println!(
-        "| CPU per event, raw run: producer process / broker / machine (of {} cores) | {:.2} / {:.2} / {:.2} µs |",
-        raw_cpu.cores,
-        per_event(raw_cpu.process),
-        per_event(raw_cpu.broker),
-        per_event(raw_cpu.machine)
+        "| round | raw producer (same encoded events, same broker), events/s | HTTP ingest (parse, normalise, hash, encode, produce, ack), events/s | ratio HTTP / raw | request latency p50 / p99 ({batch} events) | CPU per event, raw run: producer process / broker / machine (of {} cores) | CPU per event, HTTP run: ingest + load generator process / broker / machine |",
+        runs[0].raw_cpu.cores
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, r) in runs.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.1} ms / {:.1} ms | {:.2} / {:.2} / {:.2} µs | {:.2} / {:.2} / {:.2} µs |",
+            i + 1,
+            r.raw_rate,
+            r.http_rate,
+            r.http_rate / r.raw_rate,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            per_event(r.raw_cpu.process),
+            per_event(r.raw_cpu.broker),
+            per_event(r.raw_cpu.machine),
+            per_event(r.http_cpu.process),
+            per_event(r.http_cpu.broker),
+            per_event(r.http_cpu.machine),
+        );
+    }
+    let median = |f: &dyn Fn(&Round) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (raw, raw_lo, raw_hi) = median(&|r| r.raw_rate);
+    let (http, http_lo, http_hi) = median(&|r| r.http_rate);
+    let (ratio, ratio_lo, ratio_hi) = median(&|r| r.http_rate / r.raw_rate);
+    println!();
+    println!("| median of {rounds} rounds (range) | value |");
+    println!("|---|---|");
+    println!(
+        "| raw producer (same encoded events, same broker) | {raw:.0} events/s ({raw_lo:.0}–{raw_hi:.0}) |"
     );
     println!(
-        "| CPU per event, HTTP run: ingest + load generator process / broker / machine | {:.2} / {:.2} / {:.2} µs |",
-        per_event(http_cpu.process),
-        per_event(http_cpu.broker),
-        per_event(http_cpu.machine)
+        "| HTTP ingest (parse, normalise, hash, encode, produce, ack) | {http:.0} events/s ({http_lo:.0}–{http_hi:.0}) |"
+    );
+    println!(
+        "| ratio HTTP / raw, per round (target: at least 0.5) | {ratio:.2} ({ratio_lo:.2}–{ratio_hi:.2}) |"
+    );
+    println!(
+        "| records read back from the broker: raw runs (expected {}) / HTTP runs (expected {}); offsets dense | {raw_on_topic} / {http_on_topic}; {} |",
+        rounds * events + 100,
+        rounds * events,
+        if raw_dense && http_dense { "yes" } else { "NO" }
     );
     if let Some(b) = broker.as_mut() {
         let _ = b.kill();

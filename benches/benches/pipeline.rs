@@ -548,51 +548,6 @@ async fn raw_clickhouse(ch: &ClickHouseConfig, rows: &[EventRow]) -> f64 {
     rows.len() as f64 / t.elapsed().as_secs_f64()
 }
 
-/// A record read back: key, value, partition, offset, timestamp (ms).
-type Record = (Vec<u8>, Vec<u8>, i32, i64, i64);
-
-/// A topic's records from the beginning: (key, value, partition, offset, timestamp ms), until
-/// `expected` were read or none came for 2 s (30 s for the first). (Not "to the high
-/// watermarks": tansu's memory engine reports watermarks below what its partitions hold.)
-fn read_all(kafka: &KafkaConfig, topic: &str, expected: usize) -> Vec<Record> {
-    let c: BaseConsumer = zt_kafka::client::base_config(kafka)
-        .expect("config")
-        .set("group.id", format!("{topic}-bench-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let n = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata")
-        .topics()
-        .iter()
-        .find(|m| m.name() == topic)
-        .map_or(0, |m| m.partitions().len() as i32);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::with_capacity(expected);
-    let mut last = Instant::now();
-    while out.len() < expected
-        && last.elapsed() < Duration::from_secs(if out.is_empty() { 30 } else { 2 })
-    {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            last = Instant::now();
-            out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-                m.partition(),
-                m.offset(),
-                m.timestamp().to_millis().unwrap_or(0),
-            ));
-        }
-    }
-    out
-}
-
 /// The rows of `sql` as tab-separated fields.
 async fn tsv(client: &clickhouse::Client, sql: &str) -> Vec<Vec<String>> {
     let bytes = match client.query(sql).fetch_bytes("TabSeparated") {
@@ -812,9 +767,11 @@ async fn run() {
     let k = kafka.clone();
     let r = resolved.clone();
     let want = sent.accepted as usize;
-    let resolved_records = tokio::task::spawn_blocking(move || read_all(&k, &r, want))
-        .await
-        .expect("read the resolved topic");
+    let resolved_records = tokio::task::spawn_blocking(move || {
+        zt_integration_tests::ingest::read_by_count(&k, &r, want)
+    })
+    .await
+    .expect("read the resolved topic");
     let partitions = resolved_records
         .iter()
         .map(|r| r.2 + 1)

@@ -228,17 +228,8 @@ fn main() {
 async fn run() {
     let n = env_or("ZT_BENCH_EVENTS", 40_000);
     let mut kafka = kafka_config();
-    let (mut broker, storage) = match std::env::var("ZT_BENCH_BROKER") {
-        Ok(b) => {
-            kafka.bootstrap_servers = b;
-            (None, "existing broker")
-        }
-        Err(_) => {
-            let (child, port) = zt_benches::start_tansu_memory();
-            kafka.bootstrap_servers = format!("127.0.0.1:{port}");
-            (Some(child), "tansu memory engine")
-        }
-    };
+    let (mut broker, bootstrap, storage) = zt_benches::bench_broker();
+    kafka.bootstrap_servers = bootstrap;
     kafka.producer.linger_ms = 5;
     let topics: TopicsConfig = fresh_topics(&kafka, 4).await;
     let producer = zt_kafka::build_producer(&kafka).unwrap();

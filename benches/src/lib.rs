@@ -122,6 +122,23 @@ pub fn sample_event(source: Source) -> Event {
     }
 }
 
+/// The broker a bench runs against: `ZT_BENCH_BROKER` (host:port) when set, else a tansu
+/// memory engine started for the run ([`start_tansu_memory`]). Returns the child the bench
+/// started (if any), the bootstrap servers and the storage named for the report.
+pub fn bench_broker() -> (Option<std::process::Child>, String, &'static str) {
+    match std::env::var("ZT_BENCH_BROKER") {
+        Ok(b) => (None, b, "existing broker"),
+        Err(_) => {
+            let (child, port) = start_tansu_memory();
+            (
+                Some(child),
+                format!("127.0.0.1:{port}"),
+                "tansu memory engine",
+            )
+        }
+    }
+}
+
 /// Starts a tansu broker on a free local port with the memory storage engine (INFRA.md:
 /// memory for throughput figures); the binary from `~/.cargo/bin` or `PATH`
 /// (`deploy/local/stack.sh` installs it). Returns the child and its port, once it accepts

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -311,4 +311,53 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, i3
 /// `missing_field order_id`).
 pub fn erp_variant_mapping(with_order_no: bool) -> zt_ingest::config::Mapping {
     zt_ingest::config::Mapping::erp_variant_example(with_order_no)
+}
+
+/// A record read back: key, value, partition, offset, timestamp (ms).
+pub type Record = (Vec<u8>, Vec<u8>, i32, i64, i64);
+
+/// A topic's records from the beginning: (key, value, partition, offset, timestamp ms), until
+/// `expected` were read or none came for 2 s (30 s for the first). For the benchmarks on
+/// tansu's memory engine, where [`read_topic`] ("to the high watermarks") stops short: that
+/// engine answers ListOffsets(latest) with the base offset + 1 of the batch written last
+/// (by modification time, the first of equals), not the end of the partition
+/// (tansu-storage 0.6.0, `dynostore.rs`, `list_offsets`), so its high watermarks lag by a
+/// batch or more.
+pub fn read_by_count(kafka: &KafkaConfig, topic: &str, expected: usize) -> Vec<Record> {
+    let c: BaseConsumer = zt_kafka::client::base_config(kafka)
+        .expect("config")
+        .set("group.id", format!("{topic}-bench-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let n = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic)
+        .map_or(0, |m| m.partitions().len() as i32);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::with_capacity(expected);
+    let mut last = Instant::now();
+    while out.len() < expected
+        && last.elapsed() < Duration::from_secs(if out.is_empty() { 30 } else { 2 })
+    {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            last = Instant::now();
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+                m.partition(),
+                m.offset(),
+                m.timestamp().to_millis().unwrap_or(0),
+            ));
+        }
+    }
+    out
 }

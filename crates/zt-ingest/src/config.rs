@@ -171,6 +171,12 @@ impl IngestConfig {
         if self.max_batch_events == 0 {
             return Err(err("ingest.max_batch_events".into(), "must be > 0"));
         }
+        if self.dedup_max_entries > crate::dedup::MAX_ENTRIES {
+            return Err(err(
+                "ingest.dedup_max_entries".into(),
+                "must be at most 268435456",
+            ));
+        }
         if self.publish_timeout_ms == 0 {
             return Err(err("ingest.publish_timeout_ms".into(), "must be > 0"));
         }
@@ -223,5 +229,18 @@ pub(crate) mod tests_support {
             private_domain_channels: vec!["wechat_group".into(), "wecom".into()],
             sources: BTreeMap::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dedup_window_beyond_its_index_is_refused_by_name() {
+        let mut cfg = super::tests_support::config();
+        cfg.dedup_max_entries = crate::dedup::MAX_ENTRIES;
+        assert!(cfg.validate().is_ok());
+        cfg.dedup_max_entries += 1;
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(e.key, "ingest.dedup_max_entries");
     }
 }

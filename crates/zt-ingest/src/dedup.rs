@@ -14,8 +14,8 @@
 //! twice; docs/reliability.md). Two replicas behind one load balancer still do not see
 //! each other's ids: a retry landing on the other replica can publish an event twice.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,47 +25,201 @@ use std::time::{Duration, Instant};
 /// instead of a `String` of the source and the id.
 pub type Key = u128;
 
-/// The most ids [`DedupWindow::new`] reserves room for up front (about 400 MiB of address
-/// space); a larger window grows from there.
+/// The most ids [`DedupWindow::new`] reserves room for in its list of ids up front (96
+/// MiB of address space); a larger window's list grows from there. (Its index is sized for
+/// `max_entries` at once: 16 bytes of address space an id, touched as ids arrive.)
 pub const RESERVED_MAX: usize = 4 << 20;
 
+/// The largest `dedup_max_entries` (an index of 2^29 slots, 4 GiB).
+pub const MAX_ENTRIES: usize = 1 << 28;
+
 /// A bounded, time-windowed set of seen ids.
+///
+/// Layout (chosen for the cache: a million ids do not fit it, so every id new to the
+/// window costs a memory access, and this layout makes it one):
+/// - `order`: the ids in the order they were remembered, with the time, oldest first (24
+///   bytes an id, written and read sequentially);
+/// - `slots`: an open-addressing index into `order` (linear probing, at most half full,
+///   8 bytes a slot). A slot holds 32 bits of the key (which also choose its home slot)
+///   and the id's position in `order`; a match of those bits is confirmed against the
+///   whole key in `order`. Looking an id up, remembering it and forgetting it each touch
+///   one run of neighbouring slots; `std`'s map of key to time took two separate memory
+///   accesses for each (its control bytes and its 32-byte entries), and about a tenth of
+///   ingest's time in the load bench (docs/benchmarks.md).
 #[derive(Debug)]
 pub struct DedupWindow {
     window: Duration,
     max_entries: usize,
     /// Two SipHash-1-3 keyings, random per process: a key's two halves.
     digests: (RandomState, RandomState),
+    /// Times are kept as nanoseconds since `epoch` (a window before the window was made,
+    /// so every remembered time, restored ones included, is after it).
+    epoch: Instant,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    seen: HashMap<Key, Instant, zt_runtime::digest::BuildDigestHasher>,
-    order: VecDeque<(Instant, Key)>,
+    /// 0 is an empty slot; otherwise `(hash << 32) | position`, where `hash` is 32 bits of
+    /// the key with the top bit set (so a slot is never 0) and `position` the low 32 bits
+    /// of the id's position in the sequence of ids ever remembered.
+    slots: Vec<u64>,
+    /// The ids remembered, oldest first, with their time (ns since the epoch).
+    order: VecDeque<(Key, u64)>,
+    /// The position of `order`'s first id in the sequence of ids ever remembered.
+    head: u64,
+}
+
+/// The 32 bits of `key` a slot keeps (top bit set) and whose low bits are its home slot.
+fn slot_hash(key: Key) -> u32 {
+    ((key >> 64) as u32) | 0x8000_0000
+}
+
+impl Inner {
+    fn with_capacity(max_entries: usize) -> Inner {
+        let slots = (max_entries.saturating_mul(2)).clamp(16, 2 * MAX_ENTRIES);
+        Inner {
+            // Zeroed memory from the allocator: untouched pages cost nothing.
+            slots: vec![0; slots.next_power_of_two()],
+            order: VecDeque::with_capacity(max_entries.min(RESERVED_MAX)),
+            head: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn home(&self, hash: u32) -> usize {
+        hash as usize & self.mask()
+    }
+
+    /// The entry of `order` a slot points at.
+    fn entry(&self, slot: u64) -> Option<&(Key, u64)> {
+        let offset = (slot as u32).wrapping_sub(self.head as u32) as usize;
+        self.order.get(offset)
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn probe(&self, key: Key) -> (usize, bool) {
+        let hash = slot_hash(key);
+        let mut i = self.home(hash);
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return (i, false);
+            }
+            if (s >> 32) as u32 == hash && self.entry(s).is_some_and(|(k, _)| *k == key) {
+                return (i, true);
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
+    fn contains(&self, key: Key) -> bool {
+        !self.slots.is_empty() && self.probe(key).1
+    }
+
+    /// Remembers `key` at `t` unless it is remembered already (then it keeps its first
+    /// time), forgetting the oldest ids beyond `max_entries` first.
+    fn remember(&mut self, key: Key, t: u64, max_entries: usize) {
+        if self.contains(key) {
+            return;
+        }
+        while self.order.len() >= max_entries {
+            if !self.forget_oldest() {
+                break;
+            }
+        }
+        let (i, _) = self.probe(key);
+        let position = self.head + self.order.len() as u64;
+        self.slots[i] = (u64::from(slot_hash(key)) << 32) | u64::from(position as u32);
+        self.order.push_back((key, t));
+    }
+
+    /// Forgets the oldest id; false when there is none.
+    fn forget_oldest(&mut self) -> bool {
+        let Some(&(key, _)) = self.order.front() else {
+            return false;
+        };
+        let hash = slot_hash(key);
+        let wanted = (u64::from(hash) << 32) | u64::from(self.head as u32);
+        let mut i = self.home(hash);
+        // The oldest id's slot is in its run: linear probing keeps every id between its
+        // home slot and the next empty one.
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                break;
+            }
+            if s == wanted {
+                self.remove_slot(i);
+                break;
+            }
+            i = (i + 1) & self.mask();
+        }
+        self.order.pop_front();
+        self.head += 1;
+        true
+    }
+
+    /// Empties slot `hole`, moving later slots of the run back so that every id stays
+    /// reachable from its home slot without a gap (deletion without tombstones).
+    fn remove_slot(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let s = self.slots[j];
+            if s == 0 {
+                break;
+            }
+            let home = self.home((s >> 32) as u32);
+            // The id at j may move back to the hole unless its home lies cyclically in
+            // (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = s;
+                hole = j;
+            }
+        }
+        self.slots[hole] = 0;
+    }
+
+    /// Forgets the ids remembered at or before `cutoff`.
+    fn expire(&mut self, cutoff: u64) {
+        while self.order.front().is_some_and(|(_, t)| *t <= cutoff) {
+            self.forget_oldest();
+        }
+    }
 }
 
 impl DedupWindow {
-    /// A window of `window` holding at most `max_entries` ids. A zero window disables it.
+    /// A window of `window` holding at most `max_entries` ids (at most [`MAX_ENTRIES`]).
+    /// A zero window disables it.
     ///
-    /// Room for `max_entries` ids (at most [`RESERVED_MAX`]) is reserved at once (address
-    /// space: about 100 bytes per id, touched as ids arrive): a window that grew by doubling spent about a tenth of
-    /// ingest's time rehashing and copying itself while it filled, and held the old and
-    /// the new table at once at every step.
+    /// The index is made for `max_entries` ids at once (zeroed address space, 16 bytes an
+    /// id, touched as ids arrive), and room for the list of ids is reserved up to
+    /// [`RESERVED_MAX`]: a window that grew by doubling spent about a tenth of ingest's
+    /// time rehashing and copying itself while it filled.
     pub fn new(window: Duration, max_entries: usize) -> Self {
-        let room = if window.is_zero() {
-            0
+        let max_entries = max_entries.min(MAX_ENTRIES);
+        let inner = if window.is_zero() || max_entries == 0 {
+            Inner::default()
         } else {
-            max_entries.min(RESERVED_MAX)
+            Inner::with_capacity(max_entries)
         };
+        let now = Instant::now();
         DedupWindow {
             window,
             max_entries,
             digests: (RandomState::new(), RandomState::new()),
-            inner: Mutex::new(Inner {
-                seen: HashMap::with_capacity_and_hasher(room, Default::default()),
-                order: VecDeque::with_capacity(room),
-            }),
+            epoch: now.checked_sub(window).unwrap_or(now),
+            inner: Mutex::new(inner),
         }
     }
 
@@ -83,25 +237,30 @@ impl DedupWindow {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `at` in the window's time (ns since its epoch).
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// The window as of `now`, expired ids dropped; `None` when the window is off.
     fn current(&self, now: Instant) -> Option<std::sync::MutexGuard<'_, Inner>> {
-        if self.window.is_zero() {
+        if self.window.is_zero() || self.max_entries == 0 {
             return None;
         }
         let mut g = self.lock();
-        expire(&mut g, now, self.window);
+        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        g.expire(self.nanos(now).saturating_sub(window));
         Some(g)
     }
 
     /// True when `key` was recorded within the window.
     pub fn contains(&self, key: Key) -> bool {
-        self.current(Instant::now())
-            .is_some_and(|g| g.seen.contains_key(&key))
+        self.contains_at(key, Instant::now())
     }
 
     /// [`Self::contains`] as of `now` (one clock reading for a whole request).
     pub fn contains_at(&self, key: Key, now: Instant) -> bool {
-        self.current(now).is_some_and(|g| g.seen.contains_key(&key))
+        self.current(now).is_some_and(|g| g.contains(key))
     }
 
     /// Records `key` as published now.
@@ -110,35 +269,35 @@ impl DedupWindow {
     }
 
     /// Records every one of `keys` as published now, under one lock ([`Self::insert`] for
-    /// a whole request).
+    /// a whole request). An id remembered already keeps its first time.
     pub fn insert_all(&self, keys: impl IntoIterator<Item = Key>) {
-        if self.max_entries == 0 {
-            return;
-        }
         let now = Instant::now();
         let Some(mut g) = self.current(now) else {
             return;
         };
+        let t = self.nanos(now);
         for key in keys {
-            remember(&mut g, key, now, self.max_entries);
+            g.remember(key, t, self.max_entries);
         }
     }
 
     /// Records `key` as published `age` ago (restored ids keep their place in the window;
     /// insert them oldest first).
     pub fn insert_aged(&self, key: Key, age: Duration) {
-        if self.window.is_zero() || self.max_entries == 0 || age >= self.window {
+        if age >= self.window {
             return;
         }
-        let now = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(self.epoch);
         if let Some(mut g) = self.current(now) {
-            remember(&mut g, key, now, self.max_entries);
+            let t = self.nanos(at);
+            g.remember(key, t, self.max_entries);
         }
     }
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.lock().seen.len()
+        self.lock().order.len()
     }
 
     /// True when nothing is remembered.
@@ -253,34 +412,6 @@ pub fn restore(
     Ok(Restored { records, ids })
 }
 
-/// Records `key` at `now`, forgetting the oldest ids beyond `max_entries`.
-fn remember(g: &mut Inner, key: Key, now: Instant, max_entries: usize) {
-    if g.seen.insert(key, now).is_none() {
-        g.order.push_back((now, key));
-    }
-    while g.seen.len() > max_entries {
-        match g.order.pop_front() {
-            Some((_, k)) => {
-                g.seen.remove(&k);
-            }
-            None => break,
-        }
-    }
-}
-
-fn expire(g: &mut Inner, now: Instant, window: Duration) {
-    while let Some((t, _)) = g.order.front() {
-        if now.duration_since(*t) < window {
-            break;
-        }
-        if let Some((t, k)) = g.order.pop_front()
-            && g.seen.get(&k) == Some(&t)
-        {
-            g.seen.remove(&k);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +471,76 @@ mod tests {
         let off = DedupWindow::new(Duration::ZERO, 10);
         off.insert_all([off.key("crm", "a")]);
         assert!(!off.contains_at(off.key("crm", "a"), Instant::now()));
+    }
+
+    /// The index against a plain reference (a list in order and a set), over thousands of
+    /// random operations on keys made to share home slots (runs of many ids, wrapping past
+    /// the table's end), so that forgetting moves ids back inside runs: after every step
+    /// each key is remembered exactly when the reference remembers it.
+    #[test]
+    fn the_index_agrees_with_a_reference_as_ids_come_and_go() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut draw = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for max in [1usize, 2, 3, 5, 8] {
+            let mut inner = Inner::with_capacity(max);
+            let slots = inner.slots.len() as u64;
+            // 24 keys; homes among the last two and the first two slots.
+            let pool: Vec<Key> = (0..24u64)
+                .map(|i| {
+                    let home = [slots - 2, slots - 1, 0, 1][(i % 4) as usize];
+                    let hash = (draw() << 32) | (u64::from(0x8000_0000u32) | home);
+                    (u128::from(hash) << 64) | u128::from(i)
+                })
+                .collect();
+            let mut reference: VecDeque<(Key, u64)> = VecDeque::new();
+            let mut t = 0u64;
+            for step in 0..4000 {
+                t += 1 + draw() % 3;
+                if draw() % 4 == 0 {
+                    let cutoff = t.saturating_sub(draw() % 40);
+                    inner.expire(cutoff);
+                    while reference.front().is_some_and(|(_, at)| *at <= cutoff) {
+                        reference.pop_front();
+                    }
+                } else {
+                    let key = pool[(draw() % pool.len() as u64) as usize];
+                    inner.remember(key, t, max);
+                    if !reference.iter().any(|(k, _)| *k == key) {
+                        while reference.len() >= max {
+                            reference.pop_front();
+                        }
+                        reference.push_back((key, t));
+                    }
+                }
+                for key in &pool {
+                    assert_eq!(
+                        inner.contains(*key),
+                        reference.iter().any(|(k, _)| k == key),
+                        "max {max}, step {step}"
+                    );
+                }
+                assert_eq!(inner.order, reference, "max {max}, step {step}");
+                let used = inner.slots.iter().filter(|s| **s != 0).count();
+                assert_eq!(used, reference.len(), "max {max}, step {step}: stale slots");
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_remembered_again_keeps_its_first_time() {
+        let mut inner = Inner::with_capacity(10);
+        inner.remember(7, 10, 10);
+        inner.remember(7, 50, 10);
+        assert_eq!(inner.order, [(7, 10)]);
+        // Forgotten with the ids of time 10, although remembered again at 50.
+        inner.expire(10);
+        assert!(!inner.contains(7));
+        assert!(inner.slots.iter().all(|s| *s == 0));
     }
 
     #[test]
