@@ -120,6 +120,19 @@ impl Inner {
         !self.slots.is_empty() && self.probe(key).1
     }
 
+    /// Reads the home slot of every key, so that the cache misses of a batch of keys
+    /// overlap (the loads do not depend on one another) before the probes that need them.
+    fn touch(&self, keys: impl Iterator<Item = Key>) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mut any = 0u64;
+        for key in keys {
+            any ^= self.slots[self.home(slot_hash(key))];
+        }
+        std::hint::black_box(any);
+    }
+
     /// Remembers `key` at `t` unless it is remembered already (then it keeps its first
     /// time), forgetting the oldest ids beyond `max_entries` first.
     fn remember(&mut self, key: Key, t: u64, max_entries: usize) {
@@ -263,6 +276,17 @@ impl DedupWindow {
         self.current(now).is_some_and(|g| g.contains(key))
     }
 
+    /// [`Self::contains_at`] of each of `keys` (a whole request), under one lock. The keys'
+    /// home slots are read all together first, so that their cache misses overlap instead
+    /// of following one another.
+    pub fn contains_each_at(&self, keys: &[Key], now: Instant) -> Vec<bool> {
+        let Some(g) = self.current(now) else {
+            return vec![false; keys.len()];
+        };
+        g.touch(keys.iter().copied());
+        keys.iter().map(|k| g.contains(*k)).collect()
+    }
+
     /// Records `key` as published now.
     pub fn insert(&self, key: Key) {
         self.insert_all([key]);
@@ -276,6 +300,12 @@ impl DedupWindow {
             return;
         };
         let t = self.nanos(now);
+        let keys: Vec<Key> = keys.into_iter().collect();
+        // The slots this will touch, read together first (see `contains_each_at`): the new
+        // ids' and, in a full window, those of the oldest ids they push out.
+        let leaving = (g.order.len() + keys.len()).saturating_sub(self.max_entries);
+        let oldest: Vec<Key> = g.order.iter().take(leaving).map(|(k, _)| *k).collect();
+        g.touch(keys.iter().chain(&oldest).copied());
         for key in keys {
             g.remember(key, t, self.max_entries);
         }
@@ -458,8 +488,11 @@ mod tests {
         let k = |id| d.key("crm", id);
         d.insert(k("a"));
         let now = Instant::now();
-        let seen =
-            |keys: &[Key]| -> Vec<bool> { keys.iter().map(|k| d.contains_at(*k, now)).collect() };
+        let seen = |keys: &[Key]| -> Vec<bool> {
+            let each: Vec<bool> = keys.iter().map(|k| d.contains_at(*k, now)).collect();
+            assert_eq!(d.contains_each_at(keys, now), each);
+            each
+        };
         assert_eq!(seen(&[k("a"), k("b"), k("c")]), [true, false, false]);
         d.insert_all([k("b"), k("c"), k("d")]);
         // Bounded as before: four ids recorded, the oldest ("a") forgotten.
@@ -471,6 +504,10 @@ mod tests {
         let off = DedupWindow::new(Duration::ZERO, 10);
         off.insert_all([off.key("crm", "a")]);
         assert!(!off.contains_at(off.key("crm", "a"), Instant::now()));
+        assert_eq!(
+            off.contains_each_at(&[off.key("crm", "a")], Instant::now()),
+            [false]
+        );
     }
 
     /// The index against a plain reference (a list in order and a set), over thousands of

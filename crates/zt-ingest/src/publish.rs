@@ -222,15 +222,23 @@ impl Publisher {
         })
     }
 
-    /// [`Publisher::event_record`] without allocating: the event is encoded into `buf`
-    /// (cleared first); returns its topic and key.
+    /// [`Publisher::event_record`] without allocating: the event is encoded onto the end of
+    /// `buf` (left as it was on an error); returns its topic and key.
     pub fn encode_event<'e>(
         &self,
         ev: &'e Event,
         buf: &mut Vec<u8>,
-    ) -> Result<(Arc<str>, &'e str), PublishError> {
-        zt_model::encode_into(ev, buf)?;
-        Ok((self.event_topic(ev), event_key(ev)))
+    ) -> Result<(std::borrow::Cow<'_, str>, &'e str), PublishError> {
+        let start = buf.len();
+        if let Err(e) = zt_model::encode_append(ev, buf) {
+            buf.truncate(start);
+            return Err(e.into());
+        }
+        let topic = match self.event_topics.get(&ev.source) {
+            Some(t) => std::borrow::Cow::Borrowed(&**t),
+            None => std::borrow::Cow::Owned(self.topics.events(ev.source)),
+        };
+        Ok((topic, event_key(ev)))
     }
 
     fn event_topic(&self, ev: &Event) -> Arc<str> {

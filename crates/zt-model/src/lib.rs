@@ -27,7 +27,7 @@ pub use catalogue::Catalogue;
 pub use dlq::DeadLetter;
 pub use error::{Error, Result};
 pub use event::*;
-pub use wire::{TopLevel, decode, encode, encode_into};
+pub use wire::{TopLevel, decode, encode, encode_append};
 
 #[cfg(test)]
 mod schema_shape_tests {

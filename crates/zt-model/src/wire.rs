@@ -75,19 +75,19 @@ pub fn encode<T: TopLevel>(value: &T) -> Result<Vec<u8>> {
 /// [`encode`] against a given catalogue.
 pub fn encode_with<T: TopLevel>(cat: &Catalogue, value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(512);
-    encode_into_with(cat, value, &mut out)?;
+    encode_append_with(cat, value, &mut out)?;
     Ok(out)
 }
 
-/// [`encode`] into `out`, which is cleared first (a caller that hands the bytes on at once,
-/// as a producer copying them does, reuses one buffer for every record).
-pub fn encode_into<T: TopLevel>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-    encode_into_with(Catalogue::builtin(), value, out)
+/// [`encode`] onto the end of `out` (a caller can encode many records into one buffer, and
+/// hand each range on). On an error `out` may hold part of a record: cut it back to its
+/// length before the call.
+pub fn encode_append<T: TopLevel>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    encode_append_with(Catalogue::builtin(), value, out)
 }
 
-fn encode_into_with<T: TopLevel>(cat: &Catalogue, value: &T, out: &mut Vec<u8>) -> Result<()> {
+fn encode_append_with<T: TopLevel>(cat: &Catalogue, value: &T, out: &mut Vec<u8>) -> Result<()> {
     let entry = cat.latest(T::FULL_NAME)?;
-    out.clear();
     out.push(MAGIC);
     out.extend_from_slice(&entry.id.to_be_bytes());
     value.write_avro(out);
