@@ -79,6 +79,15 @@ pub(crate) fn normalize(
     })
 }
 
+/// Sets an identifier that the payload repeats: [`identities`] read it from the same
+/// member already, so it is copied only when that left something else (an allocation and
+/// a free per event saved).
+fn set_id(id: &mut Option<String>, value: &str) {
+    if id.as_deref() != Some(value) {
+        *id = Some(value.to_owned());
+    }
+}
+
 fn identities(rec: &Record<'_>) -> Result<Identities, Rejection> {
     Ok(Identities {
         crm_customer_id: rec.opt_str("customer_id")?,
@@ -124,7 +133,7 @@ fn context(rec: &Record<'_>) -> Result<Context, Rejection> {
 
 fn customer(rec: &Record<'_>, ids: &mut Identities) -> Result<CustomerPayload, Rejection> {
     let customer_id = rec.str("customer_id")?;
-    ids.crm_customer_id = Some(customer_id.clone());
+    set_id(&mut ids.crm_customer_id, &customer_id);
     let mut consents = Vec::new();
     for (i, v) in rec.elements("consents")?.into_iter().enumerate() {
         let c = rec.nested("consents", i, v)?;
@@ -157,7 +166,7 @@ fn order(
     ids: &mut Identities,
 ) -> Result<OrderPayload, Rejection> {
     let order_id = rec.str("order_id")?;
-    ids.order_id = Some(order_id.clone());
+    set_id(&mut ids.order_id, &order_id);
     let elements = rec.elements("lines")?;
     let mut lines = Vec::with_capacity(elements.len());
     for (i, v) in elements.into_iter().enumerate() {
@@ -224,7 +233,7 @@ fn shipment(
     ids: &mut Identities,
 ) -> Result<ShipmentPayload, Rejection> {
     let waybill_no = rec.str("waybill_no")?;
-    ids.waybill_no = Some(waybill_no.clone());
+    set_id(&mut ids.waybill_no, &waybill_no);
     if ids.phone_hash.is_none() {
         ids.phone_hash = rec.phone_hash("receiver_mobile")?;
     }
@@ -247,7 +256,7 @@ fn ticket(
     ids: &mut Identities,
 ) -> Result<TicketPayload, Rejection> {
     let ticket_id = rec.str("ticket_id")?;
-    ids.ticket_id = Some(ticket_id.clone());
+    set_id(&mut ids.ticket_id, &ticket_id);
     let csat = rec.opt_i32("csat_score")?;
     if let Some(s) = csat
         && !(1..=5).contains(&s)
