@@ -441,10 +441,18 @@ async fn run() {
         "| ratio HTTP / raw, per round (target: at least 0.5) | {ratio:.2} ({ratio_lo:.2}–{ratio_hi:.2}) |"
     );
     println!(
-        "| records read back from the broker: raw runs and warm-up (expected {}) / HTTP runs and warm-up (expected {}); offsets dense | {raw_on_topic} / {http_on_topic}; {} |",
+        "| records read back from the broker: raw runs and warm-up (expected {}) / HTTP runs and warm-up (expected {}); all there with dense offsets | {raw_on_topic} / {http_on_topic}; {} |",
         rounds * events + 100,
         rounds * events + warm_up,
-        if raw_dense && http_dense { "yes" } else { "NO" }
+        if raw_dense
+            && http_dense
+            && raw_on_topic == rounds * events + 100
+            && http_on_topic == rounds * events + warm_up
+        {
+            "yes"
+        } else {
+            "NO"
+        }
     );
     if let Some(b) = broker.as_mut() {
         let _ = b.kill();

@@ -317,7 +317,7 @@ pub fn erp_variant_mapping(with_order_no: bool) -> zt_ingest::config::Mapping {
 pub type Record = (Vec<u8>, Vec<u8>, i32, i64, i64);
 
 /// A topic's records from the beginning: (key, value, partition, offset, timestamp ms), until
-/// `expected` were read or none came for 2 s (30 s for the first). For the benchmarks on
+/// `expected` were read or none came for 10 s (60 s for the first). For the benchmarks on
 /// tansu's memory engine, where [`read_topic`] ("to the high watermarks") stops short: that
 /// engine answers ListOffsets(latest) with the base offset + 1 of the batch written last
 /// (by modification time, the first of equals), not the end of the partition
@@ -328,25 +328,32 @@ pub fn read_by_count(kafka: &KafkaConfig, topic: &str, expected: usize) -> Vec<R
         .expect("config")
         .set("group.id", format!("{topic}-bench-reader"))
         .set("enable.auto.commit", "false")
+        // tansu holds every fetch for the whole wait, even one that found records.
+        .set("fetch.wait.max.ms", "50")
         .create()
         .expect("consumer");
     let n = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), Duration::from_secs(60))
         .expect("metadata")
         .topics()
         .iter()
         .find(|m| m.name() == topic)
         .map_or(0, |m| m.partitions().len() as i32);
+    // From each partition's low watermark: with `Offset::Beginning` the SQLite engine
+    // served one partition only.
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
+        let (lo, _) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(60))
+            .expect("watermarks");
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo))
             .expect("tpl");
     }
     c.assign(&tpl).expect("assign");
     let mut out = Vec::with_capacity(expected);
     let mut last = Instant::now();
     while out.len() < expected
-        && last.elapsed() < Duration::from_secs(if out.is_empty() { 30 } else { 2 })
+        && last.elapsed() < Duration::from_secs(if out.is_empty() { 60 } else { 10 })
     {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             last = Instant::now();
