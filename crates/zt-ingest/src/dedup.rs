@@ -139,15 +139,22 @@ impl Inner {
     /// Remembers `key` at `t` unless it is remembered already (then it keeps its first
     /// time), forgetting the oldest ids beyond `max_entries` first.
     fn remember(&mut self, key: Key, t: u64, max_entries: usize) {
-        if self.contains(key) {
+        if self.slots.is_empty() {
             return;
         }
-        while self.order.len() >= max_entries {
-            if !self.forget_oldest() {
-                break;
-            }
+        let (mut i, found) = self.probe(key);
+        if found {
+            return;
         }
-        let (i, _) = self.probe(key);
+        if self.order.len() >= max_entries {
+            while self.order.len() >= max_entries {
+                if !self.forget_oldest() {
+                    break;
+                }
+            }
+            // Forgetting moves slots back: the empty slot found above may have moved.
+            i = self.probe(key).0;
+        }
         let position = self.head + self.order.len() as u64;
         self.slots[i] = (u64::from(slot_hash(key)) << 32) | u64::from(position as u32);
         self.order.push_back((key, t));
