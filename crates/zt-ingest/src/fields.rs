@@ -312,8 +312,31 @@ pub enum Elem<'a> {
 #[derive(Debug)]
 pub struct Record<'a> {
     obj: Obj<'a>,
-    path: String,
+    path: Path,
     ctx: &'a Ctx<'a>,
+}
+
+/// Where a record sits in its item, for error messages. An element of a top-level array
+/// (an order line) keeps the array's name and its index, formatted only when an error
+/// names one of its fields: formatting `lines[0]` for every line was a measurable part
+/// of normalising an order.
+#[derive(Debug, Clone)]
+enum Path {
+    /// A path as text; empty at the top level.
+    Text(String),
+    /// Element `.1` of the top-level array `.0`.
+    Element(&'static str, usize),
+}
+
+impl Path {
+    /// The path as text (`$` at the top level).
+    fn own(&self) -> String {
+        match self {
+            Path::Text(p) if p.is_empty() => "$".to_owned(),
+            Path::Text(p) => p.clone(),
+            Path::Element(array, i) => format!("{array}[{i}]"),
+        }
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -331,10 +354,14 @@ impl<'a> Record<'a> {
     /// Wraps an object, applying the mapping's renames. `path` is the record's own path
     /// (empty for the top level).
     pub fn new(value: Value, path: &str, ctx: &'a Ctx<'a>) -> Result<Self, Rejection> {
+        Self::new_at(value, Path::Text(path.to_owned()), ctx)
+    }
+
+    fn new_at(value: Value, path: Path, ctx: &'a Ctx<'a>) -> Result<Self, Rejection> {
         let Value::Object(mut obj) = value else {
             return Err(Rejection::field(
                 Reason::WrongType,
-                if path.is_empty() { "$" } else { path },
+                path.own(),
                 format!("expected an object, found {}", type_name(&value)),
             ));
         };
@@ -345,7 +372,7 @@ impl<'a> Record<'a> {
         }
         Ok(Record {
             obj: Obj::Tree(obj),
-            path: path.to_owned(),
+            path,
             ctx,
         })
     }
@@ -354,10 +381,10 @@ impl<'a> Record<'a> {
     /// [`Record::new`] does: the (last) member named `from` is renamed `to`, replacing any
     /// member already named `to`.
     pub fn from_flat(flat: Flat<'a>, path: &str, ctx: &'a Ctx<'a>) -> Self {
-        Self::from_flat_at(flat, path.to_owned(), ctx)
+        Self::from_flat_at(flat, Path::Text(path.to_owned()), ctx)
     }
 
-    fn from_flat_at(flat: Flat<'a>, path: String, ctx: &'a Ctx<'a>) -> Self {
+    fn from_flat_at(flat: Flat<'a>, path: Path, ctx: &'a Ctx<'a>) -> Self {
         let mut m = flat.members;
         for (from, to) in &ctx.mapping.renames {
             if let Some(i) = m.iter().rposition(|(k, _)| k.as_ref() == from.as_str()) {
@@ -374,12 +401,12 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The path of `name` inside this record.
-    pub fn path_of(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.path)
+    /// The path of `name` inside this record (`name` itself at the top level).
+    pub fn path_of<'n>(&self, name: &'n str) -> Cow<'n, str> {
+        match &self.path {
+            Path::Text(p) if p.is_empty() => Cow::Borrowed(name),
+            Path::Text(p) => Cow::Owned(format!("{p}.{name}")),
+            Path::Element(array, i) => Cow::Owned(format!("{array}[{i}].{name}")),
         }
     }
 
@@ -435,16 +462,23 @@ impl<'a> Record<'a> {
     /// An optional string; integers are accepted as their decimal text (ids are often
     /// numeric). Empty strings count as absent.
     pub fn opt_str(&self, name: &str) -> Result<Option<String>, Rejection> {
+        Ok(self.opt_text(name)?.map(Cow::into_owned))
+    }
+
+    /// [`Record::opt_str`], borrowed from the record where it can be.
+    fn opt_text(&self, name: &str) -> Result<Option<Cow<'_, str>>, Rejection> {
         match self.val(name) {
             None => Ok(None),
-            Some(Val::Str(s)) => Ok((!s.is_empty()).then(|| s.to_owned())),
-            Some(Val::Int(n)) => Ok(Some(n.to_string())),
-            Some(Val::Tree(Cow::Owned(Value::String(s)))) => Ok((!s.is_empty()).then_some(s)),
+            Some(Val::Str(s)) => Ok((!s.is_empty()).then_some(Cow::Borrowed(s))),
+            Some(Val::Int(n)) => Ok(Some(Cow::Owned(n.to_string()))),
+            Some(Val::Tree(Cow::Owned(Value::String(s)))) => {
+                Ok((!s.is_empty()).then_some(Cow::Owned(s)))
+            }
             Some(Val::Tree(Cow::Borrowed(Value::String(s)))) => {
-                Ok((!s.is_empty()).then(|| s.clone()))
+                Ok((!s.is_empty()).then_some(Cow::Borrowed(s.as_str())))
             }
             Some(Val::Tree(v)) => match v.as_ref() {
-                Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+                Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(Cow::Owned(n.to_string()))),
                 v => Err(self.wrong(name, "a string", v)),
             },
         }
@@ -659,19 +693,23 @@ impl<'a> Record<'a> {
     }
 
     /// A nested record at `path_of(name)[i]`, from an element of [`Record::elements`].
-    pub fn nested(&self, name: &str, i: usize, elem: Elem<'a>) -> Result<Record<'a>, Rejection> {
-        let mut path = self.path_of(name);
-        {
-            use std::fmt::Write;
-            let _ = write!(path, "[{i}]");
-        }
+    pub fn nested(
+        &self,
+        name: &'static str,
+        i: usize,
+        elem: Elem<'a>,
+    ) -> Result<Record<'a>, Rejection> {
+        let path = match &self.path {
+            Path::Text(p) if p.is_empty() => Path::Element(name, i),
+            _ => Path::Text(format!("{}[{i}]", self.path_of(name))),
+        };
         match elem {
             Elem::Flat(flat) => Ok(Record::from_flat_at(flat, path, self.ctx)),
             Elem::Raw(raw) => match Flat::parse(raw) {
                 Some(flat) => Ok(Record::from_flat_at(flat, path, self.ctx)),
-                None => Record::new(parse_raw(raw).unwrap_or(Value::Null), &path, self.ctx),
+                None => Record::new_at(parse_raw(raw).unwrap_or(Value::Null), path, self.ctx),
             },
-            Elem::Value(v) => Record::new(v, &path, self.ctx),
+            Elem::Value(v) => Record::new_at(v, path, self.ctx),
         }
     }
 
@@ -686,7 +724,7 @@ impl<'a> Record<'a> {
     }
 
     fn pii_hash(&self, name: &str, phone: bool) -> Result<Option<String>, Rejection> {
-        let Some(raw) = self.opt_str(name)? else {
+        let Some(raw) = self.opt_text(name)? else {
             return Ok(None);
         };
         hash_identifier(self.ctx.hasher, &raw, phone, &self.path_of(name)).map(Some)
