@@ -188,6 +188,69 @@ mod tests {
     }
 
     #[test]
+    fn errors_in_nested_records_name_the_element_by_its_path() {
+        let mapping = Mapping::default();
+        let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
+        let hasher = PiiHasher::new(b"salt", "86").unwrap();
+        let ctx = Ctx {
+            mapping: &mapping,
+            time_format: &tf,
+            hasher: &hasher,
+        };
+        let order = r#""type":"order.paid","occurred_at":"2026-01-01T10:00:00+08:00","order_id":"SO1","total":1"#;
+        let line = r#"{"sku":"S1","quantity":1,"unit_price":1}"#;
+        let crm = r#""type":"customer.registered","occurred_at":"2026-01-01T10:00:00+08:00","customer_id":"C1""#;
+        let cases = [
+            (
+                Source::Erp,
+                format!(
+                    r#"{{{order},"lines":[{line},{{"sku":"S2","quantity":-1,"unit_price":1}}]}}"#
+                ),
+                "lines[1].quantity",
+            ),
+            (
+                Source::Erp,
+                format!(r#"{{{order},"lines":[{line},{line},7]}}"#),
+                "lines[2]",
+            ),
+            (
+                Source::Erp,
+                format!(r#"{{{order},"lines":[{{"quantity":1,"unit_price":1}}]}}"#),
+                "lines[0].sku",
+            ),
+            (
+                Source::Crm,
+                format!(r#"{{{crm},"consents":[{{"purpose":"sms"}}]}}"#),
+                "consents[0].granted",
+            ),
+            (
+                Source::Crm,
+                format!(r#"{{{crm},"experiments":[{{"experiment_id":"x"}}]}}"#),
+                "experiments[0].variant",
+            ),
+            (Source::Crm, format!(r#"{{{crm},"mobile":"12"}}"#), "mobile"),
+        ];
+        for (source, json, want) in &cases {
+            let env = Envelope {
+                received_at: 0,
+                raw: json.as_bytes(),
+                private_channels: &[],
+            };
+            let lazy = normalize_json(*source, json, None, &ctx, env.clone()).unwrap_err();
+            let tree = normalize(
+                *source,
+                serde_json::from_str(json).unwrap(),
+                None,
+                &ctx,
+                env,
+            )
+            .unwrap_err();
+            assert_eq!(lazy.field.as_deref(), Some(*want), "{json}");
+            assert_eq!(tree.field.as_deref(), Some(*want), "{json}");
+        }
+    }
+
+    #[test]
     fn the_lazy_reader_keeps_the_value_trees_rules_for_odd_records() {
         let renames = Mapping {
             renames: [("cust_no".to_owned(), "customer_id".to_owned())].into(),
