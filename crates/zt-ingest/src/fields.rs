@@ -212,17 +212,27 @@ enum Obj<'a> {
     Tree(Map<String, Value>),
     Flat {
         members: scan::Members<'a>,
-        names: u64,
+        names: u128,
     },
 }
 
-/// One of 64 bits standing for a member name (from its length and last byte): a name
-/// whose bit is not in a record's mask is not among its members.
+/// One of 128 bits standing for a member name (a multiplicative hash of its length and
+/// its first, middle and last bytes): a name whose bit is not in a record's mask is not
+/// among its members. For a literal name the compiler works the bit out. (64 bits from
+/// the length and the last byte let through 7 of the 36 absent names an ERP order asks
+/// for; this lets through about one in ten with a dozen members.)
 #[inline(always)]
-fn name_bit(name: &str) -> u64 {
+fn name_bit(name: &str) -> u128 {
     let b = name.as_bytes();
-    let h = (b.len() as u32).wrapping_mul(7) ^ u32::from(b.last().copied().unwrap_or(0));
-    1 << (h & 63)
+    let (first, mid, last) = match b {
+        [] => (0, 0, 0),
+        [f, ..] => (*f, b[b.len() / 2], b[b.len() - 1]),
+    };
+    let x = (b.len() as u32)
+        ^ (u32::from(first) << 8)
+        ^ (u32::from(mid) << 16)
+        ^ (u32::from(last) << 24);
+    1 << (x.wrapping_mul(0x9E37_79B1) >> 25)
 }
 
 /// The text of raw JSON `s` (one valid JSON value) when it is a string without escapes:
@@ -287,7 +297,7 @@ impl<'v> Val<'v> {
 }
 
 /// The raw value of the last member named `name`.
-fn find<'a>(members: &[(Cow<'a, str>, &'a str)], names: u64, name: &str) -> Option<&'a str> {
+fn find<'a>(members: &[(Cow<'a, str>, &'a str)], names: u128, name: &str) -> Option<&'a str> {
     if names & name_bit(name) == 0 {
         return None;
     }
