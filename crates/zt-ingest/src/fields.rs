@@ -499,6 +499,15 @@ impl<'a> Record<'a> {
     }
 
     fn opt_text_here(&self, name: &str) -> Result<Option<Cow<'_, str>>, Rejection> {
+        // A lazily read string without escapes, the common case, straight from its text.
+        if let Obj::Flat { members, names } = &self.obj {
+            let Some(raw) = find(members, *names, name) else {
+                return Ok(None);
+            };
+            if let Some(s) = plain_string(raw) {
+                return Ok((!s.is_empty()).then_some(Cow::Borrowed(s)));
+            }
+        }
         match self.val(name) {
             None => Ok(None),
             Some(Val::Str(s)) => Ok((!s.is_empty()).then_some(Cow::Borrowed(s))),
