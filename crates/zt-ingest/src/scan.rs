@@ -145,7 +145,14 @@ impl<'a> Scanner<'a> {
         self.eat(b':')?;
         self.ws();
         let start = self.i;
-        self.value(depth + 1)?;
+        // Strings and numbers (most values) read here, without the call into `value`.
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => self.value(depth + 1)?,
+        }
         let src = self.src;
         Some((name, &src[start..self.i]))
     }
@@ -261,6 +268,7 @@ impl<'a> Scanner<'a> {
 
     /// A string at the cursor: the byte range between its quotes, and whether it holds
     /// escapes.
+    #[inline(always)]
     fn string(&mut self) -> Option<Quoted> {
         self.eat(b'"')?;
         let start = self.i;
@@ -350,6 +358,14 @@ mod tests {
         r#"[{"a":{"b":{"c":[[[{}]]]}}}]"#,
         // Strings longer than a word: read eight bytes at a time.
         r#"[{"a_long_member_name":"a long value with \"escapes\" and 汉字 in it","b":"0123456789abcdef0123"}]"#,
+        // Numbers as member values (read in `member`, not `value`).
+        r#"{"a":01}"#,
+        r#"{"a":-}"#,
+        r#"{"a":-0,"b":1.}"#,
+        r#"{"a":1e}"#,
+        r#"{"a":-1.5E+3,"b":0}"#,
+        r#"[{"a":01}]"#,
+        r#"[{"a":"x","b":-}]"#,
     ];
 
     #[test]
