@@ -53,9 +53,13 @@ struct E164 {
 }
 
 impl E164 {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     fn as_str(&self) -> &str {
         // Only ASCII digits and `+` are written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -118,7 +122,7 @@ fn e164(raw: &str, default_country_code: &str, field: &str) -> Result<E164> {
     out.buf[0] = b'+';
     out.buf[1..1 + cc.len()].copy_from_slice(cc);
     out.buf[1 + cc.len()..out.len].copy_from_slice(&kept[skip..n]);
-    if let Some(national) = out.as_str()[1..].strip_prefix("86")
+    if let Some(national) = out.as_bytes()[1..].strip_prefix(b"86")
         && is_cn_mobile_prefix(national)
         && national.len() != 11
     {
@@ -128,8 +132,7 @@ fn e164(raw: &str, default_country_code: &str, field: &str) -> Result<E164> {
 }
 
 /// Chinese mobile numbers start with 13 to 19 (Beijing landlines start with 10).
-fn is_cn_mobile_prefix(national: &str) -> bool {
-    let b = national.as_bytes();
+fn is_cn_mobile_prefix(b: &[u8]) -> bool {
     b.len() >= 2 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1])
 }
 
@@ -205,8 +208,12 @@ impl PiiHasher {
 
     /// Hex HMAC-SHA256 of an already normalised value.
     pub fn hash_normalized(&self, normalized: &str) -> String {
+        self.hash_bytes(normalized.as_bytes())
+    }
+
+    fn hash_bytes(&self, normalized: &[u8]) -> String {
         let mut mac = self.mac.clone();
-        mac.update(normalized.as_bytes());
+        mac.update(normalized);
         let mut out = [0u8; 64];
         // 32 bytes always fill 64 hex digits; `hex::encode` builds the text a char at a
         // time, a measurable part of ingest's time.
@@ -219,7 +226,7 @@ impl PiiHasher {
 
     /// Normalises and hashes a phone number.
     pub fn hash_phone(&self, raw: &str, field: &str) -> Result<String> {
-        Ok(self.hash_normalized(e164(raw, &self.default_country_code, field)?.as_str()))
+        Ok(self.hash_bytes(e164(raw, &self.default_country_code, field)?.as_bytes()))
     }
 
     /// Normalises and hashes an e-mail address.
@@ -300,7 +307,7 @@ mod tests {
         out.push_str(cc);
         out.push_str(rest);
         if let Some(national) = out[1..].strip_prefix("86")
-            && is_cn_mobile_prefix(national)
+            && is_cn_mobile_prefix(national.as_bytes())
             && national.len() != 11
         {
             return Err(pii_err(field, "Chinese mobile numbers have 11 digits"));
