@@ -51,25 +51,53 @@ const TRAIT_PII_KEYS: &[&str] = &[
     "id_card",
 ];
 
-fn norm_key(k: &str) -> String {
-    k.chars()
-        .filter(|c| *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect::<String>()
+/// Longest key folded on the stack ([`fold`]); longer ones are folded into a `String`.
+const FOLD_MAX: usize = 32;
+
+/// Calls `f` with key `k` lowercased, without `-`, and also without `_` unless
+/// `keep_underscores`. An ASCII key of up to [`FOLD_MAX`] bytes is folded on the stack:
+/// every key of every tracking call's properties, context and traits is checked, and
+/// folding each into new strings (one per contact key compared) was most of
+/// normalising a `track` call.
+fn fold<R>(k: &str, keep_underscores: bool, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; FOLD_MAX];
+    let mut n = 0;
+    for b in k.bytes() {
+        if !b.is_ascii() || n == FOLD_MAX {
+            // Non-ASCII lowercasing (which can yield ASCII, or several characters).
+            let folded: String = k
+                .chars()
+                .filter(|c| *c != '-')
+                .flat_map(char::to_lowercase)
+                .filter(|c| keep_underscores || *c != '_')
+                .collect();
+            return f(folded.as_bytes());
+        }
+        if b != b'-' && (keep_underscores || b != b'_') {
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+    }
+    f(&buf[..n])
 }
 
+/// True when `k`, lowercased and without `-` and `_`, is a contact key without `_`.
 fn is_contact_key(k: &str) -> bool {
-    let n = norm_key(k);
-    CONTACT_KEYS
-        .iter()
-        .any(|c| n == *c || n.replace('_', "") == c.replace('_', ""))
+    fold(k, false, |bare| {
+        CONTACT_KEYS
+            .iter()
+            .any(|c| c.bytes().filter(|b| *b != b'_').eq(bare.iter().copied()))
+    })
 }
 
 /// Removes contact keys (recursively) and, for traits, further personal keys.
 fn strip_pii(obj: &mut Map<String, Value>, traits: bool) {
     obj.retain(|k, _| {
-        let n = norm_key(k);
-        !(is_contact_key(k) || (traits && TRAIT_PII_KEYS.contains(&n.as_str())))
+        !(is_contact_key(k)
+            || (traits
+                && fold(k, true, |n| {
+                    TRAIT_PII_KEYS.iter().any(|t| t.as_bytes() == n)
+                })))
     });
     for v in obj.values_mut() {
         strip_value(v);
@@ -100,8 +128,7 @@ fn s_of(m: Option<&Map<String, Value>>, k: &str) -> Option<String> {
 fn contact(m: Option<&Map<String, Value>>, phone: bool) -> Option<(String, String)> {
     let m = m?;
     m.iter().find_map(|(k, v)| {
-        let n = norm_key(k).replace('_', "");
-        let is_email = n == "email";
+        let is_email = fold(k, false, |bare| bare == b"email");
         let wanted = if phone {
             !is_email && is_contact_key(k)
         } else {
@@ -383,4 +410,67 @@ pub(crate) fn normalize(
         payload: Payload::Tracking(payload),
         person_id: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first implementation (a folded `String` per key and two per contact key
+    /// compared), kept as the oracle of [`fold`].
+    fn reference_norm_key(k: &str) -> String {
+        k.chars()
+            .filter(|c| *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    }
+
+    fn reference_is_contact_key(k: &str) -> bool {
+        let n = reference_norm_key(k);
+        CONTACT_KEYS
+            .iter()
+            .any(|c| n == *c || n.replace('_', "") == c.replace('_', ""))
+    }
+
+    #[test]
+    fn keys_fold_as_the_reference_does() {
+        let parts = [
+            "", "e", "E", "mail", "-", "_", "Phone", "NUMBER", "mobile", "tel", "e-", "_mail",
+            "ephone", "first", "name", "Last", "İ", "\u{212A}", "ß", "Ｅ", "x",
+        ];
+        let mut keys: Vec<String> = Vec::new();
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    keys.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        // Past the stack buffer, with and without a contact key at the end.
+        keys.push(format!("{}phone", "-".repeat(40)));
+        keys.push(format!("{}Phone_Number", "a".repeat(40)));
+        keys.push("-".repeat(FOLD_MAX + 1) + "tel");
+        let (mut contacts, mut traits) = (0, 0);
+        for k in &keys {
+            let want = reference_is_contact_key(k);
+            assert_eq!(is_contact_key(k), want, "{k:?}");
+            contacts += usize::from(want);
+            let n = reference_norm_key(k);
+            let want_trait = TRAIT_PII_KEYS.contains(&n.as_str());
+            let got_trait = fold(k, true, |f| {
+                TRAIT_PII_KEYS.iter().any(|t| t.as_bytes() == f)
+            });
+            assert_eq!(got_trait, want_trait, "{k:?}");
+            traits += usize::from(want_trait);
+            assert_eq!(
+                fold(k, false, |bare| bare == b"email"),
+                n.replace('_', "") == "email",
+                "{k:?}"
+            );
+        }
+        assert!(
+            contacts > 50 && traits > 10,
+            "{contacts} contact, {traits} trait keys"
+        );
+    }
 }
