@@ -8,8 +8,12 @@
 //! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
-//! 400000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (32; at 8 or 16 ingest is
-//! bound by request latency, not CPU) size the run;
+//! 400000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (64) size the run. The
+//! HTTP run needs enough events in flight to be bound by CPU, not by request latency, as
+//! the raw run is (up to 65,536 deliveries awaited): a request waits about 9 ms for its
+//! acknowledgements (`linger.ms` and the broker), so 32 connections of 200 events cap it
+//! near 700k events/s, which ingest reached on 2026-11-28 (at 8 or 16 it was capped
+//! earlier still);
 //! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`.
 
 // The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
@@ -251,7 +255,7 @@ async fn run() {
     let events = env_or("ZT_BENCH_EVENTS", 400_000);
     let rounds = env_or("ZT_BENCH_ROUNDS", 5).max(1);
     let batch = env_or("ZT_BENCH_BATCH", 200);
-    let conns = env_or("ZT_BENCH_CONNECTIONS", 32);
+    let conns = env_or("ZT_BENCH_CONNECTIONS", 64);
     let mut kafka = kafka_config();
     let (mut broker, bootstrap, storage) = zt_benches::bench_broker();
     kafka.bootstrap_servers = bootstrap;

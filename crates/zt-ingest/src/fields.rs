@@ -219,7 +219,7 @@ enum Obj<'a> {
 /// One of 128 bits standing for a member name (a multiplicative hash of its length and
 /// its first, middle and last bytes): a name whose bit is not in a record's mask is not
 /// among its members. For a literal name the compiler works the bit out. (64 bits from
-/// the length and the last byte let through 7 of the 36 absent names an ERP order asks
+/// the length and the last byte let through 7 of the 31 absent names an ERP order asks
 /// for; this lets through about one in ten with a dozen members.)
 #[inline(always)]
 fn name_bit(name: &str) -> u128 {
