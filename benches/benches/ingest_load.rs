@@ -1,9 +1,9 @@
-//! HTTP ingest load run: batched native ERP records posted over keep-alive connections to
-//! an in-process `zt ingest`, next to the raw producer rate of the same encoded events to
-//! the same broker, measured in the same run. Prints events/s, request latency p50/p99 and
-//! the ratio to the raw rate (target: at least 0.5) for each of `ZT_BENCH_ROUNDS` (5)
-//! rounds of a raw run then an HTTP run, and the medians: on this shared machine one run
-//! of either can be a third slower than the next.
+//! HTTP ingest load run: batched native ERP records (or Segment calls) posted over
+//! keep-alive connections to an in-process `zt ingest`, next to the raw producer rate of
+//! the same encoded events to the same broker, measured in the same run. Prints events/s,
+//! request latency p50/p99 and the ratio to the raw rate (target: at least 0.5) for each
+//! of `ZT_BENCH_ROUNDS` (5) rounds of a raw run then an HTTP run, and the medians: on this
+//! shared machine one run of either can be a third slower than the next.
 //!
 //! `cargo bench -p zt-benches --bench ingest_load`. By default it starts its own tansu on a
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
@@ -14,7 +14,9 @@
 //! acknowledgements (`linger.ms` and the broker), so 32 connections of 200 events cap it
 //! near 700k events/s, which ingest reached on 2026-11-28 (at 8 or 16 it was capped
 //! earlier still);
-//! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`.
+//! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`. `ZT_BENCH_SOURCE=tracking`
+//! posts Segment `track` calls to `/v1/batch` instead (`{"batch": [...]}` bodies, an
+//! e-mail in `context.traits` and product properties per call, as a web tracker sends).
 
 // The allocator the `zt` binary ships with (crates/zt-cli/src/main.rs).
 #[global_allocator]
@@ -91,6 +93,69 @@ impl Conn {
         self.io.read_exact(&mut buf).await.unwrap();
         status
     }
+}
+
+/// What the bench posts: native ERP orders, or Segment `track` calls.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    Erp,
+    Tracking,
+}
+
+impl Workload {
+    fn from_env() -> Workload {
+        match std::env::var("ZT_BENCH_SOURCE").as_deref() {
+            Ok("tracking") => Workload::Tracking,
+            Ok("erp") | Err(_) => Workload::Erp,
+            Ok(other) => panic!("ZT_BENCH_SOURCE={other}: erp or tracking"),
+        }
+    }
+
+    fn source(self) -> Source {
+        match self {
+            Workload::Erp => Source::Erp,
+            Workload::Tracking => Source::Tracking,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Workload::Erp => "/v1/sources/erp/events",
+            Workload::Tracking => "/v1/batch",
+        }
+    }
+
+    /// Record `i` as posted.
+    fn record(self, i: usize) -> serde_json::Value {
+        match self {
+            Workload::Erp => native_record(i),
+            Workload::Tracking => track_call(i),
+        }
+    }
+
+    /// The request body of records `ids`.
+    fn body(self, ids: &[usize]) -> Vec<u8> {
+        let records: Vec<serde_json::Value> = ids.iter().map(|&i| self.record(i)).collect();
+        match self {
+            Workload::Erp => serde_json::to_vec(&records),
+            Workload::Tracking => serde_json::to_vec(&serde_json::json!({
+                "batch": records, "sentAt": "2026-01-05T02:00:01.000Z"
+            })),
+        }
+        .unwrap()
+    }
+}
+
+/// A Segment `track` call as a web tracker sends one.
+fn track_call(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "track", "messageId": format!("bench-{i}"), "anonymousId": format!("a{}", i % 5000),
+        "userId": format!("u{}", i % 5000), "event": "Product Added",
+        "properties": {"product_id": "P1", "sku": "SKU-1", "price": 99.0, "quantity": 1, "currency": "CNY"},
+        "context": {"campaign": {"source": "douyin", "medium": "cpc", "name": "ny"},
+                    "device": {"type": "mobile"}, "traits": {"email": "li.lei@example.cn"}},
+        "timestamp": "2026-01-05T02:00:00.000Z"
+    })
 }
 
 fn native_record(i: usize) -> serde_json::Value {
@@ -170,9 +235,9 @@ struct Round {
     p99: Duration,
 }
 
-/// The canonical events the HTTP run of records `ids` will publish (the same native
-/// records normalised outside the clock), with the same keys: what the raw run sends.
-fn raw_events(ids: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+/// The canonical events the HTTP run of records `ids` will publish (the same records
+/// normalised outside the clock), with the same keys: what the raw run sends.
+fn raw_events(work: Workload, ids: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
     let hasher = zt_model::pii::PiiHasher::new(SALT.as_bytes(), "86").unwrap();
     let mapping = Mapping::default();
     let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
@@ -183,16 +248,16 @@ fn raw_events(ids: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
     };
     let private: Vec<String> = Vec::new();
     ids.map(|i| {
-        let raw = serde_json::to_vec(&native_record(i)).unwrap();
+        let raw = serde_json::to_vec(&work.record(i)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let env = Envelope {
             received_at: 1_767_578_400_000,
             raw: &raw,
             private_channels: &private,
         };
-        let ev = normalize(Source::Erp, v, None, &ctx, env).unwrap();
+        let ev = normalize(work.source(), v, None, &ctx, env).unwrap();
         (
-            ev.identities.crm_customer_id.clone().unwrap(),
+            zt_ingest::publish::event_key(&ev).to_owned(),
             zt_model::encode(&ev).unwrap(),
         )
     })
@@ -261,9 +326,10 @@ async fn run() {
     kafka.bootstrap_servers = bootstrap;
     kafka.producer.linger_ms = env_or("ZT_BENCH_LINGER_MS", 5) as u32;
     let topics = fresh_topics(&kafka, 4).await;
-    let topic = topics.events(Source::Erp);
+    let work = Workload::from_env();
+    let topic = topics.events(work.source());
     // The raw run writes to a topic of its own, so each run's records can be counted.
-    let raw_topic = fresh_topics(&kafka, 4).await.events(Source::Erp);
+    let raw_topic = fresh_topics(&kafka, 4).await.events(work.source());
     let producer = zt_kafka::build_producer(&kafka).unwrap();
     let broker_pid = broker.as_ref().map(|b| b.id());
     // One ingest for every round, with the default dedup window (a million ids), which
@@ -272,7 +338,7 @@ async fn run() {
     let mut cfg = ingest_config();
     cfg.dedup_max_entries = 1_000_000; // config/defaults.toml
     let ing = start_with(cfg, kafka.clone(), topics.clone()).await;
-    let auth = basic(&key_of(Source::Erp));
+    let auth = basic(&key_of(work.source()));
 
     // Warm up ingest outside the clock, as the raw producer is: one request on each
     // connection's worth, with ids after every round's.
@@ -280,13 +346,12 @@ async fn run() {
     let warm_ids: Vec<usize> = (rounds * events..rounds * events + warm_up).collect();
     let mut warming = Vec::new();
     for ids in warm_ids.chunks(batch) {
-        let body =
-            serde_json::to_vec(&ids.iter().map(|&i| native_record(i)).collect::<Vec<_>>()).unwrap();
+        let body = work.body(ids);
         let (addr, auth) = (ing.addr, auth.clone());
         warming.push(tokio::spawn(async move {
             let status = Conn::connect(addr)
                 .await
-                .post("/v1/sources/erp/events", &auth, &body)
+                .post(work.path(), &auth, &body)
                 .await;
             assert_eq!(status, 200, "warm-up request");
         }));
@@ -298,7 +363,7 @@ async fn run() {
     let mut runs: Vec<Round> = Vec::new();
     for round in 0..rounds {
         let ids = round * events..(round + 1) * events;
-        let encoded = raw_events(ids.clone());
+        let encoded = raw_events(work, ids.clone());
         if round == 0 {
             // Warm up (connections, metadata, producer id) outside the clock, as ingest's
             // producer is warm by the time its run starts.
@@ -325,10 +390,7 @@ async fn run() {
         let bodies: Vec<Vec<u8>> = ids
             .collect::<Vec<_>>()
             .chunks(batch)
-            .map(|c| {
-                serde_json::to_vec(&c.iter().map(|&i| native_record(i)).collect::<Vec<_>>())
-                    .unwrap()
-            })
+            .map(|c| work.body(c))
             .collect();
         let mut per_conn: Vec<Vec<Vec<u8>>> = (0..conns).map(|_| Vec::new()).collect();
         for (i, body) in bodies.into_iter().enumerate() {
@@ -342,15 +404,15 @@ async fn run() {
         let cpu0 = cpu_now(broker_pid);
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for work in per_conn {
+        for bodies in per_conn {
             let addr = ing.addr;
             let auth = auth.clone();
             tasks.push(tokio::spawn(async move {
                 let mut conn = Conn::connect(addr).await;
-                let mut lat = Vec::with_capacity(work.len());
-                for body in work {
+                let mut lat = Vec::with_capacity(bodies.len());
+                for body in bodies {
                     let s = Instant::now();
-                    let status = conn.post("/v1/sources/erp/events", &auth, &body).await;
+                    let status = conn.post(work.path(), &auth, &body).await;
                     assert_eq!(status, 200);
                     lat.push(s.elapsed());
                 }
@@ -399,7 +461,11 @@ async fn run() {
     ing.shutdown.trigger();
 
     println!(
-        "ingest load run: {rounds} rounds of {events} events (a raw run, then an HTTP run), batches of {batch}, {conns} connections, broker: {storage}"
+        "ingest load run: {rounds} rounds of {events} events (a raw run, then an HTTP run), {}, batches of {batch}, {conns} connections, broker: {storage}",
+        match work {
+            Workload::Erp => "native ERP orders",
+            Workload::Tracking => "Segment track calls to /v1/batch",
+        }
     );
     let per_event = |secs: f64| secs * 1e6 / events as f64;
     println!(
