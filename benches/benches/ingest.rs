@@ -76,9 +76,9 @@ fn normalize_encode(c: &mut Criterion) {
                         raw: raw.as_bytes(),
                         private_channels: &private,
                     };
-                    // As the endpoints read an item (native objects lazily, since 2026-11-27),
-                    // or through a whole value tree (how every item was read before; Segment
-                    // calls and the dead-letter replayer still are).
+                    // As the endpoints read an item (native objects lazily since 2026-11-27,
+                    // Segment calls since 2026-11-28), or through a whole value tree (how
+                    // every item was read before; the dead-letter replayer still is).
                     let ev = if tree {
                         let v: serde_json::Value = serde_json::from_str(black_box(raw)).unwrap();
                         zt_ingest::normalize::normalize(source, v, kind, &ctx, env).unwrap()

@@ -58,6 +58,56 @@ fn replayers() -> &'static [Replayer; 2] {
     })
 }
 
+/// Normalises every call of a Segment body both ways: the lazy split and reader the
+/// endpoint uses, and the value tree of the body (the first implementation, the oracle).
+/// When the lazy split reads the body, the calls' bytes must hold the same JSON values as
+/// the tree path's, and the events and rejections must be the same. Returns whether the
+/// lazy split read the body.
+pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
+    use crate::items::{Parsed, parse_item, split_segment, split_segment_lazy};
+    let Some((key, calls)) = split_segment_lazy(body, single, max) else {
+        return false;
+    };
+    let tree: serde_json::Value =
+        serde_json::from_slice(body).expect("a body the scanner reads is JSON");
+    assert_eq!(
+        key.as_deref(),
+        tree.get("writeKey").and_then(serde_json::Value::as_str),
+        "writeKey"
+    );
+    let owned = split_segment(body, tree, single, max).expect("the tree path splits it too");
+    assert_eq!(calls.len(), owned.len(), "calls");
+    let cfg = config(false);
+    let mappings = crate::items::source_mappings(&cfg).expect("a valid config");
+    let h = hasher();
+    let ctx = crate::items::ctx_for(&mappings, &h, Source::Tracking);
+    let kind = single.then_some("track");
+    for (call, (raw, value)) in calls.iter().zip(owned) {
+        let lazy_value: serde_json::Value =
+            serde_json::from_slice(&call.raw).expect("a call's bytes are JSON");
+        let tree_value: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
+        assert_eq!(lazy_value, tree_value, "a call's bytes");
+        let norm = |v: Result<Parsed<'_>, crate::error::Rejection>| {
+            let env = crate::normalize::Envelope {
+                received_at: 1_750_000_000_000,
+                raw: &call.raw,
+                private_channels: &[],
+            };
+            v.and_then(|v| {
+                crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env)
+            })
+        };
+        let lazy = match &call.refused {
+            Some(rej) => Err(rej.clone()),
+            None => norm(parse_item(&call.raw)),
+        };
+        // Both read with the same bytes, so ids derived from them agree too.
+        let tree = norm(value.map(Parsed::Tree));
+        assert_eq!(lazy, tree, "lazy and tree reading of a Segment call differ");
+    }
+    true
+}
+
 /// The body parsers and every normaliser: the first byte picks the source, the mapping
 /// (documented or a configured variant) and how the body is framed (JSON, NDJSON, one
 /// Segment call of a given type); the rest is the request body, split and normalised as
@@ -128,6 +178,9 @@ pub fn ingest_body(data: &[u8]) {
             let lazy = crate::normalize::normalize_parsed(source, parsed, None, &ctx, env());
             assert_eq!(tree, lazy, "lazy and tree reading differ");
         }
+    }
+    if source == Source::Tracking {
+        segment_agrees(body, (sel / 12) % 4 >= 2, 3);
     }
     if let Ok(text) = std::str::from_utf8(body) {
         scan_agrees(text);

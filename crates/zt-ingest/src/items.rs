@@ -261,6 +261,95 @@ pub(crate) fn split_segment(
     Ok(owned)
 }
 
+/// A Segment call read without a value tree of the body: its bytes and, for an item past
+/// `max_batch_events`, its rejection.
+pub(crate) struct LazyCall<'a> {
+    /// The call's bytes: borrowed from the body, or the batch item with the batch-level
+    /// fields it lacked (`context`, `integrations`, `sentAt`) added at its end.
+    pub(crate) raw: std::borrow::Cow<'a, [u8]>,
+    /// Set for an item past `max_batch_events`.
+    pub(crate) refused: Option<Rejection>,
+}
+
+/// [`split_segment`] without a value tree of the body: the body is scanned
+/// ([`crate::scan`]), and each call is read lazily later ([`parse_item`]). A batch item
+/// that lacks a batch-level field gets the field's text added at its end, so its bytes
+/// are the call as it is normalised (for its dead letter, size check and derived id).
+/// Also the body's `writeKey`.
+///
+/// `None` whenever the tree path must decide: text the scanner does not read, no `batch`
+/// array, an item that is not an object, or an item with its own `context` or
+/// `integrations` beside the batch's (those are merged key by key).
+pub(crate) fn split_segment_lazy(
+    body: &[u8],
+    single: bool,
+    max_batch_events: usize,
+) -> Option<(Option<String>, Vec<LazyCall<'_>>)> {
+    use std::borrow::Cow;
+    let text = std::str::from_utf8(body).ok()?;
+    let members = crate::scan::object(text)?;
+    let last = |name: &str| {
+        members
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| *v)
+    };
+    let write_key = last("writeKey").and_then(|v| serde_json::from_str::<String>(v).ok());
+    if single {
+        let call = LazyCall {
+            raw: Cow::Borrowed(body),
+            refused: None,
+        };
+        return Some((write_key, vec![call]));
+    }
+    let batch = last("batch").filter(|t| t.starts_with('['))?;
+    let batch_level = [
+        ("context", last("context").filter(|t| t.starts_with('{'))),
+        (
+            "integrations",
+            last("integrations").filter(|t| t.starts_with('{')),
+        ),
+        ("sentAt", last("sentAt")),
+    ];
+    let elements = crate::scan::array(batch)?;
+    let mut calls = Vec::with_capacity(elements.len());
+    for (i, (item, item_members)) in elements.into_iter().enumerate() {
+        let item_members = item_members?;
+        let has = |name: &str| item_members.iter().any(|(k, _)| k.as_ref() == name);
+        let mut raw = Cow::Borrowed(item.as_bytes());
+        for (name, value) in batch_level {
+            let Some(value) = value else { continue };
+            if has(name) {
+                if name == "sentAt" {
+                    continue;
+                }
+                // Both have it: merged key by key on the tree path.
+                return None;
+            }
+            let bytes = raw.to_mut();
+            // The item's text ends with its closing brace.
+            bytes.pop();
+            if !item_members.is_empty() || bytes.len() > item.len() - 1 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(b"\"");
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(b"\":");
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(b'}');
+        }
+        let refused = (i >= max_batch_events).then(|| {
+            Rejection::whole(
+                Reason::OversizeBatch,
+                format!("a batch holds at most {max_batch_events} events"),
+            )
+        });
+        calls.push(LazyCall { raw, refused });
+    }
+    Some((write_key, calls))
+}
+
 /// The per-item checks and the normalisation of one item: its parse result, its size
 /// (`max_event_bytes`), then the source's normaliser with `received_at` as the receive
 /// time.
@@ -362,6 +451,67 @@ mod tests {
         );
         let err = split_native(b"{\"a\":1}\n{\"c\":2}", false).unwrap_err();
         assert_eq!(err.reason, Reason::MalformedJson, "NDJSON sent as JSON");
+    }
+
+    fn segment_both_ways(body: &[u8], single: bool, max: usize) -> bool {
+        crate::fuzzing::segment_agrees(body, single, max)
+    }
+
+    #[test]
+    fn segment_calls_read_lazily_normalise_as_the_value_tree_does() {
+        let fixtures = [
+            include_str!("../../../tests/fixtures/segment/track.json"),
+            include_str!("../../../tests/fixtures/segment/identify.json"),
+            include_str!("../../../tests/fixtures/segment/page.json"),
+            include_str!("../../../tests/fixtures/segment/screen.json"),
+            include_str!("../../../tests/fixtures/segment/alias.json"),
+            include_str!("../../../tests/fixtures/segment/group.json"),
+        ];
+        for f in fixtures {
+            assert!(segment_both_ways(f.as_bytes(), true, 2500), "{f}");
+        }
+        // The documented batch merges its context into items that have their own: the
+        // tree path's. Without the batch-level context and integrations it is read lazily.
+        let batch = include_str!("../../../tests/fixtures/segment/batch.json");
+        assert!(!segment_both_ways(batch.as_bytes(), false, 2500));
+        let mut lean: Value = serde_json::from_str(batch).unwrap();
+        let top = lean.as_object_mut().unwrap();
+        assert!(top.remove("context").is_some() && top.remove("integrations").is_some());
+        let lean = serde_json::to_vec_pretty(&lean).unwrap();
+        assert!(segment_both_ways(&lean, false, 2500));
+        assert!(segment_both_ways(&lean, false, 3), "past the cap");
+        let call = r#"{"type":"track","event":"A","userId":"u1","messageId":"m1"}"#;
+        let lazily = [
+            // Batch-level fields an item lacks are added to it; its own sentAt wins.
+            format!(
+                r#"{{"batch":[{call},{{"type":"track","event":"B","anonymousId":"a","sentAt":"2026-01-01T00:00:00Z"}},{{ }}],"context":{{"ip":"9","traits":{{"email":"A@b.cn"}}}},"integrations":{{"All":true}},"sentAt":"2026-01-01T00:00:01Z","writeKey":"k"}}"#
+            ),
+            // Only some batch-level fields; white space; a duplicate key in an item.
+            format!(
+                "{{ \"sentAt\" : null , \"batch\" : [ {call} , {{\"type\":\"page\",\"userId\":\"u\",\"userId\":\"v\"}} ] }}"
+            ),
+            // No batch-level fields; errors in items.
+            format!(r#"{{"batch":[{call},{{"type":"track","userId":"u"}},{{"type":"nope"}}]}}"#),
+            // Non-object batch-level context is not merged.
+            format!(r#"{{"batch":[{call}],"context":"x"}}"#),
+        ];
+        for body in &lazily {
+            assert!(segment_both_ways(body.as_bytes(), false, 2500), "{body}");
+        }
+        // The tree path decides these (merges key by key, words the errors).
+        let tree_only = [
+            r#"{"batch":[{"type":"track","event":"A","userId":"u","context":{"ip":"1"}}],"context":{"locale":"zh"}}"#.to_owned(),
+            format!(r#"{{"batch":[{call},7]}}"#),
+            r#"{"batch":{}}"#.to_owned(),
+            r#"{"batch":[{"a":1}"#.to_owned(),
+            r#"{"nobatch":[]}"#.to_owned(),
+        ];
+        for body in &tree_only {
+            assert!(
+                split_segment_lazy(body.as_bytes(), false, 2500).is_none(),
+                "{body}"
+            );
+        }
     }
 
     #[test]

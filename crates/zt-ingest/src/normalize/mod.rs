@@ -75,8 +75,8 @@ pub(crate) fn normalize_parsed(
 }
 
 /// [`normalize`] of one JSON item given as text, read as ingest reads a request's items
-/// (for benchmarks: the same path as the HTTP endpoints): a native object lazily, a
-/// Segment call as a value tree (its batch-level fields are merged into it first).
+/// (for benchmarks: the same path as the HTTP endpoints): an object lazily, anything
+/// else as a value tree.
 pub fn normalize_json(
     source: Source,
     json: &str,
@@ -84,10 +84,6 @@ pub fn normalize_json(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
-    if source == Source::Tracking {
-        let v: Value = serde_json::from_str(json).map_err(|e| crate::items::parse_error(&e))?;
-        return normalize(source, v, segment_kind, ctx, env);
-    }
     let parsed = crate::items::parse_item(json.as_bytes())?;
     normalize_parsed(source, parsed, segment_kind, ctx, env)
 }
