@@ -93,9 +93,7 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
                 raw: &call.raw,
                 private_channels: &[],
             };
-            v.and_then(|v| {
-                crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env)
-            })
+            v.and_then(|v| crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env))
         };
         let lazy = match &call.refused {
             Some(rej) => Err(rej.clone()),
