@@ -276,6 +276,11 @@ fn text_val(s: &str) -> Option<Val<'_>> {
         .map(|v| Val::Tree(Cow::Owned(v)))
 }
 
+/// [`text_val`] of a member's raw value, `None` for `null` (absent).
+fn present(raw: &str) -> Option<Val<'_>> {
+    text_val(raw).filter(|v| !matches!(v, Val::Tree(t) if t.is_null()))
+}
+
 /// A member's value as [`Record::val`] gives it.
 enum Val<'v> {
     /// A string without escapes, borrowed from the record's text.
@@ -436,8 +441,7 @@ impl<'a> Record<'a> {
                 .get(name)
                 .filter(|v| !v.is_null())
                 .map(|v| Val::Tree(Cow::Borrowed(v))),
-            Obj::Flat { members, names } => text_val(find(members, *names, name)?)
-                .filter(|v| !matches!(v, Val::Tree(t) if t.is_null())),
+            Obj::Flat { members, names } => present(find(members, *names, name)?),
         }
     }
 
@@ -499,16 +503,20 @@ impl<'a> Record<'a> {
     }
 
     fn opt_text_here(&self, name: &str) -> Result<Option<Cow<'_, str>>, Rejection> {
-        // A lazily read string without escapes, the common case, straight from its text.
-        if let Obj::Flat { members, names } = &self.obj {
-            let Some(raw) = find(members, *names, name) else {
-                return Ok(None);
-            };
-            if let Some(s) = plain_string(raw) {
-                return Ok((!s.is_empty()).then_some(Cow::Borrowed(s)));
+        let val = match &self.obj {
+            Obj::Flat { members, names } => {
+                let Some(raw) = find(members, *names, name) else {
+                    return Ok(None);
+                };
+                // A string without escapes, the common case, straight from its text.
+                if let Some(s) = plain_string(raw) {
+                    return Ok((!s.is_empty()).then_some(Cow::Borrowed(s)));
+                }
+                present(raw)
             }
-        }
-        match self.val(name) {
+            Obj::Tree(_) => self.val(name),
+        };
+        match val {
             None => Ok(None),
             Some(Val::Str(s)) => Ok((!s.is_empty()).then_some(Cow::Borrowed(s))),
             Some(Val::Int(n)) => Ok(Some(Cow::Owned(n.to_string()))),

@@ -252,13 +252,18 @@ pub(crate) fn split_segment(
     }
     for (i, (_, v)) in owned.iter_mut().enumerate() {
         if i >= max_batch_events {
-            *v = Err(Rejection::whole(
-                Reason::OversizeBatch,
-                format!("a batch holds at most {max_batch_events} events"),
-            ));
+            *v = Err(past_the_cap(max_batch_events));
         }
     }
     Ok(owned)
+}
+
+/// The rejection of a batch item past `max_batch_events`.
+fn past_the_cap(max_batch_events: usize) -> Rejection {
+    Rejection::whole(
+        Reason::OversizeBatch,
+        format!("a batch holds at most {max_batch_events} events"),
+    )
 }
 
 /// A Segment call read without a value tree of the body: its bytes and, for an item past
@@ -339,12 +344,7 @@ pub(crate) fn split_segment_lazy(
             bytes.extend_from_slice(value.as_bytes());
             bytes.push(b'}');
         }
-        let refused = (i >= max_batch_events).then(|| {
-            Rejection::whole(
-                Reason::OversizeBatch,
-                format!("a batch holds at most {max_batch_events} events"),
-            )
-        });
+        let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
         calls.push(LazyCall { raw, refused });
     }
     Some((write_key, calls))
@@ -453,10 +453,6 @@ mod tests {
         assert_eq!(err.reason, Reason::MalformedJson, "NDJSON sent as JSON");
     }
 
-    fn segment_both_ways(body: &[u8], single: bool, max: usize) -> bool {
-        crate::fuzzing::segment_agrees(body, single, max)
-    }
-
     #[test]
     fn segment_calls_read_lazily_normalise_as_the_value_tree_does() {
         let fixtures = [
@@ -468,18 +464,28 @@ mod tests {
             include_str!("../../../tests/fixtures/segment/group.json"),
         ];
         for f in fixtures {
-            assert!(segment_both_ways(f.as_bytes(), true, 2500), "{f}");
+            assert!(
+                crate::fuzzing::segment_agrees(f.as_bytes(), true, 2500),
+                "{f}"
+            );
         }
         // The documented batch merges its context into items that have their own: the
         // tree path's. Without the batch-level context and integrations it is read lazily.
         let batch = include_str!("../../../tests/fixtures/segment/batch.json");
-        assert!(!segment_both_ways(batch.as_bytes(), false, 2500));
+        assert!(!crate::fuzzing::segment_agrees(
+            batch.as_bytes(),
+            false,
+            2500
+        ));
         let mut lean: Value = serde_json::from_str(batch).unwrap();
         let top = lean.as_object_mut().unwrap();
         assert!(top.remove("context").is_some() && top.remove("integrations").is_some());
         let lean = serde_json::to_vec_pretty(&lean).unwrap();
-        assert!(segment_both_ways(&lean, false, 2500));
-        assert!(segment_both_ways(&lean, false, 3), "past the cap");
+        assert!(crate::fuzzing::segment_agrees(&lean, false, 2500));
+        assert!(
+            crate::fuzzing::segment_agrees(&lean, false, 3),
+            "past the cap"
+        );
         let call = r#"{"type":"track","event":"A","userId":"u1","messageId":"m1"}"#;
         let lazily = [
             // Batch-level fields an item lacks are added to it; its own sentAt wins.
@@ -496,7 +502,10 @@ mod tests {
             format!(r#"{{"batch":[{call}],"context":"x"}}"#),
         ];
         for body in &lazily {
-            assert!(segment_both_ways(body.as_bytes(), false, 2500), "{body}");
+            assert!(
+                crate::fuzzing::segment_agrees(body.as_bytes(), false, 2500),
+                "{body}"
+            );
         }
         // The tree path decides these (merges key by key, words the errors).
         let tree_only = [

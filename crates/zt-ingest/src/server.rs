@@ -796,9 +796,8 @@ async fn segment_inner(
     // was about a quarter of a tracking request's time), else parsed into a tree, which
     // also words any error.
     let max = st.cfg.max_batch_events;
-    let lazy = items::split_segment_lazy(&body, kind.is_some(), max);
-    let (parsed, body_key) = match &lazy {
-        Some((key, _)) => (None, key.clone()),
+    let (read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
+        Some((key, calls)) => (Ok(calls), key),
         None => {
             let parsed: Result<Value, Rejection> =
                 serde_json::from_slice(&body).map_err(|e| parse_error(&e));
@@ -808,7 +807,7 @@ async fn segment_inner(
                 .and_then(|v| v.get("writeKey"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            (Some(parsed), key)
+            (Err(parsed), key)
         }
     };
     let meta = Meta {
@@ -843,10 +842,10 @@ async fn segment_inner(
             .await;
     }
     let mut owned: Vec<items::OwnedItem>;
-    let items: Vec<Item<'_>> = match (&lazy, parsed) {
-        // Calls read lazily; Segment accepts a batch and rejects the events past its
-        // limit one by one.
-        (Some((_, calls)), _) => calls
+    // `Ok`: the calls read lazily; `Err`: the body's value tree (or why it has none).
+    let items: Vec<Item<'_>> = match read {
+        // Segment accepts a batch and rejects the events past its limit one by one.
+        Ok(ref calls) => calls
             .iter()
             .map(|c| Item {
                 raw: &c.raw,
@@ -856,15 +855,14 @@ async fn segment_inner(
                 },
             })
             .collect(),
-        (None, parsed) => {
+        Err(parsed) => {
             let value = match parsed {
-                Some(Ok(v)) => v,
-                Some(Err(rej)) => {
+                Ok(v) => v,
+                Err(rej) => {
                     return st
                         .refuse(route, StatusCode::BAD_REQUEST, src, rej, &body, meta)
                         .await;
                 }
-                None => Value::Null,
             };
             // Items with their own bytes (re-serialised after the batch-level merge).
             owned = match split_segment(&body, value, kind.is_some(), max) {
