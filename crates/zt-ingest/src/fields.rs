@@ -147,6 +147,53 @@ impl<'a> Flat<'a> {
     }
 }
 
+/// A JSON object inside a record, read from its text like [`Flat`], with the
+/// [`name_bit`]s of its names: how the Segment normaliser reads a call's `context`,
+/// `properties` and `traits` without a value tree.
+#[derive(Debug, Default)]
+pub(crate) struct Object<'a> {
+    members: scan::Members<'a>,
+    names: u128,
+}
+
+impl<'a> Object<'a> {
+    /// The object `src` (raw JSON text), `None` when it is not one JSON object.
+    pub(crate) fn parse(src: &'a str) -> Option<Object<'a>> {
+        Some(Object::of(Flat::parse(src)?.members))
+    }
+
+    /// The object whose members are listed already.
+    pub(crate) fn of(members: scan::Members<'a>) -> Object<'a> {
+        let names = members.iter().fold(0, |acc, (k, _)| acc | name_bit(k));
+        Object { members, names }
+    }
+
+    /// The raw value of the last member named `name` (`null` included), as a value tree
+    /// keeps the last of repeated names.
+    #[inline(always)]
+    pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
+        find(&self.members, self.names, name)
+    }
+
+    /// The members in order, each with whether it is the last of its name (a value
+    /// tree keeps only those).
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &'a str, bool)> + '_ {
+        // Repeated names are rare: find whether there are any in one pass, with the name
+        // bits of the members seen so far.
+        let mut seen = 0u128;
+        let repeats = self.members.iter().enumerate().any(|(i, (k, _))| {
+            let bit = name_bit(k);
+            let maybe = seen & bit != 0 && self.members[..i].iter().any(|(j, _)| j == k);
+            seen |= bit;
+            maybe
+        });
+        self.members.iter().enumerate().map(move |(i, (k, v))| {
+            let last = !repeats || !self.members[i + 1..].iter().any(|(j, _)| j == k);
+            (k.as_ref(), *v, last)
+        })
+    }
+}
+
 /// The members of the JSON object `src` as serde_json lists them (names decoded, values
 /// as raw text), or `None` when `src` is not one JSON object.
 pub fn serde_members(src: &str) -> Option<scan::Members<'_>> {
@@ -237,7 +284,7 @@ fn name_bit(name: &str) -> u128 {
 
 /// The text of raw JSON `s` (one valid JSON value) when it is a string without escapes:
 /// then the characters between the quotes are the text.
-fn plain_string(s: &str) -> Option<&str> {
+pub(crate) fn plain_string(s: &str) -> Option<&str> {
     match s.as_bytes() {
         [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Some(&s[1..s.len() - 1]),
         _ => None,
@@ -472,6 +519,20 @@ impl<'a> Record<'a> {
     /// The raw value, if present and not null.
     pub fn raw(&self, name: &str) -> Option<Cow<'_, Value>> {
         self.get(name)
+    }
+
+    /// The raw JSON text of the member `name` unless absent or null: borrowed from a
+    /// lazily read object, serialised from a value tree.
+    pub fn text(&self, name: &str) -> Option<Cow<'a, str>> {
+        match &self.obj {
+            Obj::Tree(m) => m
+                .get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| Cow::Owned(v.to_string())),
+            Obj::Flat { members, names } => find(members, *names, name)
+                .filter(|raw| *raw != "null")
+                .map(Cow::Borrowed),
+        }
     }
 
     /// Removes and returns a raw value.

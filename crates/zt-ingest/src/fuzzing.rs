@@ -99,11 +99,54 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
             Some(rej) => Err(rej.clone()),
             None => norm(parse_item(&call.raw)),
         };
-        // Both read with the same bytes, so ids derived from them agree too.
+        // All read with the same bytes, so ids derived from them agree too.
+        let reference = value.clone().and_then(|v| {
+            let env = crate::normalize::Envelope {
+                received_at: 1_750_000_000_000,
+                raw: &call.raw,
+                private_channels: &[],
+            };
+            let rec = crate::fields::Record::new(v, "", &ctx)?;
+            crate::normalize::segment_reference::normalize(rec, kind, &ctx, env)
+        });
         let tree = norm(value.map(Parsed::Tree));
-        assert_eq!(lazy, tree, "lazy and tree reading of a Segment call differ");
+        assert_eq!(
+            json_texts_parsed(lazy),
+            json_texts_parsed(reference.clone()),
+            "the lazy reading of a Segment call and the reference normaliser differ"
+        );
+        assert_eq!(
+            json_texts_parsed(tree),
+            json_texts_parsed(reference),
+            "the tree reading of a Segment call and the reference normaliser differ"
+        );
     }
     true
+}
+
+/// A normalised tracking event with its properties and traits texts parsed (their key
+/// order and spacing are not part of the contract): each must be one JSON object.
+pub fn json_texts_parsed(
+    r: Result<zt_model::Event, crate::error::Rejection>,
+) -> Result<(zt_model::Event, serde_json::Value, serde_json::Value), crate::error::Rejection> {
+    let mut ev = r?;
+    let (p, t) = match &mut ev.payload {
+        zt_model::Payload::Tracking(t) => (
+            std::mem::take(&mut t.properties_json),
+            std::mem::take(&mut t.traits_json),
+        ),
+        _ => Default::default(),
+    };
+    let parse = |s: &str| -> serde_json::Value {
+        if s.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"));
+        assert!(v.is_object(), "not a JSON object: {s}");
+        v
+    };
+    Ok((ev, parse(&p), parse(&t)))
 }
 
 /// The body parsers and every normaliser: the first byte picks the source, the mapping

@@ -103,11 +103,14 @@ impl Parsed<'_> {
     }
 }
 
-/// Parses one native item: an object lazily, anything else (or broken JSON, for its
-/// error) as a value tree.
+/// Parses one item: an object the scanner reads lazily, anything else (or broken JSON,
+/// for its error) as a value tree. (Not serde_json's list of members: it passes on values
+/// no value tree accepts, a lone surrogate escape, which the tree path refuses.)
 pub(crate) fn parse_item(src: &[u8]) -> Result<Parsed<'_>, Rejection> {
-    if let Some(flat) = std::str::from_utf8(src).ok().and_then(Flat::parse) {
-        return Ok(Parsed::Flat(flat));
+    if let Ok(text) = std::str::from_utf8(src)
+        && let Some(members) = crate::scan::object(text)
+    {
+        return Ok(Parsed::Flat(Flat::from_members(text, members)));
     }
     serde_json::from_slice(src)
         .map(Parsed::Tree)

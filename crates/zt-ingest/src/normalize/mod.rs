@@ -4,6 +4,8 @@
 
 pub(crate) mod native;
 pub(crate) mod segment;
+#[doc(hidden)]
+pub mod segment_reference;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

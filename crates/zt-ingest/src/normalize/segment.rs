@@ -17,17 +17,21 @@
 //! - e-mails and phones in `traits`, `context.traits` and `properties` are hashed into the
 //!   identities and removed, with names and addresses in traits, before anything is kept.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 use zt_model::*;
 
 use super::Envelope;
 use crate::error::{Reason, Rejection};
-use crate::fields::{Ctx, Record, hash_identifier, parse_rfc3339_ms};
+use crate::fields::{Ctx, Object, Record, hash_identifier, parse_rfc3339_ms, plain_string};
+use crate::scan;
 
-const KINDS: [&str; 6] = ["track", "identify", "page", "screen", "alias", "group"];
+pub(super) const KINDS: [&str; 6] = ["track", "identify", "page", "screen", "alias", "group"];
 
 /// Keys holding phones or e-mails; removed from properties and traits everywhere.
-const CONTACT_KEYS: &[&str] = &[
+pub(super) const CONTACT_KEYS: &[&str] = &[
     "email",
     "e_mail",
     "phone",
@@ -40,7 +44,7 @@ const CONTACT_KEYS: &[&str] = &[
     "telephone",
 ];
 /// Further personal data removed from traits.
-const TRAIT_PII_KEYS: &[&str] = &[
+pub(super) const TRAIT_PII_KEYS: &[&str] = &[
     "name",
     "first_name",
     "firstname",
@@ -59,7 +63,7 @@ const FOLD_MAX: usize = 32;
 /// every key of every tracking call's properties, context and traits is checked, and
 /// folding each into new strings (one per contact key compared) was most of
 /// normalising a `track` call.
-fn fold<R>(k: &str, keep_underscores: bool, f: impl FnOnce(&[u8]) -> R) -> R {
+pub(super) fn fold<R>(k: &str, keep_underscores: bool, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = [0u8; FOLD_MAX];
     let mut n = 0;
     for b in k.bytes() {
@@ -81,88 +85,211 @@ fn fold<R>(k: &str, keep_underscores: bool, f: impl FnOnce(&[u8]) -> R) -> R {
     f(&buf[..n])
 }
 
-/// True when `k`, lowercased and without `-` and `_`, is a contact key without `_`.
-fn is_contact_key(k: &str) -> bool {
+/// What a contact key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Contact {
+    Email,
+    Phone,
+}
+
+/// The kind of contact key `k` is: `k` lowercased and without `-` and `_` is a contact
+/// key without `_`; `email` (or `e_mail`, `E-Mail`, ...) holds an e-mail, the others a
+/// phone. One fold of the key answers both.
+pub(super) fn contact_kind(k: &str) -> Option<Contact> {
     fold(k, false, |bare| {
-        CONTACT_KEYS
+        if bare == b"email" {
+            Some(Contact::Email)
+        } else if CONTACT_KEYS
             .iter()
             .any(|c| c.bytes().filter(|b| *b != b'_').eq(bare.iter().copied()))
-    })
-}
-
-/// Removes contact keys (recursively) and, for traits, further personal keys.
-fn strip_pii(obj: &mut Map<String, Value>, traits: bool) {
-    obj.retain(|k, _| {
-        !(is_contact_key(k)
-            || (traits
-                && fold(k, true, |n| {
-                    TRAIT_PII_KEYS.iter().any(|t| t.as_bytes() == n)
-                })))
-    });
-    for v in obj.values_mut() {
-        strip_value(v);
-    }
-}
-
-fn strip_value(v: &mut Value) {
-    match v {
-        Value::Object(inner) => strip_pii(inner, false),
-        Value::Array(items) => items.iter_mut().for_each(strip_value),
-        _ => {}
-    }
-}
-
-fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
-    v.and_then(Value::as_object)
-}
-
-fn s_of(m: Option<&Map<String, Value>>, k: &str) -> Option<String> {
-    match m?.get(k)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Finds the first contact value of one kind in `m` (top level only).
-fn contact(m: Option<&Map<String, Value>>, phone: bool) -> Option<(String, String)> {
-    let m = m?;
-    m.iter().find_map(|(k, v)| {
-        let is_email = fold(k, false, |bare| bare == b"email");
-        let wanted = if phone {
-            !is_email && is_contact_key(k)
+        {
+            Some(Contact::Phone)
         } else {
-            is_email
-        };
-        match v {
-            Value::String(s) if wanted && !s.is_empty() => Some((k.clone(), s.clone())),
-            Value::Number(n) if wanted => Some((k.clone(), n.to_string())),
-            _ => None,
+            None
         }
     })
 }
 
-fn money(v: Option<&Value>) -> Option<i64> {
-    let x = match v? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse().ok()?,
-        _ => return None,
+/// True when `k` is a contact key ([`contact_kind`]).
+pub(super) fn is_contact_key(k: &str) -> bool {
+    contact_kind(k).is_some()
+}
+
+/// True when `k`, lowercased and without `-`, is one of the further personal keys of
+/// traits.
+pub(super) fn is_trait_pii_key(k: &str) -> bool {
+    fold(k, true, |n| {
+        TRAIT_PII_KEYS.iter().any(|t| t.as_bytes() == n)
+    })
+}
+
+/// The string raw JSON `raw` holds, `None` for any other value.
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    if let Some(s) = plain_string(raw) {
+        return Some(Cow::Borrowed(s));
+    }
+    if !raw.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// The number raw JSON `raw` holds, `None` for any other value.
+fn number(raw: &str) -> Option<serde_json::Number> {
+    match raw.as_bytes().first()? {
+        b'-' | b'0'..=b'9' => serde_json::from_str(raw).ok(),
+        _ => None,
+    }
+}
+
+/// A scalar as text: a non-empty string, or a number as serde_json prints it.
+fn scalar(raw: &str) -> Option<String> {
+    if let Some(s) = string(raw) {
+        return (!s.is_empty()).then(|| s.into_owned());
+    }
+    number(raw).map(|n| n.to_string())
+}
+
+/// The object member `k` of `m` holds, `None` when absent or not an object.
+fn obj<'a>(m: &Object<'a>, k: &str) -> Option<Object<'a>> {
+    m.get(k)
+        .filter(|raw| raw.starts_with('{'))
+        .and_then(Object::parse)
+}
+
+/// The member `k` of `m` as text ([`scalar`]).
+fn s_of(m: Option<&Object<'_>>, k: &str) -> Option<String> {
+    scalar(m?.get(k)?)
+}
+
+/// A contact found in an object: its key and its value as text.
+type Found<'a> = Option<(&'a str, String)>;
+
+/// The first phone and the first e-mail in `m` (top level only), with their keys: for
+/// each, the least key in string order (a value tree's order) among those whose (last)
+/// value is a non-empty string or a number. One pass over the members.
+fn contacts<'a>(m: &'a Object<'_>) -> (Found<'a>, Found<'a>) {
+    let (mut phone, mut email): (Found<'a>, Found<'a>) = (None, None);
+    for (k, raw, last) in m.members() {
+        if !last {
+            continue;
+        }
+        let best = match contact_kind(k) {
+            Some(Contact::Phone) => &mut phone,
+            Some(Contact::Email) => &mut email,
+            None => continue,
+        };
+        if best.as_ref().is_some_and(|(b, _)| *b <= k) {
+            continue;
+        }
+        if let Some(v) = scalar(raw) {
+            *best = Some((k, v));
+        }
+    }
+    (phone, email)
+}
+
+fn money(raw: Option<&str>) -> Option<i64> {
+    let raw = raw?;
+    let x: f64 = match string(raw) {
+        Some(s) => s.trim().parse().ok()?,
+        None => number(raw)?.as_f64()?,
     };
     let minor = (x * 100.0).round();
     (minor.is_finite() && minor.abs() < 9.0e15).then_some(minor as i64)
 }
 
-fn int(v: Option<&Value>) -> Option<i32> {
-    match v? {
-        Value::Number(n) => n.as_i64().and_then(|x| i32::try_from(x).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+fn int(raw: Option<&str>) -> Option<i32> {
+    let raw = raw?;
+    match string(raw) {
+        Some(s) => s.trim().parse().ok(),
+        None => number(raw)?.as_i64().and_then(|x| i32::try_from(x).ok()),
     }
 }
 
-/// Normalises one Segment call.
+/// The elements of the JSON array `raw`, each object element with its members when
+/// they were listed; `None` when `raw` is not an array.
+fn elements(raw: &str) -> Option<Vec<scan::Element<'_>>> {
+    if !raw.starts_with('[') {
+        return None;
+    }
+    scan::array(raw).or_else(|| {
+        let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+        Some(items.into_iter().map(|v| (v.get(), None)).collect())
+    })
+}
+
+/// Writes `o` as compact JSON text without contact keys at any depth and, for `traits`,
+/// without the further personal keys at its top level. Members keep their order and
+/// their values' text; a repeated name is written once, with its last value (what a value
+/// tree keeps).
+fn write_stripped(o: &Object<'_>, traits: bool, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    for (k, raw, last) in o.members() {
+        if !last || is_contact_key(k) || (traits && is_trait_pii_key(k)) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        if k.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            out.push_str(&Value::from(k).to_string());
+        } else {
+            out.push('"');
+            out.push_str(k);
+            out.push('"');
+        }
+        out.push(':');
+        write_value(raw, out);
+    }
+    out.push('}');
+}
+
+/// Writes the JSON value `raw` with contact keys removed from the objects in it.
+fn write_value(raw: &str, out: &mut String) {
+    match raw.as_bytes().first() {
+        Some(b'{') => match Object::parse(raw) {
+            Some(o) => write_stripped(&o, false, out),
+            None => out.push_str("{}"),
+        },
+        Some(b'[') => {
+            out.push('[');
+            for (i, (el, members)) in elements(raw).unwrap_or_default().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match members {
+                    Some(m) => write_stripped(&Object::of(m), false, out),
+                    None => write_value(el, out),
+                }
+            }
+            out.push(']');
+        }
+        _ => out.push_str(raw),
+    }
+}
+
+/// The JSON object text of the call's member `name`: `None` when absent or null, a
+/// rejection when it is not an object.
+fn object_text<'a>(rec: &Record<'a>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match rec.text(name) {
+        None => Ok(None),
+        Some(t) if t.starts_with('{') => Ok(Some(t)),
+        Some(_) => Err(rec.invalid(name, "must be an object")),
+    }
+}
+
+/// The object of [`object_text`] (empty when absent).
+fn object<'t>(text: Option<&'t str>) -> Object<'t> {
+    text.and_then(Object::parse).unwrap_or_default()
+}
+
+/// Normalises one Segment call, reading its `context`, `properties` and `traits` from
+/// their JSON text (a lazily read call's text is borrowed from the request body).
 pub(crate) fn normalize(
-    mut rec: Record<'_>,
+    rec: Record<'_>,
     endpoint_kind: Option<&str>,
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
@@ -192,12 +319,14 @@ pub(crate) fn normalize(
         ));
     }
     let time = |name: &str| -> Result<Option<i64>, Rejection> {
-        match rec.raw(name).as_deref() {
-            None => Ok(None),
-            Some(Value::String(s)) => parse_rfc3339_ms(s)
+        let Some(raw) = rec.text(name) else {
+            return Ok(None);
+        };
+        match string(&raw) {
+            Some(s) => parse_rfc3339_ms(&s)
                 .map(Some)
                 .ok_or_else(|| rec.invalid(name, "is not an ISO 8601 time with offset")),
-            Some(_) => Err(rec.invalid(name, "must be an ISO 8601 string")),
+            None => Err(rec.invalid(name, "must be an ISO 8601 string")),
         }
     };
     let sent_at = time("sentAt")?;
@@ -212,35 +341,32 @@ pub(crate) fn normalize(
         None => (env.received_at, env.received_at),
     };
 
-    let context = rec.take("context").unwrap_or(Value::Null);
-    let mut context = match context {
-        Value::Object(m) => m,
-        Value::Null => Map::new(),
-        _ => return Err(rec.invalid("context", "must be an object")),
-    };
-    let mut properties = match rec.take("properties") {
-        None => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(rec.invalid("properties", "must be an object")),
-    };
-    let mut traits = match rec.take("traits") {
-        None => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(rec.invalid("traits", "must be an object")),
-    };
+    let context_text = object_text(&rec, "context")?;
+    let properties_text = object_text(&rec, "properties")?;
+    let traits_text = object_text(&rec, "traits")?;
+    let context = object(context_text.as_deref());
+    let properties = object(properties_text.as_deref());
+    let traits = object(traits_text.as_deref());
 
     // Identities: hash contact data before anything else touches it.
-    let ctx_traits = obj(context.get("traits"));
+    let ctx_traits = obj(&context, "traits");
     // Group traits describe the group, not the caller: their contacts are not the user's.
     let own_traits = if kind == "group" { None } else { Some(&traits) };
-    let phone_src = contact(own_traits, true)
-        .map(|(k, v)| (format!("traits.{k}"), v))
-        .or_else(|| contact(ctx_traits, true).map(|(k, v)| (format!("context.traits.{k}"), v)))
-        .or_else(|| contact(Some(&properties), true).map(|(k, v)| (format!("properties.{k}"), v)));
-    let email_src = contact(own_traits, false)
-        .map(|(k, v)| (format!("traits.{k}"), v))
-        .or_else(|| contact(ctx_traits, false).map(|(k, v)| (format!("context.traits.{k}"), v)))
-        .or_else(|| contact(Some(&properties), false).map(|(k, v)| (format!("properties.{k}"), v)));
+    let (mut phone_src, mut email_src) = (None, None);
+    for (m, prefix) in [
+        (own_traits, "traits"),
+        (ctx_traits.as_ref(), "context.traits"),
+        (Some(&properties), "properties"),
+    ] {
+        if phone_src.is_some() && email_src.is_some() {
+            break;
+        }
+        let Some(m) = m else { continue };
+        let (phone, email) = contacts(m);
+        let field = |(k, v): (&str, String)| (format!("{prefix}.{k}"), v);
+        phone_src = phone_src.or_else(|| phone.map(field));
+        email_src = email_src.or_else(|| email.map(field));
+    }
     let phone_hash = phone_src
         .map(|(f, v)| hash_identifier(ctx.hasher, &v, true, &f))
         .transpose()?;
@@ -248,22 +374,25 @@ pub(crate) fn normalize(
         .map(|(f, v)| hash_identifier(ctx.hasher, &v, false, &f))
         .transpose()?;
     let traits_customer_id = s_of(Some(&traits), "customer_id");
-    strip_pii(&mut traits, true);
-    strip_pii(&mut properties, false);
-    context.remove("traits");
-    context.remove("ip");
 
-    let campaign = obj(context.get("campaign"));
-    let page = obj(context.get("page"));
+    let campaign = obj(&context, "campaign");
+    let page = obj(&context, "page");
+    let p = Some(&properties);
     let channel = s_of(Some(&context), "channel")
-        .or_else(|| s_of(Some(&properties), "channel"))
-        .or_else(|| s_of(campaign, "source"));
+        .or_else(|| s_of(p, "channel"))
+        .or_else(|| s_of(campaign.as_ref(), "source"));
     let mut experiments = Vec::new();
-    match context.get("experiments") {
-        Some(Value::Array(items)) => {
-            for (i, it) in items.iter().enumerate() {
-                let m = it.as_object();
-                match (s_of(m, "experiment_id"), s_of(m, "variant")) {
+    if let Some(raw) = context.get("experiments") {
+        if let Some(items) = elements(raw) {
+            for (i, (text, members)) in items.into_iter().enumerate() {
+                let m = match members {
+                    Some(m) => Some(Object::of(m)),
+                    None => text.starts_with('{').then(|| Object::parse(text)).flatten(),
+                };
+                match (
+                    s_of(m.as_ref(), "experiment_id"),
+                    s_of(m.as_ref(), "variant"),
+                ) {
                     (Some(experiment_id), Some(variant)) => {
                         experiments.push(ExperimentAssignment {
                             experiment_id,
@@ -279,18 +408,24 @@ pub(crate) fn normalize(
                     }
                 }
             }
+        } else if let Some(m) = obj(&context, "experiments") {
+            // Experiment id to variant, in a value tree's (sorted) key order.
+            let mut pairs: Vec<(&str, String)> = m
+                .members()
+                .filter(|(_, _, last)| *last)
+                .filter_map(|(k, raw, _)| {
+                    raw.starts_with('"')
+                        .then(|| string(raw))
+                        .flatten()
+                        .map(|v| (k, v.into_owned()))
+                })
+                .collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            experiments.extend(pairs.into_iter().map(|(k, variant)| ExperimentAssignment {
+                experiment_id: k.to_owned(),
+                variant,
+            }));
         }
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                if let Value::String(variant) = v {
-                    experiments.push(ExperimentAssignment {
-                        experiment_id: k.clone(),
-                        variant: variant.clone(),
-                    });
-                }
-            }
-        }
-        _ => {}
     }
 
     let name = match kind.as_str() {
@@ -319,7 +454,6 @@ pub(crate) fn normalize(
         ));
     }
 
-    let p = Some(&properties);
     let (experiment_id, variant) = if name.as_deref() == Some("Experiment Viewed") {
         let e = s_of(p, "experiment_id");
         let v = s_of(p, "variation_name").or_else(|| s_of(p, "variation_id"));
@@ -339,15 +473,20 @@ pub(crate) fn normalize(
     } else {
         (None, None)
     };
-    let private_domain = matches!(context.get("private_domain"), Some(Value::Bool(true)))
-        || matches!(properties.get("private_domain"), Some(Value::Bool(true)))
+    let private_domain = context.get("private_domain") == Some("true")
+        || properties.get("private_domain") == Some("true")
         || env.is_private_channel(channel.as_deref());
 
+    let mut properties_json =
+        String::with_capacity(properties_text.as_ref().map_or(2, |t| t.len()));
+    write_stripped(&properties, false, &mut properties_json);
+    let mut traits_json = String::with_capacity(traits_text.as_ref().map_or(2, |t| t.len()));
+    write_stripped(&traits, true, &mut traits_json);
     let payload = TrackingPayload {
         kind: kind.clone(),
         name,
-        properties_json: Value::Object(properties.clone()).to_string(),
-        traits_json: Value::Object(traits).to_string(),
+        properties_json,
+        traits_json,
         previous_id,
         group_id,
         product_id: s_of(p, "product_id"),
@@ -362,14 +501,15 @@ pub(crate) fn normalize(
         ),
         currency: s_of(p, "currency"),
         page_url: s_of(p, "url")
-            .or_else(|| s_of(page, "url"))
+            .or_else(|| s_of(page.as_ref(), "url"))
             .map(|u| u.split(['?', '#']).next().unwrap_or_default().to_owned()),
-        page_path: s_of(p, "path").or_else(|| s_of(page, "path")),
-        page_referrer: s_of(p, "referrer").or_else(|| s_of(page, "referrer")),
-        page_title: s_of(p, "title").or_else(|| s_of(page, "title")),
+        page_path: s_of(p, "path").or_else(|| s_of(page.as_ref(), "path")),
+        page_referrer: s_of(p, "referrer").or_else(|| s_of(page.as_ref(), "referrer")),
+        page_title: s_of(p, "title").or_else(|| s_of(page.as_ref(), "title")),
         experiment_id,
         variant,
     };
+    let campaign = campaign.as_ref();
     Ok(Event {
         event_id: message_id
             .clone()
@@ -401,9 +541,9 @@ pub(crate) fn normalize(
             utm_content: s_of(campaign, "content"),
             private_domain,
             experiments,
-            device_type: s_of(obj(context.get("device")), "type"),
-            os: s_of(obj(context.get("os")), "name"),
-            app_version: s_of(obj(context.get("app")), "version"),
+            device_type: s_of(obj(&context, "device").as_ref(), "type"),
+            os: s_of(obj(&context, "os").as_ref(), "name"),
+            app_version: s_of(obj(&context, "app").as_ref(), "version"),
             locale: s_of(Some(&context), "locale"),
             ip_country: None,
         },
@@ -430,6 +570,138 @@ mod tests {
         CONTACT_KEYS
             .iter()
             .any(|c| n == *c || n.replace('_', "") == c.replace('_', ""))
+    }
+
+    /// Calls that exercise every rule of the normaliser, read from their text, must
+    /// normalise as the reference (value-tree) normaliser does: `segment_agrees` compares
+    /// both, with the properties and traits texts compared as JSON values.
+    #[test]
+    fn calls_read_from_text_normalise_as_the_reference_does() {
+        let base = r#""userId":"u1","messageId":"m","timestamp":"2026-01-01T00:00:00Z""#;
+        let calls = [
+            // Contact keys: the least key in string order wins; the last of a repeated
+            // key counts, null included; numbers count.
+            format!(
+                r#"{{"type":"identify",{base},"traits":{{"phone":"13800138000","Mobile":"13900139000","email":"a@b.cn","E-Mail":"C@d.cn","name":"x","Address":"y","plan":"gold"}}}}"#
+            ),
+            format!(
+                r#"{{"type":"identify",{base},"traits":{{"phone":"13800138000","phone":null,"tel":"13700137000","email":"","e_mail":"e@f.cn"}}}}"#
+            ),
+            format!(
+                r#"{{"type":"identify",{base},"traits":{{"mobile":13812345678,"customer_id":12345,"first-name":"x","nested":{{"address":"kept","Phone":"gone"}}}}}}"#
+            ),
+            // Contacts in context.traits and properties, nested contacts removed at any
+            // depth, escaped and odd names, repeated names written once.
+            format!(
+                r#"{{"type":"track","event":"Order Completed",{base},"context":{{"traits":{{"email":"t@u.cn"}},"ip":"1.2.3.4"}},"properties":{{"products":[{{"product_id":"P1","email":"x@y.cn","deep":{{"Tel":"1","k":[{{"mobile":"2"}},3,null,"s"]}}}},7,[{{"tel":"1"}}]],"a b":1,"q\"uote":"x","\u0065mail":"hidden@x.cn","line\nbreak":true,"dup":1,"dup":2,"empty":{{}},"none":[]}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"E",{base},"context":{{"traits":"not an object"}},"properties":{{"phone_number":"+86 138-0013-8000"}}}}"#
+            ),
+            // E-commerce fields as strings, exponents, fractions, out of range.
+            format!(
+                r#"{{"type":"track","event":"E",{base},"properties":{{"price":" 12.5 ","quantity":"3","total":1e2,"product_id":12345,"sku":1.50,"category":"","currency":"CN\u0059","order_id":-7}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"E",{base},"properties":{{"price":99.999,"quantity":1.5,"revenue":"x","total":5}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"E",{base},"properties":{{"price":-0,"quantity":99999999999,"revenue":1e300}}}}"#
+            ),
+            // Experiments: an object in key order (the last of a repeated id; strings
+            // only), an array, a bad element, Experiment Viewed.
+            format!(
+                r#"{{"type":"track","event":"E",{base},"context":{{"experiments":{{"exp2":"b","exp1":"a","exp1":"c","exp3":5,"exp0":""}}}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"E",{base},"context":{{"experiments":[{{"experiment_id":"x","variant":"a"}},{{"experiment_id":7,"variant":"b"}}]}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"E",{base},"context":{{"experiments":[{{"experiment_id":"x","variant":"a"}},"bad"]}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"Experiment Viewed",{base},"properties":{{"experiment_id":"x","variation_id":3}}}}"#
+            ),
+            format!(
+                r#"{{"type":"track","event":"Experiment Viewed",{base},"properties":{{"experiment_id":"x"}}}}"#
+            ),
+            // Channels and private domain, page fields, device, os, app, locale.
+            format!(
+                r#"{{"type":"page","name":"Home",{base},"context":{{"private_domain":"true","campaign":{{"source":"wecom","name":"n","medium":"m","term":"t","content":"c"}},"page":{{"url":"https://x.cn/y?q=1#h","path":"/y","referrer":"r","title":"T"}},"device":{{"type":"mobile"}},"os":{{"name":"iOS"}},"app":{{"version":"1.0"}},"locale":"zh-CN"}}}}"#
+            ),
+            format!(
+                r#"{{"type":"screen",{base},"context":{{"channel":"app","private_domain":true}},"properties":{{"private_domain":false,"url":"a#b","channel":"x"}}}}"#
+            ),
+            // Group traits describe the group: removed, not hashed.
+            format!(
+                r#"{{"type":"group","groupId":"g1",{base},"traits":{{"email":"g@h.cn","name":"Acme","employees":35}}}}"#
+            ),
+            format!(r#"{{"type":"alias","previousId":"a1",{base}}}"#),
+            // Wrong shapes: each names its field.
+            format!(r#"{{"type":"track","event":"E",{base},"properties":[1]}}"#),
+            format!(r#"{{"type":"track","event":"E",{base},"context":3}}"#),
+            format!(r#"{{"type":"identify",{base},"traits":"x"}}"#),
+            format!(r#"{{"type":"identify",{base},"traits":{{"phone":"12"}}}}"#),
+            r#"{"type":"track","event":"E","userId":"u","timestamp":7}"#.to_owned(),
+            r#"{"type":"track","event":"E","userId":"u","sentAt":"yesterday"}"#.to_owned(),
+            // Null objects are absent; escapes in times; white space everywhere.
+            r#"{ "type" : "track" , "event" : "E" , "userId" : "u" , "properties" : null , "context" : null , "traits" : null , "originalTimestamp" : "2026\u002d01-01T00:00:00+08:00" , "sentAt" : "2026-01-01T00:00:09Z" }"#.to_owned(),
+            r#"{"type":"track","event":"E","userId":"u","properties":{ "a" : [ 1 , { "Email" : "x@y.cn" , "b" : { } } ] , "c" : "d" }}"#.to_owned(),
+        ];
+        for call in &calls {
+            let body = format!(r#"{{"batch":[{call}]}}"#);
+            assert!(
+                crate::fuzzing::segment_agrees(body.as_bytes(), false, 2500),
+                "read lazily: {call}"
+            );
+        }
+        // Deep nesting in properties.
+        let deep = format!(
+            r#"{{"type":"track","event":"E","userId":"u","properties":{{"a":{}1{}}}}}"#,
+            r#"{"email":"x","b":["#.repeat(40),
+            "]}".repeat(40)
+        );
+        assert!(crate::fuzzing::segment_agrees(deep.as_bytes(), true, 1));
+        // A lone surrogate escape, which a value tree refuses (the body is malformed), is
+        // left to the tree path rather than passed on as text.
+        let lone = r#"{"type":"track","event":"E","userId":"u","properties":{"a":"\ud800"}}"#;
+        assert!(!crate::fuzzing::segment_agrees(lone.as_bytes(), true, 1));
+        assert!(serde_json::from_str::<Value>(lone).is_err());
+    }
+
+    /// The properties and traits texts: compact, in the call's member order, personal
+    /// data removed at every depth, a repeated name once with its last value.
+    #[test]
+    fn properties_and_traits_keep_their_order_and_lose_personal_data() {
+        let mapping = crate::config::Mapping::default();
+        let tf = crate::fields::TimeFormat::parse("rfc3339", "+08:00").unwrap();
+        let hasher = zt_model::pii::PiiHasher::new(b"salt", "86").unwrap();
+        let ctx = Ctx {
+            mapping: &mapping,
+            time_format: &tf,
+            hasher: &hasher,
+        };
+        let call = r#"{"type":"identify","userId":"u",
+            "properties":{ "z" : 1, "dup":1, "a":{"Email":"x@y.cn","k":[1, {"tel":"2","v":"w\"\u00e9"}]}, "dup" : 2 },
+            "traits":{"plan":"gold","First_Name":"x","e-mail":"x@y.cn","n\u0061me":"y","addr":{"name":"kept","phone":"13800138000"}}}"#;
+        let env = Envelope {
+            received_at: 0,
+            raw: call.as_bytes(),
+            private_channels: &[],
+        };
+        let ev = crate::normalize::normalize_json(Source::Tracking, call, None, &ctx, env).unwrap();
+        let Payload::Tracking(t) = ev.payload else {
+            panic!("a tracking payload")
+        };
+        assert_eq!(
+            t.properties_json,
+            r#"{"z":1,"a":{"k":[1,{"v":"w\"\u00e9"}]},"dup":2}"#
+        );
+        assert_eq!(t.traits_json, r#"{"plan":"gold","addr":{"name":"kept"}}"#);
+        assert_eq!(
+            ev.identities.email_hash,
+            Some(hasher.hash_normalized("x@y.cn"))
+        );
     }
 
     #[test]
@@ -463,7 +735,7 @@ mod tests {
             assert_eq!(got_trait, want_trait, "{k:?}");
             traits += usize::from(want_trait);
             assert_eq!(
-                fold(k, false, |bare| bare == b"email"),
+                contact_kind(k) == Some(Contact::Email),
                 n.replace('_', "") == "email",
                 "{k:?}"
             );
