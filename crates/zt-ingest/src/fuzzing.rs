@@ -64,8 +64,8 @@ fn replayers() -> &'static [Replayer; 2] {
 /// the tree path's, and the events and rejections must be the same. Returns whether the
 /// lazy split read the body.
 pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
-    use crate::items::{Parsed, parse_item, split_segment, split_segment_lazy};
-    let Some((key, calls)) = split_segment_lazy(body, single, max) else {
+    use crate::items::{Parsed, split_segment, split_segment_lazy};
+    let Some((key, mut calls)) = split_segment_lazy(body, single, max) else {
         return false;
     };
     let tree: serde_json::Value =
@@ -82,32 +82,29 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
     let h = hasher();
     let ctx = crate::items::ctx_for(&mappings, &h, Source::Tracking);
     let kind = single.then_some("track");
-    for (call, (raw, value)) in calls.iter().zip(owned) {
+    for (call, (raw, value)) in calls.iter_mut().zip(owned) {
         let lazy_value: serde_json::Value =
-            serde_json::from_slice(&call.raw).expect("a call's bytes are JSON");
+            serde_json::from_str(&call.raw).expect("a call's text is JSON");
         let tree_value: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
         assert_eq!(lazy_value, tree_value, "a call's bytes");
-        let norm = |v: Result<Parsed<'_>, crate::error::Rejection>| {
-            let env = crate::normalize::Envelope {
-                received_at: 1_750_000_000_000,
-                raw: &call.raw,
-                private_channels: &[],
-            };
-            v.and_then(|v| crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env))
-        };
-        let lazy = match &call.refused {
-            Some(rej) => Err(rej.clone()),
-            None => norm(parse_item(&call.raw)),
-        };
+        // As the endpoint reads it: with the members the split listed.
+        let item = call.item();
+        let bytes = item.raw;
         // All read with the same bytes, so ids derived from them agree too.
+        let env = || crate::normalize::Envelope {
+            received_at: 1_750_000_000_000,
+            raw: bytes,
+            private_channels: &[],
+        };
+        let norm = |v: Result<Parsed<'_>, crate::error::Rejection>| {
+            v.and_then(|v| {
+                crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env())
+            })
+        };
+        let lazy = norm(item.value);
         let reference = value.clone().and_then(|v| {
-            let env = crate::normalize::Envelope {
-                received_at: 1_750_000_000_000,
-                raw: &call.raw,
-                private_channels: &[],
-            };
             let rec = crate::fields::Record::new(v, "", &ctx)?;
-            crate::normalize::segment_reference::normalize(rec, kind, &ctx, env)
+            crate::normalize::segment_reference::normalize(rec, kind, &ctx, env())
         });
         let tree = norm(value.map(Parsed::Tree));
         assert_eq!(

@@ -3,6 +3,7 @@
 //! normalisation, and the dead letters ingest writes. Keeping them in one place is what
 //! makes a replay treat a kept body exactly as the endpoint treated it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, value::RawValue};
@@ -14,6 +15,7 @@ use crate::config::{IngestConfig, Mapping};
 use crate::error::{ConfigError, Reason, Rejection};
 use crate::fields::{Ctx, Flat, TimeFormat};
 use crate::normalize::{self, Envelope};
+use crate::scan;
 
 /// Media type of a kept JSON item or body.
 pub const CONTENT_JSON: &str = "application/json";
@@ -269,21 +271,46 @@ fn past_the_cap(max_batch_events: usize) -> Rejection {
     )
 }
 
-/// A Segment call read without a value tree of the body: its bytes and, for an item past
-/// `max_batch_events`, its rejection.
+/// A Segment call read without a value tree of the body: its text, its members as the
+/// split listed them and, for an item past `max_batch_events`, its rejection.
 pub(crate) struct LazyCall<'a> {
-    /// The call's bytes: borrowed from the body, or the batch item with the batch-level
+    /// The call's text: borrowed from the body, or the batch item with the batch-level
     /// fields it lacked (`context`, `integrations`, `sentAt`) added at its end.
-    pub(crate) raw: std::borrow::Cow<'a, [u8]>,
+    pub(crate) raw: Cow<'a, str>,
+    /// The call's members, the added ones included (all borrowed from the body), so the
+    /// call is not scanned a second time.
+    members: Option<scan::Members<'a>>,
     /// Set for an item past `max_batch_events`.
     pub(crate) refused: Option<Rejection>,
 }
 
+impl<'a> LazyCall<'a> {
+    /// The call as an item to normalise: its bytes, and the call read lazily with the
+    /// members the split listed (taken: a second call reads its text again) or its
+    /// rejection.
+    pub(crate) fn item(&mut self) -> Item<'_> {
+        let LazyCall {
+            raw,
+            members,
+            refused,
+        } = self;
+        let value = match (refused, members.take()) {
+            (Some(rej), _) => Err(rej.clone()),
+            (None, Some(m)) => Ok(Parsed::Flat(Flat::from_members(raw, m))),
+            (None, None) => parse_item(raw.as_bytes()),
+        };
+        Item {
+            raw: raw.as_bytes(),
+            value,
+        }
+    }
+}
+
 /// [`split_segment`] without a value tree of the body: the body is scanned
-/// ([`crate::scan`]), and each call is read lazily later ([`parse_item`]). A batch item
-/// that lacks a batch-level field gets the field's text added at its end, so its bytes
-/// are the call as it is normalised (for its dead letter, size check and derived id).
-/// Also the body's `writeKey`.
+/// ([`crate::scan`]) once, and each call is read lazily later from the members listed
+/// ([`LazyCall::item`]). A batch item that lacks a batch-level field gets the field's text
+/// added at its end, so its text is the call as it is normalised (for its dead letter,
+/// size check and derived id). Also the body's `writeKey`.
 ///
 /// `None` whenever the tree path must decide: text the scanner does not read, no `batch`
 /// array, an item that is not an object, or an item with its own `context` or
@@ -293,9 +320,8 @@ pub(crate) fn split_segment_lazy(
     single: bool,
     max_batch_events: usize,
 ) -> Option<(Option<String>, Vec<LazyCall<'_>>)> {
-    use std::borrow::Cow;
     let text = std::str::from_utf8(body).ok()?;
-    let members = crate::scan::object(text)?;
+    let members = scan::object(text)?;
     let last = |name: &str| {
         members
             .iter()
@@ -306,7 +332,8 @@ pub(crate) fn split_segment_lazy(
     let write_key = last("writeKey").and_then(|v| serde_json::from_str::<String>(v).ok());
     if single {
         let call = LazyCall {
-            raw: Cow::Borrowed(body),
+            raw: Cow::Borrowed(text),
+            members: Some(members),
             refused: None,
         };
         return Some((write_key, vec![call]));
@@ -320,35 +347,39 @@ pub(crate) fn split_segment_lazy(
         ),
         ("sentAt", last("sentAt")),
     ];
-    let elements = crate::scan::array(batch)?;
+    let elements = scan::array(batch)?;
     let mut calls = Vec::with_capacity(elements.len());
     for (i, (item, item_members)) in elements.into_iter().enumerate() {
-        let item_members = item_members?;
-        let has = |name: &str| item_members.iter().any(|(k, _)| k.as_ref() == name);
-        let mut raw = Cow::Borrowed(item.as_bytes());
+        let mut item_members = item_members?;
+        let mut raw = Cow::Borrowed(item);
         for (name, value) in batch_level {
             let Some(value) = value else { continue };
-            if has(name) {
+            if item_members.iter().any(|(k, _)| k.as_ref() == name) {
                 if name == "sentAt" {
                     continue;
                 }
                 // Both have it: merged key by key on the tree path.
                 return None;
             }
-            let bytes = raw.to_mut();
+            let text = raw.to_mut();
             // The item's text ends with its closing brace.
-            bytes.pop();
-            if !item_members.is_empty() || bytes.len() > item.len() - 1 {
-                bytes.push(b',');
+            text.pop();
+            if !item_members.is_empty() {
+                text.push(',');
             }
-            bytes.extend_from_slice(b"\"");
-            bytes.extend_from_slice(name.as_bytes());
-            bytes.extend_from_slice(b"\":");
-            bytes.extend_from_slice(value.as_bytes());
-            bytes.push(b'}');
+            text.push('"');
+            text.push_str(name);
+            text.push_str("\":");
+            text.push_str(value);
+            text.push('}');
+            item_members.push((Cow::Borrowed(name), value));
         }
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
-        calls.push(LazyCall { raw, refused });
+        calls.push(LazyCall {
+            raw,
+            members: Some(item_members),
+            refused,
+        });
     }
     Some((write_key, calls))
 }

@@ -796,7 +796,7 @@ async fn segment_inner(
     // was about a quarter of a tracking request's time), else parsed into a tree, which
     // also words any error.
     let max = st.cfg.max_batch_events;
-    let (read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
+    let (mut read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
         Some((key, calls)) => (Ok(calls), key),
         None => {
             let parsed: Result<Value, Rejection> =
@@ -845,16 +845,7 @@ async fn segment_inner(
     // `Ok`: the calls read lazily; `Err`: the body's value tree (or why it has none).
     let items: Vec<Item<'_>> = match read {
         // Segment accepts a batch and rejects the events past its limit one by one.
-        Ok(ref calls) => calls
-            .iter()
-            .map(|c| Item {
-                raw: &c.raw,
-                value: match &c.refused {
-                    Some(rej) => Err(rej.clone()),
-                    None => items::parse_item(&c.raw),
-                },
-            })
-            .collect(),
+        Ok(ref mut calls) => calls.iter_mut().map(items::LazyCall::item).collect(),
         Err(parsed) => {
             let value = match parsed {
                 Ok(v) => v,
