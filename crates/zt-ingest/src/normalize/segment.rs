@@ -363,16 +363,18 @@ pub(crate) fn normalize(
         }
         let Some(m) = m else { continue };
         let (phone, email) = contacts(m);
-        let field = |(k, v): (&str, String)| (format!("{prefix}.{k}"), v);
-        phone_src = phone_src.or_else(|| phone.map(field));
-        email_src = email_src.or_else(|| email.map(field));
+        let found = |(k, v)| (prefix, k, v);
+        phone_src = phone_src.or_else(|| phone.map(found));
+        email_src = email_src.or_else(|| email.map(found));
     }
-    let phone_hash = phone_src
-        .map(|(f, v)| hash_identifier(ctx.hasher, &v, true, &f))
-        .transpose()?;
-    let email_hash = email_src
-        .map(|(f, v)| hash_identifier(ctx.hasher, &v, false, &f))
-        .transpose()?;
+    // The field (`traits.email`) is formatted only for an error: hashing again with it
+    // costs nothing in the common case, formatting it for every call did.
+    let hash = |(prefix, k, v): (&str, &str, String), phone: bool| {
+        hash_identifier(ctx.hasher, &v, phone, "")
+            .or_else(|_| hash_identifier(ctx.hasher, &v, phone, &format!("{prefix}.{k}")))
+    };
+    let phone_hash = phone_src.map(|f| hash(f, true)).transpose()?;
+    let email_hash = email_src.map(|f| hash(f, false)).transpose()?;
     let traits_customer_id = s_of(Some(&traits), "customer_id");
 
     let campaign = obj(&context, "campaign");
