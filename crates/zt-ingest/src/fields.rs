@@ -96,9 +96,16 @@ fn parse_offset(zone: &str) -> Option<UtcOffset> {
 
 /// Parses an RFC 3339 time to epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    OffsetDateTime::parse(s, &Rfc3339).ok().map(epoch_ms)
+}
+
+/// `t` in epoch milliseconds, rounded toward zero as `unix_timestamp_nanos() / 1_000_000`
+/// is, without its 128-bit division (a measurable part of reading a time).
+fn epoch_ms(t: OffsetDateTime) -> i64 {
+    let (secs, nanos) = (t.unix_timestamp(), i64::from(t.nanosecond()));
+    // `secs` is floored and `nanos` non-negative: before 1970, a part of a millisecond
+    // rounds up toward zero.
+    secs * 1000 + nanos / 1_000_000 + i64::from(secs < 0 && nanos % 1_000_000 != 0)
 }
 
 /// What the normalisers need besides the record.
@@ -714,7 +721,7 @@ impl<'a> Record<'a> {
             }
             (TimeFormat::Pattern(items, offset), Value::String(s)) => {
                 PrimitiveDateTime::parse(s, items)
-                    .map(|t| (t.assume_offset(*offset).unix_timestamp_nanos() / 1_000_000) as i64)
+                    .map(|t| epoch_ms(t.assume_offset(*offset)))
                     .map_err(|_| self.invalid(name, "does not match the configured time_format"))?
             }
             (_, v) => return Err(self.wrong(name, "a time", v)),
@@ -973,6 +980,43 @@ mod tests {
         assert_eq!(decimal_to_minor("1e3"), None);
         assert_eq!(decimal_to_minor(""), None);
         assert_eq!(decimal_to_minor("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn epoch_ms_rounds_as_the_nanosecond_division_does() {
+        let mut n = 0;
+        for secs in [
+            -62_135_596_800i64,
+            -86_401,
+            -2,
+            -1,
+            0,
+            1,
+            1_767_232_800,
+            253_402_300_799,
+        ] {
+            for nanos in [
+                0u32,
+                1,
+                999_999,
+                1_000_000,
+                1_000_001,
+                500_000_000,
+                999_999_999,
+            ] {
+                let t = OffsetDateTime::from_unix_timestamp(secs)
+                    .unwrap()
+                    .replace_nanosecond(nanos)
+                    .unwrap();
+                assert_eq!(
+                    epoch_ms(t),
+                    (t.unix_timestamp_nanos() / 1_000_000) as i64,
+                    "{secs} s {nanos} ns"
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, 56);
     }
 
     #[test]

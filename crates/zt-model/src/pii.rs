@@ -162,14 +162,23 @@ fn check_email(email: &str, field: &str) -> Result<()> {
     if local.is_empty() || local.len() > 64 {
         return Err(pii_err(field, "e-mail local part must have 1 to 64 bytes"));
     }
-    if domain.len() > 253
-        || !domain.contains('.')
-        || domain.split('.').any(str::is_empty)
+    let d = domain.as_bytes();
+    if d.len() > 253
+        || !d.contains(&b'.')
+        || d.first() == Some(&b'.')
+        || d.last() == Some(&b'.')
+        || d.windows(2).any(|w| w == b"..")
         || email.len() > EMAIL_MAX
     {
         return Err(pii_err(field, "e-mail domain is not a dotted host name"));
     }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // ASCII white space is all control characters but the space.
+    let spaced = if email.is_ascii() {
+        email.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        email.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if spaced {
         return Err(pii_err(field, "e-mail address contains white space"));
     }
     Ok(())

@@ -96,6 +96,14 @@ pub(super) enum Contact {
 /// key without `_`; `email` (or `e_mail`, `E-Mail`, ...) holds an e-mail, the others a
 /// phone. One fold of the key answers both.
 pub(super) fn contact_kind(k: &str) -> Option<Contact> {
+    // Every contact key starts with e, p, m or t once folded: most keys are told apart
+    // by their first letter, without folding them.
+    if let Some(&b) = k.as_bytes().iter().find(|b| **b != b'-' && **b != b'_')
+        && b.is_ascii()
+        && !matches!(b.to_ascii_lowercase(), b'e' | b'p' | b'm' | b't')
+    {
+        return None;
+    }
     fold(k, false, |bare| {
         if bare == b"email" {
             Some(Contact::Email)
@@ -724,6 +732,12 @@ mod tests {
         keys.push(format!("{}phone", "-".repeat(40)));
         keys.push(format!("{}Phone_Number", "a".repeat(40)));
         keys.push("-".repeat(FOLD_MAX + 1) + "tel");
+        assert!(
+            CONTACT_KEYS
+                .iter()
+                .all(|c| matches!(c.as_bytes()[0], b'e' | b'p' | b'm' | b't')),
+            "contact_kind's first-letter check"
+        );
         let (mut contacts, mut traits) = (0, 0);
         for k in &keys {
             let want = reference_is_contact_key(k);
