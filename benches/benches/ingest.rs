@@ -93,6 +93,56 @@ fn normalize_encode(c: &mut Criterion) {
     }
 }
 
+/// A `/v1/batch` body of 200 `track` calls (those of the load bench, `ingest_load`) read
+/// as the Segment endpoints read it: scanned once, each call normalised and encoded. The
+/// per-event cost of the endpoint's own work on a tracking request, without HTTP and the
+/// producer.
+fn segment_batch(c: &mut Criterion) {
+    let hasher = PiiHasher::new(b"bench-salt", "86").unwrap();
+    let mapping = Mapping::default();
+    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
+    let ctx = Ctx {
+        mapping: &mapping,
+        time_format: &tf,
+        hasher: &hasher,
+    };
+    let calls: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "type": "track", "messageId": format!("bench-{i}"),
+                "anonymousId": format!("a{i}"), "userId": format!("u{i}"),
+                "event": "Product Added",
+                "properties": {"product_id": "P1", "sku": "SKU-1", "price": 99.0, "quantity": 1, "currency": "CNY"},
+                "context": {"campaign": {"source": "douyin", "medium": "cpc", "name": "ny"},
+                            "device": {"type": "mobile"}, "traits": {"email": "li.lei@example.cn"}},
+                "timestamp": "2026-01-05T02:00:00.000Z"
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "batch": calls })).unwrap();
+    let mut g = c.benchmark_group("ingest_segment_batch");
+    g.throughput(Throughput::Elements(200));
+    g.bench_function("track_200", |b| {
+        let mut buf = Vec::with_capacity(1 << 16);
+        b.iter(|| {
+            buf.clear();
+            let events = zt_ingest::normalize::normalize_segment_body(
+                black_box(&body),
+                None,
+                &ctx,
+                1_767_578_400_000,
+                &[],
+            )
+            .unwrap();
+            for ev in events {
+                zt_model::encode_append(&ev.unwrap(), &mut buf).unwrap();
+            }
+            buf.len()
+        })
+    });
+    g.finish();
+}
+
 /// Splitting a 200-record ERP body into records and listing each record's members: the
 /// one-pass scanner the native endpoint uses, against serde_json (a pass to split, a pass
 /// per record), which it falls back to.
@@ -157,5 +207,11 @@ fn dedup_window(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize_encode, split_body, dedup_window);
+criterion_group!(
+    benches,
+    normalize_encode,
+    segment_batch,
+    split_body,
+    dedup_window
+);
 criterion_main!(benches);

@@ -90,6 +90,36 @@ pub fn normalize_json(
     normalize_parsed(source, parsed, segment_kind, ctx, env)
 }
 
+/// The events of a Segment request body as the Segment endpoints read it (for
+/// benchmarks: the endpoints' path without HTTP, rate limits, dedup and the producer):
+/// the body scanned once into its calls ([`crate::items`]), each call read lazily and
+/// normalised, or rejected. `None` when the endpoint would read the body through a value
+/// tree instead.
+pub fn normalize_segment_body(
+    body: &[u8],
+    single: Option<&str>,
+    ctx: &Ctx<'_>,
+    received_at: i64,
+    private_channels: &[String],
+) -> Option<Vec<Result<Event, Rejection>>> {
+    let (_, mut calls) = crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
+    Some(
+        calls
+            .iter_mut()
+            .map(|c| {
+                let item = c.item();
+                let env = Envelope {
+                    received_at,
+                    raw: item.raw,
+                    private_channels,
+                };
+                item.value
+                    .and_then(|v| normalize_parsed(Source::Tracking, v, single, ctx, env))
+            })
+            .collect(),
+    )
+}
+
 fn normalize_record(
     source: Source,
     rec: Record<'_>,
