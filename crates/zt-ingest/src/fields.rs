@@ -130,6 +130,8 @@ pub struct Ctx<'a> {
 pub struct Flat<'a> {
     src: &'a str,
     members: scan::Members<'a>,
+    /// The objects and arrays nested in it, when the scan listed them.
+    nested: Option<scan::View<'a, 'a>>,
 }
 
 impl<'a> Flat<'a> {
@@ -140,12 +142,29 @@ impl<'a> Flat<'a> {
             return None;
         }
         let members = scan::object(src).or_else(|| serde_members(src))?;
-        Some(Flat { src, members })
+        Some(Flat {
+            src,
+            members,
+            nested: None,
+        })
     }
 
     /// The object `src` whose members [`crate::scan`] listed already.
     pub(crate) fn from_members(src: &'a str, members: scan::Members<'a>) -> Flat<'a> {
-        Flat { src, members }
+        Flat {
+            src,
+            members,
+            nested: None,
+        }
+    }
+
+    /// The object with the objects and arrays nested in it listed already (by
+    /// [`scan::object_nested`]).
+    pub(crate) fn with_nested(self, nested: scan::View<'a, 'a>) -> Flat<'a> {
+        Flat {
+            nested: Some(nested),
+            ..self
+        }
     }
 
     /// The whole object as a value tree.
@@ -156,46 +175,66 @@ impl<'a> Flat<'a> {
 
 /// A JSON object inside a record, read from its text like [`Flat`], with the
 /// [`name_bit`]s of its names: how the Segment normaliser reads a call's `context`,
-/// `properties` and `traits` without a value tree.
+/// `properties` and `traits` without a value tree. Its members are borrowed from what the
+/// scan of the request listed ([`scan::Nested`]) when it did, else scanned here.
 #[derive(Debug, Default)]
-pub(crate) struct Object<'a> {
-    members: scan::Members<'a>,
+pub(crate) struct Object<'t> {
+    members: Cow<'t, [(Cow<'t, str>, &'t str)]>,
     names: u128,
+    nested: Option<scan::View<'t, 't>>,
 }
 
-impl<'a> Object<'a> {
-    /// The object `src` (raw JSON text), `None` when it is not one JSON object.
-    pub(crate) fn parse(src: &'a str) -> Option<Object<'a>> {
-        Some(Object::of(Flat::parse(src)?.members))
+impl<'t> Object<'t> {
+    /// The object `src` (raw JSON text), `None` when it is not one JSON object. Its
+    /// members (and those of the objects in it) are looked up in `nested` first.
+    pub(crate) fn parse(src: &'t str, nested: Option<scan::View<'t, 't>>) -> Option<Object<'t>> {
+        let members = match nested.as_ref().and_then(|n| n.object(src)) {
+            Some(m) => Cow::Borrowed(m),
+            None => Cow::Owned(Flat::parse(src)?.members),
+        };
+        Some(Object::of(members, nested))
     }
 
     /// The object whose members are listed already.
-    pub(crate) fn of(members: scan::Members<'a>) -> Object<'a> {
+    pub(crate) fn of(
+        members: Cow<'t, [(Cow<'t, str>, &'t str)]>,
+        nested: Option<scan::View<'t, 't>>,
+    ) -> Object<'t> {
         let names = members.iter().fold(0, |acc, (k, _)| acc | name_bit(k));
-        Object { members, names }
+        Object {
+            members,
+            names,
+            nested,
+        }
+    }
+
+    /// What the scan listed of the objects and arrays nested in this one.
+    pub(crate) fn nested(&self) -> Option<scan::View<'t, 't>> {
+        self.nested
     }
 
     /// The raw value of the last member named `name` (`null` included), as a value tree
     /// keeps the last of repeated names.
     #[inline(always)]
-    pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'t str> {
         find(&self.members, self.names, name)
     }
 
     /// The members in order, each with whether it is the last of its name (a value
     /// tree keeps only those).
-    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &'a str, bool)> + '_ {
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &'t str, bool)> + '_ {
+        let members: &[(Cow<'t, str>, &'t str)] = &self.members;
         // Repeated names are rare: find whether there are any in one pass, with the name
         // bits of the members seen so far.
         let mut seen = 0u128;
-        let repeats = self.members.iter().enumerate().any(|(i, (k, _))| {
+        let repeats = members.iter().enumerate().any(|(i, (k, _))| {
             let bit = name_bit(k);
-            let maybe = seen & bit != 0 && self.members[..i].iter().any(|(j, _)| j == k);
+            let maybe = seen & bit != 0 && members[..i].iter().any(|(j, _)| j == k);
             seen |= bit;
             maybe
         });
-        self.members.iter().enumerate().map(move |(i, (k, v))| {
-            let last = !repeats || !self.members[i + 1..].iter().any(|(j, _)| j == k);
+        members.iter().enumerate().map(move |(i, (k, v))| {
+            let last = !repeats || !members[i + 1..].iter().any(|(j, _)| j == k);
             (k.as_ref(), *v, last)
         })
     }
@@ -384,6 +423,8 @@ pub struct Record<'a> {
     obj: Obj<'a>,
     path: Path,
     ctx: &'a Ctx<'a>,
+    /// What the scan listed of the objects and arrays nested in a lazily read record.
+    nested: Option<scan::View<'a, 'a>>,
 }
 
 /// Where a record sits in its item, for error messages. An element of a top-level array
@@ -444,6 +485,7 @@ impl<'a> Record<'a> {
             obj: Obj::Tree(obj),
             path,
             ctx,
+            nested: None,
         })
     }
 
@@ -468,6 +510,7 @@ impl<'a> Record<'a> {
             obj: Obj::Flat { members: m, names },
             path,
             ctx,
+            nested: flat.nested,
         }
     }
 
@@ -526,6 +569,11 @@ impl<'a> Record<'a> {
     /// The raw value, if present and not null.
     pub fn raw(&self, name: &str) -> Option<Cow<'_, Value>> {
         self.get(name)
+    }
+
+    /// What the scan listed of the objects and arrays nested in a lazily read record.
+    pub(crate) fn scanned(&self) -> Option<scan::View<'a, 'a>> {
+        self.nested
     }
 
     /// The raw JSON text of the member `name` unless absent or null: borrowed from a

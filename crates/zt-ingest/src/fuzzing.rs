@@ -65,7 +65,7 @@ fn replayers() -> &'static [Replayer; 2] {
 /// lazy split read the body.
 pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
     use crate::items::{Parsed, split_segment, split_segment_lazy};
-    let Some((key, mut calls)) = split_segment_lazy(body, single, max) else {
+    let Some((key, mut calls, nested)) = split_segment_lazy(body, single, max) else {
         return false;
     };
     let tree: serde_json::Value =
@@ -88,7 +88,7 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
         let tree_value: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
         assert_eq!(lazy_value, tree_value, "a call's bytes");
         // As the endpoint reads it: with the members the split listed.
-        let item = call.item();
+        let item = call.item(&nested);
         let bytes = item.raw;
         // All read with the same bytes, so ids derived from them agree too.
         let env = || crate::normalize::Envelope {
@@ -259,4 +259,46 @@ pub fn scan_agrees(src: &str) {
             "scanned object differs: {src:?}"
         );
     }
+    nested_agrees(src);
+}
+
+/// The scan that lists nested objects and arrays ([`crate::scan::object_nested`]) reads
+/// what the plain scan reads, and lists every object and array nested in the text as a
+/// scan of that node's own text does, each found again by its text. Returns how many
+/// nodes it listed.
+pub fn nested_agrees(src: &str) -> usize {
+    use crate::scan::{Node, array, object, object_nested};
+    let Some((members, nested)) = object_nested(src) else {
+        assert!(object(src).is_none(), "only the plain scan reads {src:?}");
+        return 0;
+    };
+    assert_eq!(Some(&members), object(src).as_ref(), "top level of {src:?}");
+    let mut n = 0;
+    for (text, node) in nested.nodes() {
+        match node {
+            Node::Object(m) => assert_eq!(Some(m), object(text).as_deref(), "{text:?}"),
+            Node::Array(els) => {
+                let plain: Option<Vec<&str>> =
+                    array(text).map(|v| v.into_iter().map(|(t, _)| t).collect());
+                assert_eq!(Some(els), plain.as_deref(), "{text:?}");
+            }
+        }
+        assert_eq!(nested.get(text), Some(node), "found by its text: {text:?}");
+        n += 1;
+    }
+    // Every object and array but the whole is a node: count their opening brackets
+    // outside strings.
+    let (mut opened, mut in_string, mut escaped) = (0, false, false);
+    for b in src.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => opened += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(n + 1, opened, "nodes of {src:?}");
+    n
 }

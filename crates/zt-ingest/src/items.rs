@@ -277,6 +277,8 @@ pub(crate) struct LazyCall<'a> {
     /// The call's text: borrowed from the body, or the batch item with the batch-level
     /// fields it lacked (`context`, `integrations`, `sentAt`) added at its end.
     pub(crate) raw: Cow<'a, str>,
+    /// The call's text in the body (its nested objects are looked up there first).
+    part: &'a str,
     /// The call's members, the added ones included (all borrowed from the body), so the
     /// call is not scanned a second time.
     members: Option<scan::Members<'a>>,
@@ -288,15 +290,19 @@ impl<'a> LazyCall<'a> {
     /// The call as an item to normalise: its bytes, and the call read lazily with the
     /// members the split listed (taken: a second call reads its text again) or its
     /// rejection.
-    pub(crate) fn item(&mut self) -> Item<'_> {
+    /// `nested` is what the scan of the body listed ([`split_segment_lazy`]).
+    pub(crate) fn item<'c>(&'c mut self, nested: &'c scan::Nested<'a>) -> Item<'c> {
         let LazyCall {
             raw,
+            part,
             members,
             refused,
         } = self;
         let value = match (refused, members.take()) {
             (Some(rej), _) => Err(rej.clone()),
-            (None, Some(m)) => Ok(Parsed::Flat(Flat::from_members(raw, m))),
+            (None, Some(m)) => Ok(Parsed::Flat(
+                Flat::from_members(raw, m).with_nested(scan::View::of(nested, part)),
+            )),
             (None, None) => parse_item(raw.as_bytes()),
         };
         Item {
@@ -307,10 +313,11 @@ impl<'a> LazyCall<'a> {
 }
 
 /// [`split_segment`] without a value tree of the body: the body is scanned
-/// ([`crate::scan`]) once, and each call is read lazily later from the members listed
-/// ([`LazyCall::item`]). A batch item that lacks a batch-level field gets the field's text
+/// ([`crate::scan`]) once, listing the members of every object in it, and each call is
+/// read lazily later from what was listed ([`LazyCall::item`]). A batch item that lacks a batch-level field gets the field's text
 /// added at its end, so its text is the call as it is normalised (for its dead letter,
-/// size check and derived id). Also the body's `writeKey`.
+/// size check and derived id). Also the body's `writeKey`, and the objects and arrays
+/// nested in the body.
 ///
 /// `None` whenever the tree path must decide: text the scanner does not read, no `batch`
 /// array, an item that is not an object, or an item with its own `context` or
@@ -319,9 +326,9 @@ pub(crate) fn split_segment_lazy(
     body: &[u8],
     single: bool,
     max_batch_events: usize,
-) -> Option<(Option<String>, Vec<LazyCall<'_>>)> {
+) -> Option<(Option<String>, Vec<LazyCall<'_>>, scan::Nested<'_>)> {
     let text = std::str::from_utf8(body).ok()?;
-    let members = scan::object(text)?;
+    let (members, nested) = scan::object_nested(text)?;
     let last = |name: &str| {
         members
             .iter()
@@ -333,10 +340,11 @@ pub(crate) fn split_segment_lazy(
     if single {
         let call = LazyCall {
             raw: Cow::Borrowed(text),
+            part: text,
             members: Some(members),
             refused: None,
         };
-        return Some((write_key, vec![call]));
+        return Some((write_key, vec![call], nested));
     }
     let batch = last("batch").filter(|t| t.starts_with('['))?;
     let batch_level = [
@@ -347,10 +355,10 @@ pub(crate) fn split_segment_lazy(
         ),
         ("sentAt", last("sentAt")),
     ];
-    let elements = scan::array(batch)?;
+    let elements = nested.array(batch)?.to_vec();
     let mut calls = Vec::with_capacity(elements.len());
-    for (i, (item, item_members)) in elements.into_iter().enumerate() {
-        let mut item_members = item_members?;
+    for (i, item) in elements.into_iter().enumerate() {
+        let mut item_members = nested.object(item)?.to_vec();
         let mut raw = Cow::Borrowed(item);
         for (name, value) in batch_level {
             let Some(value) = value else { continue };
@@ -377,11 +385,12 @@ pub(crate) fn split_segment_lazy(
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
         calls.push(LazyCall {
             raw,
+            part: item,
             members: Some(item_members),
             refused,
         });
     }
-    Some((write_key, calls))
+    Some((write_key, calls, nested))
 }
 
 /// The per-item checks and the normalisation of one item: its parse result, its size

@@ -47,6 +47,176 @@ pub fn object(src: &str) -> Option<Members<'_>> {
     s.at_end().then_some(out)
 }
 
+/// A nested object or array of a text scanned with [`object_nested`]: an object's
+/// members, or an array's elements' texts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Node<'n, 'a> {
+    /// An object's members.
+    Object(&'n [(Cow<'a, str>, &'a str)]),
+    /// An array's elements.
+    Array(&'n [&'a str]),
+}
+
+/// Where a node's text is in the source, and where its members or elements are.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    off: usize,
+    len: usize,
+    object: bool,
+    from: usize,
+    to: usize,
+}
+
+/// The objects and arrays nested in a scanned text, found by their text: a value text
+/// read from the scanned source is looked up here instead of being scanned again (a
+/// Segment call's `context`, and the `campaign` in it, were scanned three and four times).
+/// All members are kept in one list and all elements in another, each node's together,
+/// rather than a list per node: a request's nodes all live until it is answered.
+#[derive(Debug, Default)]
+pub struct Nested<'a> {
+    /// The scanned source.
+    src: &'a str,
+    members: Vec<(Cow<'a, str>, &'a str)>,
+    elements: Vec<&'a str>,
+    /// The nodes in the order of their offsets.
+    nodes: Vec<At>,
+}
+
+impl<'a> Nested<'a> {
+    /// The node whose text is exactly `text` (a slice of the scanned source), if any.
+    pub fn get(&self, text: &str) -> Option<Node<'_, 'a>> {
+        self.get_in(text, 0..self.nodes.len())
+    }
+
+    /// [`Nested::get`] among the nodes `within` (a range of [`Nested::within`]), then
+    /// among all.
+    fn get_in(&self, text: &str, within: std::ops::Range<usize>) -> Option<Node<'_, 'a>> {
+        // Addresses compared as numbers: a text from anywhere else is out of the range.
+        let off = (text.as_ptr() as usize).checked_sub(self.src.as_ptr() as usize)?;
+        if off >= self.src.len() {
+            return None;
+        }
+        let search = |range: std::ops::Range<usize>| {
+            let nodes = self.nodes.get(range.clone())?;
+            let i = nodes.binary_search_by_key(&off, |n| n.off).ok()?;
+            Some(range.start + i)
+        };
+        let i = search(within).or_else(|| search(0..self.nodes.len()))?;
+        let at = self.nodes[i];
+        if at.len != text.len() {
+            return None;
+        }
+        Some(if at.object {
+            Node::Object(&self.members[at.from..at.to])
+        } else {
+            Node::Array(&self.elements[at.from..at.to])
+        })
+    }
+
+    /// The range of nodes inside the node whose text is `text` (itself included), to
+    /// look up the nodes of one call among a batch's.
+    pub fn within(&self, text: &str) -> std::ops::Range<usize> {
+        let off = (text.as_ptr() as usize).wrapping_sub(self.src.as_ptr() as usize);
+        let lo = self.nodes.partition_point(|n| n.off < off);
+        let hi = self
+            .nodes
+            .partition_point(|n| n.off < off.saturating_add(text.len()));
+        lo..hi.max(lo)
+    }
+
+    /// Every node with its text, in the order of the text.
+    pub fn nodes(&self) -> impl Iterator<Item = (&'a str, Node<'_, 'a>)> + '_ {
+        self.nodes.iter().filter_map(|at| {
+            let text = self.src.get(at.off..at.off + at.len)?;
+            Some((text, self.get(text)?))
+        })
+    }
+
+    /// The elements of the array whose text is `text`.
+    pub fn array(&self, text: &str) -> Option<&[&'a str]> {
+        match self.get(text)? {
+            Node::Array(a) => Some(a),
+            Node::Object(_) => None,
+        }
+    }
+
+    /// The members of the object whose text is `text`.
+    pub fn object(&self, text: &str) -> Option<&[(Cow<'a, str>, &'a str)]> {
+        match self.get(text)? {
+            Node::Object(m) => Some(m),
+            Node::Array(_) => None,
+        }
+    }
+}
+
+/// A view of a [`Nested`] for one part of the source (a call of a batch): look-ups search
+/// that part's nodes first.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'n, 'a> {
+    nested: &'n Nested<'a>,
+    /// The range of the part's nodes.
+    lo: usize,
+    hi: usize,
+}
+
+impl<'n, 'a> View<'n, 'a> {
+    /// The view of the part whose text is `text`.
+    pub fn of(nested: &'n Nested<'a>, text: &str) -> View<'n, 'a> {
+        let within = nested.within(text);
+        View {
+            nested,
+            lo: within.start,
+            hi: within.end,
+        }
+    }
+
+    /// The members of the object whose text is `text`.
+    pub fn object(&self, text: &str) -> Option<&'n [(Cow<'a, str>, &'a str)]> {
+        match self.nested.get_in(text, self.lo..self.hi)? {
+            Node::Object(m) => Some(m),
+            Node::Array(_) => None,
+        }
+    }
+
+    /// The elements of the array whose text is `text`.
+    pub fn array(&self, text: &str) -> Option<&'n [&'a str]> {
+        match self.nested.get_in(text, self.lo..self.hi)? {
+            Node::Array(a) => Some(a),
+            Node::Object(_) => None,
+        }
+    }
+}
+
+/// [`object`], also listing the members of every object and the elements of every array
+/// nested in it ([`Nested`]).
+pub fn object_nested(src: &str) -> Option<(Members<'_>, Nested<'_>)> {
+    let mut s = Scanner::new(src);
+    s.capture = Some(Capture::default());
+    s.ws();
+    let out = s.object(1)?;
+    s.ws();
+    let c = s.capture.take().unwrap_or_default();
+    let nested = Nested {
+        src,
+        members: c.members,
+        elements: c.elements,
+        nodes: c.nodes,
+    };
+    s.at_end().then_some((out, nested))
+}
+
+/// What a capturing scan lists ([`object_nested`]), with its work stacks: a node's
+/// members or elements are gathered on a stack while its own nested nodes are read, then
+/// moved to the lists together.
+#[derive(Debug, Default)]
+struct Capture<'a> {
+    members: Vec<(Cow<'a, str>, &'a str)>,
+    elements: Vec<&'a str>,
+    nodes: Vec<At>,
+    member_stack: Vec<(Cow<'a, str>, &'a str)>,
+    element_stack: Vec<&'a str>,
+}
+
 /// The high bit of each byte of `w` that is a quote, a backslash or a control character
 /// (below 0x20), exact from the lowest such byte up to the first one (the borrow of the
 /// subtraction can mark bytes above it too, which the caller never looks at).
@@ -76,6 +246,8 @@ struct Scanner<'a> {
     src: &'a str,
     b: &'a [u8],
     i: usize,
+    /// Set to list nested objects and arrays ([`object_nested`]).
+    capture: Option<Capture<'a>>,
 }
 
 impl<'a> Scanner<'a> {
@@ -84,7 +256,62 @@ impl<'a> Scanner<'a> {
             src,
             b: src.as_bytes(),
             i: 0,
+            capture: None,
         }
+    }
+
+    /// A nested object or array at the cursor, listed in `capture`.
+    #[inline(never)]
+    fn nested(&mut self, depth: usize) -> Option<()> {
+        let start = self.i;
+        // The slot is taken before the node's own nested nodes, so the list stays in the
+        // order of the offsets.
+        let c = self.capture.as_mut()?;
+        let slot = c.nodes.len();
+        c.nodes.push(At {
+            off: start,
+            len: 0,
+            object: false,
+            from: 0,
+            to: 0,
+        });
+        let object = self.peek()? == b'{';
+        let (from, to) = if object {
+            let mark = self.capture.as_ref()?.member_stack.len();
+            self.list(OBJECT, depth, |s| {
+                let (name, value) = s.member(depth)?;
+                let name = s.name(name)?;
+                s.capture.as_mut()?.member_stack.push((name, value));
+                Some(())
+            })?;
+            let c = self.capture.as_mut()?;
+            let from = c.members.len();
+            c.members.extend(c.member_stack.drain(mark..));
+            (from, c.members.len())
+        } else {
+            let mark = self.capture.as_ref()?.element_stack.len();
+            self.list(ARRAY, depth, |s| {
+                let from = s.i;
+                s.value(depth + 1)?;
+                let src = s.src;
+                s.capture.as_mut()?.element_stack.push(&src[from..s.i]);
+                Some(())
+            })?;
+            let c = self.capture.as_mut()?;
+            let from = c.elements.len();
+            c.elements.extend(c.element_stack.drain(mark..));
+            (from, c.elements.len())
+        };
+        let len = self.i - start;
+        let at = self.capture.as_mut()?.nodes.get_mut(slot)?;
+        *at = At {
+            off: start,
+            len,
+            object,
+            from,
+            to,
+        };
+        Some(())
     }
 
     fn at_end(&self) -> bool {
@@ -181,22 +408,29 @@ impl<'a> Scanner<'a> {
         let mut out = Vec::with_capacity(16);
         self.list(OBJECT, depth, |s| {
             let (name, value) = s.member(depth)?;
-            let name = if name.escaped {
-                let quoted = &s.src[name.from - 1..name.to + 1];
-                Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
-            } else {
-                Cow::Borrowed(&s.src[name.from..name.to])
-            };
-            out.push((name, value));
+            out.push((s.name(name)?, value));
             Some(())
         })?;
         Some(out)
+    }
+
+    /// A member's name: borrowed, or decoded by serde_json when it has escapes.
+    #[inline(always)]
+    fn name(&self, name: Quoted) -> Option<Cow<'a, str>> {
+        let src = self.src;
+        Some(if name.escaped {
+            let quoted = &src[name.from - 1..name.to + 1];
+            Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+        } else {
+            Cow::Borrowed(&src[name.from..name.to])
+        })
     }
 
     /// Any value at the cursor.
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
+            b'{' | b'[' if self.capture.is_some() => self.nested(depth),
             b'{' => self.list(OBJECT, depth, |s| s.member(depth).map(|_| ())),
             b'[' => self.list(ARRAY, depth, |s| s.value(depth + 1)),
             b't' => self.literal(b"true"),
@@ -384,6 +618,12 @@ mod tests {
             assert!(array(ok).is_some(), "{ok}");
         }
         assert!(object(CASES[5]).is_some() && object(CASES[6]).is_none());
+        // Nested objects and arrays are listed, found again by their text.
+        assert_eq!(
+            crate::fuzzing::nested_agrees(r#"{"a":{"b":[1,{"c":[]}]},"d":[{}],"e":"{[","a":[]}"#),
+            7
+        );
+        assert_eq!(crate::fuzzing::nested_agrees(r#"{"a":1}"#), 0);
         // A lone surrogate, which serde_json's skipping passes and no value tree takes.
         assert!(array(CASES[7]).is_none());
         for lone in [

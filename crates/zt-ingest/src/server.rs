@@ -797,7 +797,7 @@ async fn segment_inner(
     // also words any error.
     let max = st.cfg.max_batch_events;
     let (mut read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
-        Some((key, calls)) => (Ok(calls), key),
+        Some((key, calls, nested)) => (Ok((calls, nested)), key),
         None => {
             let parsed: Result<Value, Rejection> =
                 serde_json::from_slice(&body).map_err(|e| parse_error(&e));
@@ -845,7 +845,7 @@ async fn segment_inner(
     // `Ok`: the calls read lazily; `Err`: the body's value tree (or why it has none).
     let items: Vec<Item<'_>> = match read {
         // Segment accepts a batch and rejects the events past its limit one by one.
-        Ok(ref mut calls) => calls.iter_mut().map(items::LazyCall::item).collect(),
+        Ok((ref mut calls, ref nested)) => calls.iter_mut().map(|c| c.item(nested)).collect(),
         Err(parsed) => {
             let value = match parsed {
                 Ok(v) => v,

@@ -77,8 +77,9 @@ pub(crate) fn normalize_parsed(
 }
 
 /// [`normalize`] of one JSON item given as text, read as ingest reads a request's items
-/// (for benchmarks: the same path as the HTTP endpoints): an object lazily, anything
-/// else as a value tree.
+/// (for benchmarks: the same path as the HTTP endpoints): a tracking call as the Segment
+/// endpoints read one (the objects nested in it listed by the scan), another object
+/// lazily, anything else as a value tree.
 pub fn normalize_json(
     source: Source,
     json: &str,
@@ -86,6 +87,14 @@ pub fn normalize_json(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
+    if source == Source::Tracking
+        && let Some((_, mut calls, nested)) =
+            crate::items::split_segment_lazy(json.as_bytes(), true, 1)
+        && let Some(call) = calls.first_mut()
+    {
+        let parsed = call.item(&nested).value?;
+        return normalize_parsed(source, parsed, segment_kind, ctx, env);
+    }
     let parsed = crate::items::parse_item(json.as_bytes())?;
     normalize_parsed(source, parsed, segment_kind, ctx, env)
 }
@@ -102,12 +111,13 @@ pub fn normalize_segment_body(
     received_at: i64,
     private_channels: &[String],
 ) -> Option<Vec<Result<Event, Rejection>>> {
-    let (_, mut calls) = crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
+    let (_, mut calls, nested) =
+        crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
     Some(
         calls
             .iter_mut()
             .map(|c| {
-                let item = c.item();
+                let item = c.item(&nested);
                 let env = Envelope {
                     received_at,
                     raw: item.raw,

@@ -162,7 +162,7 @@ fn scalar(raw: &str) -> Option<String> {
 fn obj<'a>(m: &Object<'a>, k: &str) -> Option<Object<'a>> {
     m.get(k)
         .filter(|raw| raw.starts_with('{'))
-        .and_then(Object::parse)
+        .and_then(|raw| Object::parse(raw, m.nested()))
 }
 
 /// The member `k` of `m` as text ([`scalar`]).
@@ -215,16 +215,39 @@ fn int(raw: Option<&str>) -> Option<i32> {
     }
 }
 
-/// The elements of the JSON array `raw`, each object element with its members when
-/// they were listed; `None` when `raw` is not an array.
-fn elements(raw: &str) -> Option<Vec<scan::Element<'_>>> {
+/// The elements of the JSON array `raw`, each object element read as an [`Object`]
+/// (from what the scan listed, when it did); `None` when `raw` is not an array.
+fn elements<'t>(
+    raw: &'t str,
+    nested: Option<scan::View<'t, 't>>,
+) -> Option<Vec<(&'t str, Option<Object<'t>>)>> {
     if !raw.starts_with('[') {
         return None;
     }
-    scan::array(raw).or_else(|| {
-        let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
-        Some(items.into_iter().map(|v| (v.get(), None)).collect())
-    })
+    let as_object = |el: &'t str| {
+        el.starts_with('{')
+            .then(|| Object::parse(el, nested))
+            .flatten()
+    };
+    if let Some(items) = nested.as_ref().and_then(|n| n.array(raw)) {
+        return Some(items.iter().map(|el| (*el, as_object(el))).collect());
+    }
+    if let Some(items) = scan::array(raw) {
+        let object = |m: scan::Members<'t>| Object::of(Cow::Owned(m), None);
+        return Some(
+            items
+                .into_iter()
+                .map(|(el, m)| (el, m.map(object)))
+                .collect(),
+        );
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+    Some(
+        items
+            .into_iter()
+            .map(|v| (v.get(), as_object(v.get())))
+            .collect(),
+    )
 }
 
 /// Writes `o` as compact JSON text without contact keys at any depth and, for `traits`,
@@ -250,27 +273,28 @@ fn write_stripped(o: &Object<'_>, traits: bool, out: &mut String) {
             out.push('"');
         }
         out.push(':');
-        write_value(raw, out);
+        write_value(raw, o.nested(), out);
     }
     out.push('}');
 }
 
 /// Writes the JSON value `raw` with contact keys removed from the objects in it.
-fn write_value(raw: &str, out: &mut String) {
+fn write_value<'t>(raw: &'t str, nested: Option<scan::View<'t, 't>>, out: &mut String) {
     match raw.as_bytes().first() {
-        Some(b'{') => match Object::parse(raw) {
+        Some(b'{') => match Object::parse(raw, nested) {
             Some(o) => write_stripped(&o, false, out),
             None => out.push_str("{}"),
         },
         Some(b'[') => {
             out.push('[');
-            for (i, (el, members)) in elements(raw).unwrap_or_default().into_iter().enumerate() {
+            let items = elements(raw, nested).unwrap_or_default();
+            for (i, (el, object)) in items.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                match members {
-                    Some(m) => write_stripped(&Object::of(m), false, out),
-                    None => write_value(el, out),
+                match object {
+                    Some(o) => write_stripped(&o, false, out),
+                    None => write_value(el, nested, out),
                 }
             }
             out.push(']');
@@ -289,9 +313,10 @@ fn object_text<'a>(rec: &Record<'a>, name: &str) -> Result<Option<Cow<'a, str>>,
     }
 }
 
-/// The object of [`object_text`] (empty when absent).
-fn object<'t>(text: Option<&'t str>) -> Object<'t> {
-    text.and_then(Object::parse).unwrap_or_default()
+/// The object of [`object_text`] (empty when absent), looked up in `nested` first.
+fn object<'t>(text: Option<&'t str>, nested: Option<scan::View<'t, 't>>) -> Object<'t> {
+    text.and_then(|t| Object::parse(t, nested))
+        .unwrap_or_default()
 }
 
 /// Normalises one Segment call, reading its `context`, `properties` and `traits` from
@@ -352,9 +377,10 @@ pub(crate) fn normalize(
     let context_text = object_text(&rec, "context")?;
     let properties_text = object_text(&rec, "properties")?;
     let traits_text = object_text(&rec, "traits")?;
-    let context = object(context_text.as_deref());
-    let properties = object(properties_text.as_deref());
-    let traits = object(traits_text.as_deref());
+    let nested = rec.scanned();
+    let context = object(context_text.as_deref(), nested);
+    let properties = object(properties_text.as_deref(), nested);
+    let traits = object(traits_text.as_deref(), nested);
 
     // Identities: hash contact data before anything else touches it.
     let ctx_traits = obj(&context, "traits");
@@ -393,12 +419,8 @@ pub(crate) fn normalize(
         .or_else(|| s_of(campaign.as_ref(), "source"));
     let mut experiments = Vec::new();
     if let Some(raw) = context.get("experiments") {
-        if let Some(items) = elements(raw) {
-            for (i, (text, members)) in items.into_iter().enumerate() {
-                let m = match members {
-                    Some(m) => Some(Object::of(m)),
-                    None => text.starts_with('{').then(|| Object::parse(text)).flatten(),
-                };
+        if let Some(items) = elements(raw, context.nested()) {
+            for (i, (_, m)) in items.into_iter().enumerate() {
                 match (
                     s_of(m.as_ref(), "experiment_id"),
                     s_of(m.as_ref(), "variant"),
