@@ -191,7 +191,7 @@ impl<'n, 'a> View<'n, 'a> {
 /// nested in it ([`Nested`]).
 pub fn object_nested(src: &str) -> Option<(Members<'_>, Nested<'_>)> {
     let mut s = Scanner::new(src);
-    s.capture = Some(Capture::default());
+    s.capture = Some(Capture::for_len(src.len()));
     s.ws();
     let out = s.object(1)?;
     s.ws();
@@ -206,15 +206,30 @@ pub fn object_nested(src: &str) -> Option<(Members<'_>, Nested<'_>)> {
 }
 
 /// What a capturing scan lists ([`object_nested`]), with its work stacks: a node's
-/// members or elements are gathered on a stack while its own nested nodes are read, then
-/// moved to the lists together.
+/// members or elements are gathered on the stack of its depth while its own nested nodes
+/// are read (on deeper stacks), then moved to the lists together. The stacks are kept
+/// from node to node.
 #[derive(Debug, Default)]
 struct Capture<'a> {
     members: Vec<(Cow<'a, str>, &'a str)>,
     elements: Vec<&'a str>,
     nodes: Vec<At>,
-    member_stack: Vec<(Cow<'a, str>, &'a str)>,
-    element_stack: Vec<&'a str>,
+    member_stacks: Vec<Vec<(Cow<'a, str>, &'a str)>>,
+    element_stacks: Vec<Vec<&'a str>>,
+}
+
+impl<'a> Capture<'a> {
+    /// Lists sized for a source of `len` bytes (about one member in 16 bytes of a
+    /// tracking body), so they seldom grow and move.
+    fn for_len(len: usize) -> Self {
+        Capture {
+            members: Vec::with_capacity(len / 16),
+            elements: Vec::with_capacity(len / 256),
+            nodes: Vec::with_capacity(len / 48),
+            member_stacks: Vec::new(),
+            element_stacks: Vec::new(),
+        }
+    }
 }
 
 /// The high bit of each byte of `w` that is a quote, a backslash or a control character
@@ -277,29 +292,40 @@ impl<'a> Scanner<'a> {
         });
         let object = self.peek()? == b'{';
         let (from, to) = if object {
-            let mark = self.capture.as_ref()?.member_stack.len();
+            let c = self.capture.as_mut()?;
+            if c.member_stacks.len() <= depth {
+                c.member_stacks.resize_with(depth + 1, Vec::new);
+            }
+            let mut stack = std::mem::take(&mut c.member_stacks[depth]);
+            stack.clear();
             self.list(OBJECT, depth, |s| {
                 let (name, value) = s.member(depth)?;
-                let name = s.name(name)?;
-                s.capture.as_mut()?.member_stack.push((name, value));
+                stack.push((s.name(name)?, value));
                 Some(())
             })?;
             let c = self.capture.as_mut()?;
             let from = c.members.len();
-            c.members.extend(c.member_stack.drain(mark..));
+            c.members.append(&mut stack);
+            c.member_stacks[depth] = stack;
             (from, c.members.len())
         } else {
-            let mark = self.capture.as_ref()?.element_stack.len();
+            let c = self.capture.as_mut()?;
+            if c.element_stacks.len() <= depth {
+                c.element_stacks.resize_with(depth + 1, Vec::new);
+            }
+            let mut stack = std::mem::take(&mut c.element_stacks[depth]);
+            stack.clear();
             self.list(ARRAY, depth, |s| {
                 let from = s.i;
                 s.value(depth + 1)?;
                 let src = s.src;
-                s.capture.as_mut()?.element_stack.push(&src[from..s.i]);
+                stack.push(&src[from..s.i]);
                 Some(())
             })?;
             let c = self.capture.as_mut()?;
             let from = c.elements.len();
-            c.elements.extend(c.element_stack.drain(mark..));
+            c.elements.append(&mut stack);
+            c.element_stacks[depth] = stack;
             (from, c.elements.len())
         };
         let len = self.i - start;
