@@ -129,7 +129,7 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub struct Flat<'a> {
     src: &'a str,
-    members: scan::Members<'a>,
+    members: scan::MemberList<'a>,
     /// The objects and arrays nested in it, when the scan listed them.
     nested: Option<scan::View<'a, 'a>>,
 }
@@ -144,13 +144,22 @@ impl<'a> Flat<'a> {
         let members = scan::object(src).or_else(|| serde_members(src))?;
         Some(Flat {
             src,
-            members,
+            members: scan::MemberList::owned(members),
             nested: None,
         })
     }
 
     /// The object `src` whose members [`crate::scan`] listed already.
     pub(crate) fn from_members(src: &'a str, members: scan::Members<'a>) -> Flat<'a> {
+        Flat {
+            src,
+            members: scan::MemberList::owned(members),
+            nested: None,
+        }
+    }
+
+    /// The object whose members the scan of the request listed ([`scan::Nested`]).
+    pub(crate) fn from_listed(src: &'a str, members: scan::MemberList<'a>) -> Flat<'a> {
         Flat {
             src,
             members,
@@ -190,7 +199,7 @@ impl<'t> Object<'t> {
     pub(crate) fn parse(src: &'t str, nested: Option<scan::View<'t, 't>>) -> Option<Object<'t>> {
         let members = match nested.as_ref().and_then(|n| n.object(src)) {
             Some(m) => Cow::Borrowed(m),
-            None => Cow::Owned(Flat::parse(src)?.members),
+            None => Flat::parse(src)?.members.into_cow(),
         };
         Some(Object::of(members, nested))
     }
@@ -304,7 +313,7 @@ impl<'de> Deserialize<'de> for Name<'de> {
 enum Obj<'a> {
     Tree(Map<String, Value>),
     Flat {
-        members: scan::Members<'a>,
+        members: scan::MemberList<'a>,
         names: u128,
     },
 }
@@ -501,8 +510,9 @@ impl<'a> Record<'a> {
         for (from, to) in &ctx.mapping.renames {
             if let Some(i) = m.iter().rposition(|(k, _)| k.as_ref() == from.as_str()) {
                 let v = m[i].1;
-                m.retain(|(k, _)| k.as_ref() != from.as_str() && k.as_ref() != to.as_str());
-                m.push((Cow::Borrowed(to.as_str()), v));
+                let owned = m.to_mut();
+                owned.retain(|(k, _)| k.as_ref() != from.as_str() && k.as_ref() != to.as_str());
+                owned.push((Cow::Borrowed(to.as_str()), v));
             }
         }
         let names = m.iter().fold(0, |acc, (k, _)| acc | name_bit(k));
@@ -596,7 +606,7 @@ impl<'a> Record<'a> {
             Obj::Tree(m) => m.remove(name).filter(|v| !v.is_null()),
             Obj::Flat { members, names } => {
                 let v = parse_raw(find(members, *names, name)?);
-                members.retain(|(k, _)| k.as_ref() != name);
+                members.to_mut().retain(|(k, _)| k.as_ref() != name);
                 v.filter(|v| !v.is_null())
             }
         }

@@ -279,29 +279,43 @@ pub(crate) struct LazyCall<'a> {
     pub(crate) raw: Cow<'a, str>,
     /// The call's text in the body (its nested objects are looked up there first).
     part: &'a str,
-    /// The call's members, the added ones included (all borrowed from the body), so the
-    /// call is not scanned a second time.
-    members: Option<scan::Members<'a>>,
+    /// The members of a single call (the body's); a batch item's are looked up in what
+    /// the scan of the body listed, so the call is not scanned a second time.
+    own: Option<scan::Members<'a>>,
+    /// The batch-level members a batch item lacked and was given.
+    added: Vec<(Cow<'a, str>, &'a str)>,
     /// Set for an item past `max_batch_events`.
     pub(crate) refused: Option<Rejection>,
 }
 
 impl<'a> LazyCall<'a> {
-    /// The call as an item to normalise: its bytes, and the call read lazily with the
-    /// members the split listed (taken: a second call reads its text again) or its
+    /// The call as an item to normalise: its bytes, and the call read lazily from the
+    /// members the scan of the body listed (`nested`, [`split_segment_lazy`]), or its
     /// rejection.
-    /// `nested` is what the scan of the body listed ([`split_segment_lazy`]).
     pub(crate) fn item<'c>(&'c mut self, nested: &'c scan::Nested<'a>) -> Item<'c> {
         let LazyCall {
             raw,
             part,
-            members,
+            own,
+            added,
             refused,
         } = self;
-        let value = match (refused, members.take()) {
+        let members = match own.take() {
+            Some(m) => Some(scan::MemberList::owned(m)),
+            None => nested.object(part).map(|m| {
+                if added.is_empty() {
+                    scan::MemberList::listed(m)
+                } else {
+                    let mut all = m.to_vec();
+                    all.extend(added.iter().cloned());
+                    scan::MemberList::owned(all)
+                }
+            }),
+        };
+        let value = match (refused, members) {
             (Some(rej), _) => Err(rej.clone()),
             (None, Some(m)) => Ok(Parsed::Flat(
-                Flat::from_members(raw, m).with_nested(scan::View::of(nested, part)),
+                Flat::from_listed(raw, m).with_nested(scan::View::of(nested, part)),
             )),
             (None, None) => parse_item(raw.as_bytes()),
         };
@@ -341,7 +355,8 @@ pub(crate) fn split_segment_lazy(
         let call = LazyCall {
             raw: Cow::Borrowed(text),
             part: text,
-            members: Some(members),
+            own: Some(members),
+            added: Vec::new(),
             refused: None,
         };
         return Some((write_key, vec![call], nested));
@@ -358,7 +373,8 @@ pub(crate) fn split_segment_lazy(
     let elements = nested.array(batch)?.to_vec();
     let mut calls = Vec::with_capacity(elements.len());
     for (i, item) in elements.into_iter().enumerate() {
-        let mut item_members = nested.object(item)?.to_vec();
+        let item_members = nested.object(item)?;
+        let mut added = Vec::new();
         let mut raw = Cow::Borrowed(item);
         for (name, value) in batch_level {
             let Some(value) = value else { continue };
@@ -372,7 +388,7 @@ pub(crate) fn split_segment_lazy(
             let text = raw.to_mut();
             // The item's text ends with its closing brace.
             text.pop();
-            if !item_members.is_empty() {
+            if !item_members.is_empty() || !added.is_empty() {
                 text.push(',');
             }
             text.push('"');
@@ -380,13 +396,14 @@ pub(crate) fn split_segment_lazy(
             text.push_str("\":");
             text.push_str(value);
             text.push('}');
-            item_members.push((Cow::Borrowed(name), value));
+            added.push((Cow::Borrowed(name), value));
         }
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
         calls.push(LazyCall {
             raw,
             part: item,
-            members: Some(item_members),
+            own: None,
+            added,
             refused,
         });
     }

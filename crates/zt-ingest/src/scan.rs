@@ -25,6 +25,55 @@ pub const MAX_DEPTH: usize = 100;
 /// escapes) and the text of its value, without surrounding whitespace.
 pub type Members<'a> = Vec<(Cow<'a, str>, &'a str)>;
 
+/// An object's members, owned, or borrowed from what a scan listed ([`Nested`]). (A `Cow`
+/// of the slice would not do: it would tie the lifetime of what it holds invariantly.)
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberList<'a> {
+    owned: Members<'a>,
+    listed: Option<&'a [(Cow<'a, str>, &'a str)]>,
+}
+
+impl<'a> std::ops::Deref for MemberList<'a> {
+    type Target = [(Cow<'a, str>, &'a str)];
+    fn deref(&self) -> &Self::Target {
+        self.listed.unwrap_or(&self.owned)
+    }
+}
+
+impl<'a> MemberList<'a> {
+    /// Members of their own.
+    pub fn owned(members: Members<'a>) -> Self {
+        MemberList {
+            owned: members,
+            listed: None,
+        }
+    }
+
+    /// Members a scan listed.
+    pub fn listed(members: &'a [(Cow<'a, str>, &'a str)]) -> Self {
+        MemberList {
+            owned: Vec::new(),
+            listed: Some(members),
+        }
+    }
+
+    /// The members to change, copied first when they are borrowed.
+    pub fn to_mut(&mut self) -> &mut Members<'a> {
+        if let Some(m) = self.listed.take() {
+            self.owned = m.to_vec();
+        }
+        &mut self.owned
+    }
+
+    /// The members as a `Cow` of their slice.
+    pub fn into_cow(self) -> Cow<'a, [(Cow<'a, str>, &'a str)]> {
+        match self.listed {
+            Some(m) => Cow::Borrowed(m),
+            None => Cow::Owned(self.owned),
+        }
+    }
+}
+
 /// One element of a scanned array: its text, and its members when it is an object (`None`
 /// for other values).
 pub type Element<'a> = (&'a str, Option<Members<'a>>);
