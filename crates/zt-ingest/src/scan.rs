@@ -347,11 +347,7 @@ impl<'a> Scanner<'a> {
             }
             let mut stack = std::mem::take(&mut c.member_stacks[depth]);
             stack.clear();
-            self.list(OBJECT, depth, |s| {
-                let (name, value) = s.member(depth)?;
-                stack.push((s.name(name)?, value));
-                Some(())
-            })?;
+            self.members_onto(depth, &mut stack)?;
             let c = self.capture.as_mut()?;
             let from = c.members.len();
             c.members.append(&mut stack);
@@ -387,6 +383,17 @@ impl<'a> Scanner<'a> {
             to,
         };
         Some(())
+    }
+
+    /// The members of the object at the cursor, pushed onto `stack`. (Apart from
+    /// [`Scanner::nested`], so that the push is compiled inline.)
+    #[inline(never)]
+    fn members_onto(&mut self, depth: usize, stack: &mut Members<'a>) -> Option<()> {
+        self.list(OBJECT, depth, |s| {
+            let (name, value) = s.member(depth)?;
+            stack.push((s.name(name)?, value));
+            Some(())
+        })
     }
 
     fn at_end(&self) -> bool {
