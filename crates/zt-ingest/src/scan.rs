@@ -1,7 +1,10 @@
 //! A one-pass reader of the JSON that native endpoints take: a body's array of records is
 //! split into the records' texts and each record into its members' names and value texts
 //! in a single scan, instead of one `serde_json` pass to split the body and another per
-//! record to list its members (together about a quarter of ingest's time).
+//! record to list its members (together about a quarter of ingest's time). A Segment body
+//! is read with [`object_nested`], which also lists the members of every object and the
+//! elements of every array nested in it ([`Nested`]), so that a call's `context`,
+//! `properties` and `traits`, and the objects in them, are read without a second scan.
 //!
 //! **It never decides what serde_json would decide otherwise.** It accepts only text that
 //! `serde_json` accepts the same way (RFC 8259 grammar; strings with control characters,
