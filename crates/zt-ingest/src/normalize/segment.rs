@@ -280,6 +280,9 @@ fn write_stripped(o: &Object<'_>, traits: bool, out: &mut String) {
 
 /// Writes the JSON value `raw` with contact keys removed from the objects in it.
 fn write_value<'t>(raw: &'t str, nested: Option<scan::View<'t, 't>>, out: &mut String) {
+    // `raw` is one valid JSON value (the scan or serde_json read it), so an object or an
+    // array in it always reads; were one not to, it is written empty rather than as text
+    // whose contact keys were not removed.
     match raw.as_bytes().first() {
         Some(b'{') => match Object::parse(raw, nested) {
             Some(o) => write_stripped(&o, false, out),
