@@ -108,17 +108,7 @@ fn segment_batch(c: &mut Criterion) {
     };
     let body_of = |n: usize| {
         let calls: Vec<serde_json::Value> = (n * 200..n * 200 + 200)
-            .map(|i| {
-            serde_json::json!({
-                "type": "track", "messageId": format!("bench-{i}"),
-                "anonymousId": format!("a{i}"), "userId": format!("u{i}"),
-                "event": "Product Added",
-                "properties": {"product_id": "P1", "sku": "SKU-1", "price": 99.0, "quantity": 1, "currency": "CNY"},
-                "context": {"campaign": {"source": "douyin", "medium": "cpc", "name": "ny"},
-                            "device": {"type": "mobile"}, "traits": {"email": "li.lei@example.cn"}},
-                "timestamp": "2026-01-05T02:00:00.000Z"
-            })
-        })
+            .map(zt_benches::track_call)
             .collect();
         serde_json::to_vec(&serde_json::json!({ "batch": calls })).unwrap()
     };

@@ -129,7 +129,7 @@ impl Workload {
     fn record(self, i: usize) -> serde_json::Value {
         match self {
             Workload::Erp => native_record(i),
-            Workload::Tracking => track_call(i),
+            Workload::Tracking => zt_benches::track_call(i),
         }
     }
 
@@ -144,18 +144,6 @@ impl Workload {
         }
         .unwrap()
     }
-}
-
-/// A Segment `track` call as a web tracker sends one.
-fn track_call(i: usize) -> serde_json::Value {
-    serde_json::json!({
-        "type": "track", "messageId": format!("bench-{i}"), "anonymousId": format!("a{}", i % 5000),
-        "userId": format!("u{}", i % 5000), "event": "Product Added",
-        "properties": {"product_id": "P1", "sku": "SKU-1", "price": 99.0, "quantity": 1, "currency": "CNY"},
-        "context": {"campaign": {"source": "douyin", "medium": "cpc", "name": "ny"},
-                    "device": {"type": "mobile"}, "traits": {"email": "li.lei@example.cn"}},
-        "timestamp": "2026-01-05T02:00:00.000Z"
-    })
 }
 
 fn native_record(i: usize) -> serde_json::Value {

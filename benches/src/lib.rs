@@ -189,3 +189,17 @@ pub fn proc_cpu(pid: u32) -> Option<(f64, u32)> {
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some((ticks / 100.0, ppid))
 }
+
+/// A Segment `track` call as a web tracker sends one (product properties, an e-mail in
+/// `context.traits`): the load bench's tracking workload and the body of the
+/// `ingest_segment_batch` bench.
+pub fn track_call(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "track", "messageId": format!("bench-{i}"), "anonymousId": format!("a{}", i % 5000),
+        "userId": format!("u{}", i % 5000), "event": "Product Added",
+        "properties": {"product_id": "P1", "sku": "SKU-1", "price": 99.0, "quantity": 1, "currency": "CNY"},
+        "context": {"campaign": {"source": "douyin", "medium": "cpc", "name": "ny"},
+                    "device": {"type": "mobile"}, "traits": {"email": "li.lei@example.cn"}},
+        "timestamp": "2026-01-05T02:00:00.000Z"
+    })
+}

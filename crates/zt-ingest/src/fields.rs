@@ -142,20 +142,12 @@ impl<'a> Flat<'a> {
             return None;
         }
         let members = scan::object(src).or_else(|| serde_members(src))?;
-        Some(Flat {
-            src,
-            members: scan::MemberList::owned(members),
-            nested: None,
-        })
+        Some(Flat::from_members(src, members))
     }
 
     /// The object `src` whose members [`crate::scan`] listed already.
     pub(crate) fn from_members(src: &'a str, members: scan::Members<'a>) -> Flat<'a> {
-        Flat {
-            src,
-            members: scan::MemberList::owned(members),
-            nested: None,
-        }
+        Flat::from_listed(src, scan::MemberList::owned(members))
     }
 
     /// The object whose members the scan of the request listed ([`scan::Nested`]).

@@ -328,10 +328,10 @@ impl<'a> LazyCall<'a> {
 
 /// [`split_segment`] without a value tree of the body: the body is scanned
 /// ([`crate::scan`]) once, listing the members of every object in it, and each call is
-/// read lazily later from what was listed ([`LazyCall::item`]). A batch item that lacks a batch-level field gets the field's text
-/// added at its end, so its text is the call as it is normalised (for its dead letter,
-/// size check and derived id). Also the body's `writeKey`, and the objects and arrays
-/// nested in the body.
+/// read lazily later from what was listed ([`LazyCall::item`]). A batch item that lacks a
+/// batch-level field gets the field's text added at its end, so its text is the call as it
+/// is normalised (for its dead letter, size check and derived id). Also the body's
+/// `writeKey`, and the objects and arrays nested in the body.
 ///
 /// `None` whenever the tree path must decide: text the scanner does not read, no `batch`
 /// array, an item that is not an object, or an item with its own `context` or
@@ -370,9 +370,9 @@ pub(crate) fn split_segment_lazy(
         ),
         ("sentAt", last("sentAt")),
     ];
-    let elements = nested.array(batch)?.to_vec();
+    let elements = nested.array(batch)?;
     let mut calls = Vec::with_capacity(elements.len());
-    for (i, item) in elements.into_iter().enumerate() {
+    for (i, &item) in elements.iter().enumerate() {
         let item_members = nested.object(item)?;
         let mut added = Vec::new();
         let mut raw = Cow::Borrowed(item);

@@ -109,6 +109,24 @@ pub enum Node<'n, 'a> {
     Array(&'n [&'a str]),
 }
 
+impl<'n, 'a> Node<'n, 'a> {
+    /// An object's members, `None` for an array.
+    pub fn object(self) -> Option<&'n [(Cow<'a, str>, &'a str)]> {
+        match self {
+            Node::Object(m) => Some(m),
+            Node::Array(_) => None,
+        }
+    }
+
+    /// An array's elements, `None` for an object.
+    pub fn array(self) -> Option<&'n [&'a str]> {
+        match self {
+            Node::Array(a) => Some(a),
+            Node::Object(_) => None,
+        }
+    }
+}
+
 /// Where a node's text is in the source, and where its members or elements are.
 #[derive(Debug, Clone, Copy)]
 struct At {
@@ -186,18 +204,12 @@ impl<'a> Nested<'a> {
 
     /// The elements of the array whose text is `text`.
     pub fn array(&self, text: &str) -> Option<&[&'a str]> {
-        match self.get(text)? {
-            Node::Array(a) => Some(a),
-            Node::Object(_) => None,
-        }
+        self.get(text)?.array()
     }
 
     /// The members of the object whose text is `text`.
     pub fn object(&self, text: &str) -> Option<&[(Cow<'a, str>, &'a str)]> {
-        match self.get(text)? {
-            Node::Object(m) => Some(m),
-            Node::Array(_) => None,
-        }
+        self.get(text)?.object()
     }
 }
 
@@ -224,18 +236,12 @@ impl<'n, 'a> View<'n, 'a> {
 
     /// The members of the object whose text is `text`.
     pub fn object(&self, text: &str) -> Option<&'n [(Cow<'a, str>, &'a str)]> {
-        match self.nested.get_in(text, self.lo..self.hi)? {
-            Node::Object(m) => Some(m),
-            Node::Array(_) => None,
-        }
+        self.nested.get_in(text, self.lo..self.hi)?.object()
     }
 
     /// The elements of the array whose text is `text`.
     pub fn array(&self, text: &str) -> Option<&'n [&'a str]> {
-        match self.nested.get_in(text, self.lo..self.hi)? {
-            Node::Array(a) => Some(a),
-            Node::Object(_) => None,
-        }
+        self.nested.get_in(text, self.lo..self.hi)?.array()
     }
 }
 
