@@ -106,12 +106,7 @@ fn segment_batch(c: &mut Criterion) {
         time_format: &tf,
         hasher: &hasher,
     };
-    let body_of = |n: usize| {
-        let calls: Vec<serde_json::Value> = (n * 200..n * 200 + 200)
-            .map(zt_benches::track_call)
-            .collect();
-        serde_json::to_vec(&serde_json::json!({ "batch": calls })).unwrap()
-    };
+    let body_of = |n: usize| zt_benches::track_body(n * 200..n * 200 + 200);
     // One body read again and again (in cache), and a new body each time from 64 (about
     // 4.6 MB, more than the caches, as bodies arrive from the network).
     let bodies: Vec<Vec<u8>> = (0..64).map(body_of).collect();

@@ -135,14 +135,13 @@ impl Workload {
 
     /// The request body of records `ids`.
     fn body(self, ids: &[usize]) -> Vec<u8> {
-        let records: Vec<serde_json::Value> = ids.iter().map(|&i| self.record(i)).collect();
         match self {
-            Workload::Erp => serde_json::to_vec(&records),
-            Workload::Tracking => serde_json::to_vec(&serde_json::json!({
-                "batch": records, "sentAt": "2026-01-05T02:00:01.000Z"
-            })),
+            Workload::Erp => {
+                let records: Vec<serde_json::Value> = ids.iter().map(|&i| native_record(i)).collect();
+                serde_json::to_vec(&records).unwrap()
+            }
+            Workload::Tracking => zt_benches::track_body(ids.iter().copied()),
         }
-        .unwrap()
     }
 }
 

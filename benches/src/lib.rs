@@ -203,3 +203,15 @@ pub fn track_call(i: usize) -> serde_json::Value {
         "timestamp": "2026-01-05T02:00:00.000Z"
     })
 }
+
+/// A `/v1/batch` body of the [`track_call`]s `ids`, with a batch-level `sentAt` as the
+/// Segment and RudderStack SDKs send it (each call then gets the batch's `sentAt` added,
+/// and its clock skew corrected): the load bench's tracking body and the
+/// `ingest_segment_batch` bench's.
+pub fn track_body(ids: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    let calls: Vec<serde_json::Value> = ids.into_iter().map(track_call).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "batch": calls, "sentAt": "2026-01-05T02:00:01.000Z"
+    }))
+    .expect("a JSON body")
+}
