@@ -137,7 +137,8 @@ impl Workload {
     fn body(self, ids: &[usize]) -> Vec<u8> {
         match self {
             Workload::Erp => {
-                let records: Vec<serde_json::Value> = ids.iter().map(|&i| native_record(i)).collect();
+                let records: Vec<serde_json::Value> =
+                    ids.iter().map(|&i| native_record(i)).collect();
                 serde_json::to_vec(&records).unwrap()
             }
             Workload::Tracking => zt_benches::track_body(ids.iter().copied()),

@@ -65,30 +65,30 @@ fn replayers() -> &'static [Replayer; 2] {
 /// lazy split read the body.
 pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
     use crate::items::{Parsed, split_segment, split_segment_lazy};
-    let Some((key, mut calls, nested)) = split_segment_lazy(body, single, max) else {
+    let Some(lazy) = split_segment_lazy(body, single, max) else {
         return false;
     };
     let tree: serde_json::Value =
         serde_json::from_slice(body).expect("a body the scanner reads is JSON");
     assert_eq!(
-        key.as_deref(),
+        lazy.key.as_deref(),
         tree.get("writeKey").and_then(serde_json::Value::as_str),
         "writeKey"
     );
     let owned = split_segment(body, tree, single, max).expect("the tree path splits it too");
-    assert_eq!(calls.len(), owned.len(), "calls");
+    assert_eq!(lazy.calls.len(), owned.len(), "calls");
     let cfg = config(false);
     let mappings = crate::items::source_mappings(&cfg).expect("a valid config");
     let h = hasher();
     let ctx = crate::items::ctx_for(&mappings, &h, Source::Tracking);
     let kind = single.then_some("track");
-    for (call, (raw, value)) in calls.iter_mut().zip(owned) {
+    for (call, (raw, value)) in lazy.calls.iter().zip(owned) {
         let lazy_value: serde_json::Value =
-            serde_json::from_str(&call.raw).expect("a call's text is JSON");
+            serde_json::from_str(lazy.raw(call)).expect("a call's text is JSON");
         let tree_value: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
         assert_eq!(lazy_value, tree_value, "a call's bytes");
         // As the endpoint reads it: with the members the split listed.
-        let item = call.item(&nested);
+        let item = lazy.item(call);
         let bytes = item.raw;
         // All read with the same bytes, so ids derived from them agree too.
         let env = || crate::normalize::Envelope {

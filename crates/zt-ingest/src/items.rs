@@ -271,51 +271,61 @@ fn past_the_cap(max_batch_events: usize) -> Rejection {
     )
 }
 
-/// A Segment call read without a value tree of the body: its text, its members as the
-/// split listed them and, for an item past `max_batch_events`, its rejection.
+/// A Segment call read without a value tree of the body ([`LazyBody`]): where its text
+/// and members are, and, for an item past `max_batch_events`, its rejection.
 pub(crate) struct LazyCall<'a> {
-    /// The call's text: borrowed from the body, or the batch item with the batch-level
-    /// fields it lacked (`context`, `integrations`, `sentAt`) added at its end.
-    pub(crate) raw: Cow<'a, str>,
-    /// The call's text in the body (its nested objects are looked up there first).
+    /// The call's text in the body (its nested objects are looked up there).
     part: &'a str,
-    /// The members of a single call (the body's); a batch item's are looked up in what
-    /// the scan of the body listed, so the call is not scanned a second time.
-    own: Option<scan::Members<'a>>,
-    /// The batch-level members a batch item lacked and was given.
-    added: Vec<(Cow<'a, str>, &'a str)>,
+    /// Where the call's text as it is normalised is in [`LazyBody::texts`], for a batch
+    /// item given the batch-level fields it lacked (`context`, `integrations`, `sentAt`)
+    /// at its end; `None` when it is `part`.
+    text: Option<std::ops::Range<usize>>,
+    /// Where its members are in [`LazyBody::members`] (a single call's, and a batch item's
+    /// with the batch-level ones it was given); `None` when they are the ones the scan of
+    /// the body listed for `part`, so the call is not scanned a second time.
+    members: Option<std::ops::Range<usize>>,
     /// Set for an item past `max_batch_events`.
     pub(crate) refused: Option<Rejection>,
 }
 
-impl<'a> LazyCall<'a> {
-    /// The call as an item to normalise: its bytes, and the call read lazily from the
-    /// members the scan of the body listed (`nested`, [`split_segment_lazy`]), or its
-    /// rejection.
-    pub(crate) fn item<'c>(&'c mut self, nested: &'c scan::Nested<'a>) -> Item<'c> {
-        let LazyCall {
-            raw,
-            part,
-            own,
-            added,
-            refused,
-        } = self;
-        let members = match own.take() {
-            Some(m) => Some(scan::MemberList::owned(m)),
-            None => nested.object(part).map(|m| {
-                if added.is_empty() {
-                    scan::MemberList::listed(m)
-                } else {
-                    let mut all = m.to_vec();
-                    all.extend(added.iter().cloned());
-                    scan::MemberList::owned(all)
-                }
-            }),
+/// A Segment body split without a value tree ([`split_segment_lazy`]): its calls, the
+/// objects and arrays the scan listed, and, in one buffer each for the whole body, the
+/// texts and members of the calls that were given batch-level fields. (A `String` and a
+/// member list of their own per call were a tenth of a tracking request's time, as SDKs
+/// send `sentAt` for the batch.)
+pub(crate) struct LazyBody<'a> {
+    /// The body's `writeKey`.
+    pub(crate) key: Option<String>,
+    /// The calls, in order.
+    pub(crate) calls: Vec<LazyCall<'a>>,
+    nested: scan::Nested<'a>,
+    texts: String,
+    members: scan::Members<'a>,
+}
+
+impl<'a> LazyBody<'a> {
+    /// A call's text as it is normalised (for its dead letter, size check and derived
+    /// id).
+    pub(crate) fn raw<'c>(&'c self, call: &LazyCall<'a>) -> &'c str {
+        match &call.text {
+            Some(r) => &self.texts[r.clone()],
+            None => call.part,
+        }
+    }
+
+    /// A call as an item to normalise: its bytes, and the call read lazily from the
+    /// members the scan listed, or its rejection.
+    pub(crate) fn item<'c>(&'c self, call: &'c LazyCall<'a>) -> Item<'c> {
+        let raw = self.raw(call);
+        let members = match &call.members {
+            Some(r) => Some(&self.members[r.clone()]),
+            None => self.nested.object(call.part),
         };
-        let value = match (refused, members) {
+        let value = match (&call.refused, members) {
             (Some(rej), _) => Err(rej.clone()),
             (None, Some(m)) => Ok(Parsed::Flat(
-                Flat::from_listed(raw, m).with_nested(scan::View::of(nested, part)),
+                Flat::from_listed(raw, scan::MemberList::listed(m))
+                    .with_nested(scan::View::of(&self.nested, call.part)),
             )),
             (None, None) => parse_item(raw.as_bytes()),
         };
@@ -324,11 +334,16 @@ impl<'a> LazyCall<'a> {
             value,
         }
     }
+
+    /// Every call as an item, in order.
+    pub(crate) fn items(&self) -> impl Iterator<Item = Item<'_>> {
+        self.calls.iter().map(|c| self.item(c))
+    }
 }
 
 /// [`split_segment`] without a value tree of the body: the body is scanned
 /// ([`crate::scan`]) once, listing the members of every object in it, and each call is
-/// read lazily later from what was listed ([`LazyCall::item`]). A batch item that lacks a
+/// read lazily later from what was listed ([`LazyBody::item`]). A batch item that lacks a
 /// batch-level field gets the field's text added at its end, so its text is the call as it
 /// is normalised (for its dead letter, size check and derived id). Also the body's
 /// `writeKey`, and the objects and arrays nested in the body.
@@ -340,7 +355,7 @@ pub(crate) fn split_segment_lazy(
     body: &[u8],
     single: bool,
     max_batch_events: usize,
-) -> Option<(Option<String>, Vec<LazyCall<'_>>, scan::Nested<'_>)> {
+) -> Option<LazyBody<'_>> {
     let text = std::str::from_utf8(body).ok()?;
     let (members, nested) = scan::object_nested(text)?;
     let last = |name: &str| {
@@ -350,16 +365,21 @@ pub(crate) fn split_segment_lazy(
             .find(|(k, _)| k.as_ref() == name)
             .map(|(_, v)| *v)
     };
-    let write_key = last("writeKey").and_then(|v| serde_json::from_str::<String>(v).ok());
+    let key = last("writeKey").and_then(|v| serde_json::from_str::<String>(v).ok());
     if single {
         let call = LazyCall {
-            raw: Cow::Borrowed(text),
             part: text,
-            own: Some(members),
-            added: Vec::new(),
+            text: None,
+            members: Some(0..members.len()),
             refused: None,
         };
-        return Some((write_key, vec![call], nested));
+        return Some(LazyBody {
+            key,
+            calls: vec![call],
+            nested,
+            texts: String::new(),
+            members,
+        });
     }
     let batch = last("batch").filter(|t| t.starts_with('['))?;
     let batch_level = [
@@ -371,11 +391,18 @@ pub(crate) fn split_segment_lazy(
         ("sentAt", last("sentAt")),
     ];
     let elements = nested.array(batch)?;
+    // What an item given every batch-level field grows by: `,"name":value` each.
+    let added_len: usize = batch_level
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| name.len() + v.len() + 4))
+        .sum();
+    let mut texts = String::new();
+    let mut all_members: scan::Members<'_> = Vec::new();
     let mut calls = Vec::with_capacity(elements.len());
     for (i, &item) in elements.iter().enumerate() {
         let item_members = nested.object(item)?;
-        let mut added = Vec::new();
-        let mut raw = Cow::Borrowed(item);
+        let (text_start, members_start) = (texts.len(), all_members.len());
+        let mut added = 0;
         for (name, value) in batch_level {
             let Some(value) = value else { continue };
             if item_members.iter().any(|(k, _)| k.as_ref() == name) {
@@ -385,29 +412,50 @@ pub(crate) fn split_segment_lazy(
                 // Both have it: merged key by key on the tree path.
                 return None;
             }
-            let text = raw.to_mut();
-            // The item's text ends with its closing brace.
-            text.pop();
-            if !item_members.is_empty() || !added.is_empty() {
-                text.push(',');
+            if added == 0 {
+                if texts.capacity() == 0 {
+                    // The rest of the batch, each item given every field, at most.
+                    texts.reserve(batch.len() + (elements.len() - i) * added_len);
+                    all_members.reserve((elements.len() - i) * (item_members.len() + 3));
+                }
+                // The item's text ends with its closing brace.
+                texts.push_str(&item[..item.len() - 1]);
+                all_members.extend_from_slice(item_members);
             }
-            text.push('"');
-            text.push_str(name);
-            text.push_str("\":");
-            text.push_str(value);
-            text.push('}');
-            added.push((Cow::Borrowed(name), value));
+            if !item_members.is_empty() || added > 0 {
+                texts.push(',');
+            }
+            texts.push('"');
+            texts.push_str(name);
+            texts.push_str("\":");
+            texts.push_str(value);
+            all_members.push((Cow::Borrowed(name), value));
+            added += 1;
         }
+        let (call_text, call_members) = if added > 0 {
+            texts.push('}');
+            (
+                Some(text_start..texts.len()),
+                Some(members_start..all_members.len()),
+            )
+        } else {
+            (None, None)
+        };
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
         calls.push(LazyCall {
-            raw,
             part: item,
-            own: None,
-            added,
+            text: call_text,
+            members: call_members,
             refused,
         });
     }
-    Some((write_key, calls, nested))
+    Some(LazyBody {
+        key,
+        calls,
+        nested,
+        texts,
+        members: all_members,
+    })
 }
 
 /// The per-item checks and the normalisation of one item: its parse result, its size

@@ -796,8 +796,11 @@ async fn segment_inner(
     // was about a quarter of a tracking request's time), else parsed into a tree, which
     // also words any error.
     let max = st.cfg.max_batch_events;
-    let (mut read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
-        Some((key, calls, nested)) => (Ok((calls, nested)), key),
+    let (read, body_key) = match items::split_segment_lazy(&body, kind.is_some(), max) {
+        Some(mut lazy) => {
+            let key = lazy.key.take();
+            (Ok(lazy), key)
+        }
         None => {
             let parsed: Result<Value, Rejection> =
                 serde_json::from_slice(&body).map_err(|e| parse_error(&e));
@@ -845,7 +848,7 @@ async fn segment_inner(
     // `Ok`: the calls read lazily; `Err`: the body's value tree (or why it has none).
     let items: Vec<Item<'_>> = match read {
         // Segment accepts a batch and rejects the events past its limit one by one.
-        Ok((ref mut calls, ref nested)) => calls.iter_mut().map(|c| c.item(nested)).collect(),
+        Ok(ref lazy) => lazy.items().collect(),
         Err(parsed) => {
             let value = match parsed {
                 Ok(v) => v,

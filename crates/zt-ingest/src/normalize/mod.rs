@@ -88,11 +88,10 @@ pub fn normalize_json(
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
     if source == Source::Tracking
-        && let Some((_, mut calls, nested)) =
-            crate::items::split_segment_lazy(json.as_bytes(), true, 1)
-        && let Some(call) = calls.first_mut()
+        && let Some(lazy) = crate::items::split_segment_lazy(json.as_bytes(), true, 1)
+        && let Some(item) = lazy.items().next()
     {
-        let parsed = call.item(&nested).value?;
+        let parsed = item.value?;
         return normalize_parsed(source, parsed, segment_kind, ctx, env);
     }
     let parsed = crate::items::parse_item(json.as_bytes())?;
@@ -111,13 +110,10 @@ pub fn normalize_segment_body(
     received_at: i64,
     private_channels: &[String],
 ) -> Option<Vec<Result<Event, Rejection>>> {
-    let (_, mut calls, nested) =
-        crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
+    let lazy = crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
     Some(
-        calls
-            .iter_mut()
-            .map(|c| {
-                let item = c.item(&nested);
+        lazy.items()
+            .map(|item| {
                 let env = Envelope {
                     received_at,
                     raw: item.raw,
