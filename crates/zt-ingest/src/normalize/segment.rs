@@ -152,10 +152,16 @@ fn number(raw: &str) -> Option<serde_json::Number> {
 
 /// A scalar as text: a non-empty string, or a number as serde_json prints it.
 fn scalar(raw: &str) -> Option<String> {
+    scalar_text(raw).map(Cow::into_owned)
+}
+
+/// [`scalar`], borrowed when it is a string without escapes (a contact that is hashed,
+/// not kept, needs no `String` of its own).
+fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
     if let Some(s) = string(raw) {
-        return (!s.is_empty()).then(|| s.into_owned());
+        return (!s.is_empty()).then_some(s);
     }
-    number(raw).map(|n| n.to_string())
+    number(raw).map(|n| Cow::Owned(n.to_string()))
 }
 
 /// The object member `k` of `m` holds, `None` when absent or not an object.
@@ -171,7 +177,7 @@ fn s_of(m: Option<&Object<'_>>, k: &str) -> Option<String> {
 }
 
 /// A contact found in an object: its key and its value as text.
-type Found<'a> = Option<(&'a str, String)>;
+type Found<'a> = Option<(&'a str, Cow<'a, str>)>;
 
 /// The first phone and the first e-mail in `m` (top level only), with their keys: for
 /// each, the least key in string order (a value tree's order) among those whose (last)
@@ -190,7 +196,7 @@ fn contacts<'a>(m: &'a Object<'_>) -> (Found<'a>, Found<'a>) {
         if best.as_ref().is_some_and(|(b, _)| *b <= k) {
             continue;
         }
-        if let Some(v) = scalar(raw) {
+        if let Some(v) = scalar_text(raw) {
             *best = Some((k, v));
         }
     }
@@ -406,7 +412,7 @@ pub(crate) fn normalize(
     }
     // The field (`traits.email`) is formatted only for an error: hashing again with it
     // costs nothing in the common case, formatting it for every call did.
-    let hash = |(prefix, k, v): (&str, &str, String), phone: bool| {
+    let hash = |(prefix, k, v): (&str, &str, Cow<'_, str>), phone: bool| {
         hash_identifier(ctx.hasher, &v, phone, "")
             .or_else(|_| hash_identifier(ctx.hasher, &v, phone, &format!("{prefix}.{k}")))
     };
