@@ -9,11 +9,11 @@
 //! free port with the memory storage engine (INFRA.md: use memory for throughput figures);
 //! `ZT_BENCH_BROKER=host:port` uses an existing broker instead. `ZT_BENCH_EVENTS` (default
 //! 400000), `ZT_BENCH_BATCH` (200) and `ZT_BENCH_CONNECTIONS` (64) size the run. The
-//! HTTP run needs enough events in flight to be bound by CPU, not by request latency, as
-//! the raw run is (up to 65,536 deliveries awaited): a request waits about 9 ms for its
-//! acknowledgements (`linger.ms` and the broker), so 32 connections of 200 events cap it
-//! near 700k events/s, which ingest reached on 2026-11-28 (at 8 or 16 it was capped
-//! earlier still);
+//! HTTP run needs enough events in flight to be bound by CPU, not by request latency: a
+//! request waits about 9 ms for its acknowledgements (`linger.ms` and the broker), so 32
+//! connections of 200 events cap it near 700k events/s, which ingest reached on 2026-11-28
+//! (at 8 or 16 it was capped earlier still). The raw run keeps as many records awaiting
+//! acknowledgement (connections × batch, 12,800; `ZT_BENCH_RAW_WINDOW` sets another);
 //! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`. `ZT_BENCH_SOURCE=tracking`
 //! posts Segment `track` calls to `/v1/batch` instead (`{"batch": [...]}` bodies, an
 //! e-mail in `context.traits` and product properties per call, as a web tracker sends).
@@ -35,10 +35,6 @@ use zt_ingest::normalize::{Envelope, normalize};
 use zt_integration_tests::ingest::{SALT, basic, fresh_topics, ingest_config, key_of, start_with};
 use zt_integration_tests::kafka_config;
 use zt_model::Source;
-
-/// Deliveries the raw run awaits at most at a time (librdkafka queues up to 100,000
-/// records by default).
-const RAW_WINDOW: usize = 65_536;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -257,15 +253,16 @@ fn raw_events(work: Workload, ids: std::ops::Range<usize>) -> Vec<(String, Vec<u
 ///
 /// send_result enqueues at once (send() would enqueue only when polled); when the local
 /// queue is full, deliveries catch up for a millisecond (the producer is saturated then,
-/// which is what this run measures). At most RAW_WINDOW deliveries are awaited at a time,
+/// which is what this run measures). At most `window` deliveries are awaited at a time,
 /// oldest first: holding a delivery future per record of the whole run made this loop
 /// spend half its time faulting in fresh memory for them.
 async fn raw_run(
     producer: &rdkafka::producer::FutureProducer,
     topic: &str,
     encoded: &[(String, Vec<u8>)],
+    window: usize,
 ) {
-    let mut sends = std::collections::VecDeque::with_capacity(RAW_WINDOW);
+    let mut sends = std::collections::VecDeque::with_capacity(window);
     let acknowledged = |s: rdkafka::producer::DeliveryFuture| async move {
         s.await
             .expect("delivery reported")
@@ -273,7 +270,7 @@ async fn raw_run(
             .expect("raw produce acknowledged");
     };
     for (k, v) in encoded {
-        if sends.len() == RAW_WINDOW
+        if sends.len() == window
             && let Some(oldest) = sends.pop_front()
         {
             acknowledged(oldest).await;
@@ -309,6 +306,13 @@ async fn run() {
     let rounds = env_or("ZT_BENCH_ROUNDS", 5).max(1);
     let batch = env_or("ZT_BENCH_BATCH", 200);
     let conns = env_or("ZT_BENCH_CONNECTIONS", 64);
+    // The raw run keeps as many records awaiting acknowledgement as the HTTP run can
+    // (connections × batch). A deeper window is slower, not faster: on 2026-11-28 the
+    // tracking raw run reached 1.08–1.15M events/s with 16,384 records in flight and
+    // 0.81–1.02M with 65,536 (the former default) in alternating runs, its records' copies
+    // in librdkafka then being ~20 MB that the producer's threads reach cold; with 4,096
+    // it waits on `linger.ms` (0.47M).
+    let raw_window = env_or("ZT_BENCH_RAW_WINDOW", conns * batch).max(1);
     let mut kafka = kafka_config();
     let (mut broker, bootstrap, storage) = zt_benches::bench_broker();
     kafka.bootstrap_servers = bootstrap;
@@ -369,7 +373,7 @@ async fn run() {
         eprintln!("round {}: the raw run starts", round + 1);
         let cpu0 = cpu_now(broker_pid);
         let t = Instant::now();
-        raw_run(&producer, &raw_topic, &encoded).await;
+        raw_run(&producer, &raw_topic, &encoded, raw_window).await;
         let raw_secs = t.elapsed().as_secs_f64();
         let raw_cpu = cpu_now(broker_pid).since(cpu0);
         drop(encoded);
