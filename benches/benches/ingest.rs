@@ -9,11 +9,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use zt_ingest::config::Mapping;
-use zt_ingest::fields::{Ctx, TimeFormat};
 use zt_ingest::normalize::{Envelope, normalize_json};
 use zt_model::Source;
-use zt_model::pii::PiiHasher;
 
 /// (source, Segment call kind, record) per event type benchmarked.
 fn records() -> Vec<(Source, Option<&'static str>, &'static str)> {
@@ -53,14 +50,8 @@ fn records() -> Vec<(Source, Option<&'static str>, &'static str)> {
 
 /// Parse + normalise + encode, per source.
 fn normalize_encode(c: &mut Criterion) {
-    let hasher = PiiHasher::new(b"bench-salt", "86").unwrap();
-    let mapping = Mapping::default();
-    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
-    let ctx = Ctx {
-        mapping: &mapping,
-        time_format: &tf,
-        hasher: &hasher,
-    };
+    let setup = zt_benches::NormaliseSetup::new(b"bench-salt");
+    let ctx = setup.ctx();
     let private = vec!["wechat_group".to_owned()];
     for (group, tree) in [
         ("ingest_normalize_encode", false),
@@ -98,14 +89,8 @@ fn normalize_encode(c: &mut Criterion) {
 /// per-event cost of the endpoint's own work on a tracking request, without HTTP and the
 /// producer.
 fn segment_batch(c: &mut Criterion) {
-    let hasher = PiiHasher::new(b"bench-salt", "86").unwrap();
-    let mapping = Mapping::default();
-    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
-    let ctx = Ctx {
-        mapping: &mapping,
-        time_format: &tf,
-        hasher: &hasher,
-    };
+    let setup = zt_benches::NormaliseSetup::new(b"bench-salt");
+    let ctx = setup.ctx();
     let body_of = |n: usize| zt_benches::track_body(n * 200..n * 200 + 200);
     // One body read again and again (in cache), and a new body each time from 64 (about
     // 4.6 MB, more than the caches, as bodies arrive from the network).

@@ -29,8 +29,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use zt_ingest::config::Mapping;
-use zt_ingest::fields::{Ctx, TimeFormat};
 use zt_ingest::normalize::{Envelope, normalize};
 use zt_integration_tests::ingest::{SALT, basic, fresh_topics, ingest_config, key_of, start_with};
 use zt_integration_tests::kafka_config;
@@ -222,14 +220,8 @@ struct Round {
 /// The canonical events the HTTP run of records `ids` will publish (the same records
 /// normalised outside the clock), with the same keys: what the raw run sends.
 fn raw_events(work: Workload, ids: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
-    let hasher = zt_model::pii::PiiHasher::new(SALT.as_bytes(), "86").unwrap();
-    let mapping = Mapping::default();
-    let tf = TimeFormat::parse("rfc3339", "+08:00").unwrap();
-    let ctx = Ctx {
-        mapping: &mapping,
-        time_format: &tf,
-        hasher: &hasher,
-    };
+    let setup = zt_benches::NormaliseSetup::new(SALT.as_bytes());
+    let ctx = setup.ctx();
     let private: Vec<String> = Vec::new();
     ids.map(|i| {
         let raw = serde_json::to_vec(&work.record(i)).unwrap();

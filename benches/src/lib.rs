@@ -215,3 +215,34 @@ pub fn track_body(ids: impl IntoIterator<Item = usize>) -> Vec<u8> {
     }))
     .expect("a JSON body")
 }
+
+/// What a normaliser reads besides the record, as ingest sets it up for a source with the
+/// default mapping (RFC 3339 times, `+08:00`; country code 86), under `salt`: the benches'
+/// [`zt_ingest::fields::Ctx`] ([`NormaliseSetup::ctx`]).
+#[derive(Debug)]
+pub struct NormaliseSetup {
+    hasher: zt_model::pii::PiiHasher,
+    mapping: zt_ingest::config::Mapping,
+    time_format: zt_ingest::fields::TimeFormat,
+}
+
+impl NormaliseSetup {
+    /// The set-up under `salt`.
+    pub fn new(salt: &[u8]) -> NormaliseSetup {
+        NormaliseSetup {
+            hasher: zt_model::pii::PiiHasher::new(salt, "86").expect("a valid salt"),
+            mapping: zt_ingest::config::Mapping::default(),
+            time_format: zt_ingest::fields::TimeFormat::parse("rfc3339", "+08:00")
+                .expect("a valid time format"),
+        }
+    }
+
+    /// The normaliser's context.
+    pub fn ctx(&self) -> zt_ingest::fields::Ctx<'_> {
+        zt_ingest::fields::Ctx {
+            mapping: &self.mapping,
+            time_format: &self.time_format,
+            hasher: &self.hasher,
+        }
+    }
+}

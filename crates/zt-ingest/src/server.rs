@@ -635,7 +635,7 @@ struct Published<'s> {
 }
 
 /// A record of a request, encoded and waiting for the dedup check
-/// ([`AppState::process`]): its dedup key, topic, and where its value and partitioning key
+/// ([`AppState::publish`]): its dedup key, topic, and where its value and partitioning key
 /// are in the request's buffers.
 struct Encoded<'p> {
     key: crate::dedup::Key,
