@@ -104,17 +104,15 @@ fn segment_batch(c: &mut Criterion) {
             b.iter(|| {
                 buf.clear();
                 next = (next + 1) % pool.len();
-                let events = zt_ingest::normalize::normalize_segment_body(
+                zt_ingest::normalize::normalize_segment_body(
                     black_box(&pool[next]),
                     None,
                     &ctx,
                     1_767_578_400_000,
                     &[],
+                    |ev| zt_model::encode_append(ev.unwrap(), &mut buf).unwrap(),
                 )
                 .unwrap();
-                for ev in events {
-                    zt_model::encode_append(&ev.unwrap(), &mut buf).unwrap();
-                }
                 buf.len()
             })
         });

@@ -613,7 +613,7 @@ impl<'a> Record<'a> {
 
     /// [`Record::opt_str`], borrowed from the record where it can be.
     #[inline(always)]
-    fn opt_text(&self, name: &str) -> Result<Option<Cow<'_, str>>, Rejection> {
+    pub(crate) fn opt_text(&self, name: &str) -> Result<Option<Cow<'_, str>>, Rejection> {
         if self.surely_absent(name) {
             return Ok(None);
         }
@@ -655,6 +655,12 @@ impl<'a> Record<'a> {
     #[inline(always)]
     pub fn str(&self, name: &str) -> Result<String, Rejection> {
         self.opt_str(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// [`Record::str`], borrowed from the record where it can be.
+    #[inline(always)]
+    pub(crate) fn str_text(&self, name: &str) -> Result<Cow<'_, str>, Rejection> {
+        self.opt_text(name)?.ok_or_else(|| self.missing(name))
     }
 
     /// An optional integer; numeric strings are accepted.
@@ -969,16 +975,32 @@ pub fn hash_identifier(
     phone: bool,
     field: &str,
 ) -> Result<String, Rejection> {
+    let mut out = String::with_capacity(64);
+    hash_identifier_into(hasher, raw, phone, field, &mut out)?;
+    Ok(out)
+}
+
+/// [`hash_identifier`] written over what `out` held, keeping its buffer.
+pub(crate) fn hash_identifier_into(
+    hasher: &PiiHasher,
+    raw: &str,
+    phone: bool,
+    field: &str,
+    out: &mut String,
+) -> Result<(), Rejection> {
     if let Some(h) = raw.strip_prefix(HASHED_PREFIX)
         && h.len() == 64
         && h.bytes().all(|b| b.is_ascii_hexdigit())
     {
-        return Ok(h.to_ascii_lowercase());
+        out.clear();
+        out.push_str(h);
+        out.make_ascii_lowercase();
+        return Ok(());
     }
     let r = if phone {
-        hasher.hash_phone(raw, field)
+        hasher.hash_phone_into(raw, field, out)
     } else {
-        hasher.hash_email(raw, field)
+        hasher.hash_email_into(raw, field, out)
     };
     r.map_err(|e| match e {
         zt_model::Error::Pii { field, reason } => {

@@ -82,6 +82,9 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
     let h = hasher();
     let ctx = crate::items::ctx_for(&mappings, &h, Source::Tracking);
     let kind = single.then_some("track");
+    // The endpoint normalises a body's calls one after another into one event, written
+    // over by each: every call must come out of it as it does normalised alone.
+    let mut reused = crate::normalize::segment::empty_event();
     for (call, (raw, value)) in lazy.calls.iter().zip(owned) {
         let lazy_value: serde_json::Value =
             serde_json::from_str(lazy.raw(call)).expect("a call's text is JSON");
@@ -101,7 +104,22 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
                 crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env())
             })
         };
+        let in_turn = lazy.item(call).value.and_then(|v| {
+            crate::normalize::normalize_parsed_into(
+                Source::Tracking,
+                v,
+                kind,
+                &ctx,
+                env(),
+                &mut reused,
+            )
+        });
         let lazy = norm(item.value);
+        assert_eq!(
+            in_turn.map(|()| &reused),
+            lazy.as_ref().map_err(Clone::clone),
+            "a Segment call normalised into the event of the call before it and alone differ"
+        );
         let reference = value.clone().and_then(|v| {
             let rec = crate::fields::Record::new(v, "", &ctx)?;
             crate::normalize::segment_reference::normalize(rec, kind, &ctx, env())

@@ -460,8 +460,10 @@ pub(crate) fn split_segment_lazy(
 
 /// The per-item checks and the normalisation of one item: its parse result, its size
 /// (`max_event_bytes`), then the source's normaliser with `received_at` as the receive
-/// time.
-pub(crate) fn normalize_item(
+/// time, written over `out` ([`normalize::normalize_parsed_into`]): the endpoints
+/// normalise a request's items one after another into one event.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn normalize_item_into(
     cfg: &IngestConfig,
     ctx: &Ctx<'_>,
     source: Source,
@@ -469,14 +471,15 @@ pub(crate) fn normalize_item(
     raw: &[u8],
     segment_kind: Option<&str>,
     received_at: i64,
-) -> Result<Event, Rejection> {
+    out: &mut Event,
+) -> Result<(), Rejection> {
     match value {
         Err(rej) => Err(rej),
         Ok(_) if raw.len() > cfg.max_event_bytes => Err(Rejection::whole(
             Reason::OversizeEvent,
             format!("event is larger than {} bytes", cfg.max_event_bytes),
         )),
-        Ok(v) => normalize::normalize_parsed(
+        Ok(v) => normalize::normalize_parsed_into(
             source,
             v,
             segment_kind,
@@ -486,6 +489,7 @@ pub(crate) fn normalize_item(
                 raw,
                 private_channels: &cfg.private_domain_channels,
             },
+            out,
         ),
     }
 }

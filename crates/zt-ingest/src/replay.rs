@@ -169,7 +169,8 @@ impl Replayer {
             .into_iter()
             .enumerate()
             .map(|(index, (raw, value))| {
-                let result = items::normalize_item(
+                let mut ev = crate::normalize::segment::empty_event();
+                let result = items::normalize_item_into(
                     &self.cfg,
                     &ctx,
                     source,
@@ -177,7 +178,9 @@ impl Replayer {
                     &raw,
                     kind.as_deref(),
                     dl.received_at,
-                );
+                    &mut ev,
+                )
+                .map(|()| ev);
                 ReplayItem {
                     index,
                     raw,

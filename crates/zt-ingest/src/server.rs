@@ -451,9 +451,12 @@ impl AppState {
             crate::dedup::Key,
             zt_runtime::digest::BuildDigestHasher,
         > = std::collections::HashSet::with_capacity_and_hasher(items.len(), Default::default());
+        // One event, written over by each item in turn (a tracking call keeps its
+        // strings' buffers: `normalize_into`).
+        let mut ev = crate::normalize::segment::empty_event();
         for (i, item) in items.iter_mut().enumerate() {
             let value = std::mem::replace(&mut item.value, Ok(items::Parsed::Tree(Value::Null)));
-            let ev = match items::normalize_item(
+            match items::normalize_item_into(
                 &self.cfg,
                 &ctx,
                 source,
@@ -461,8 +464,9 @@ impl AppState {
                 item.raw,
                 segment_kind,
                 meta.received_at,
+                &mut ev,
             ) {
-                Ok(ev) => ev,
+                Ok(()) => {}
                 Err(rej) => {
                     rejected.push((i, rej));
                     continue;

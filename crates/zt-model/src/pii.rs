@@ -230,27 +230,54 @@ impl PiiHasher {
     }
 
     fn hash_bytes(&self, normalized: &[u8]) -> String {
+        let mut out = String::with_capacity(64);
+        self.hash_bytes_into(normalized, &mut out);
+        out
+    }
+
+    /// Writes the hex HMAC-SHA256 of `normalized` over what `out` held (keeping its
+    /// buffer).
+    fn hash_bytes_into(&self, normalized: &[u8], out: &mut String) {
         let mut mac = self.mac.clone();
         mac.update(normalized);
-        let mut out = [0u8; 64];
+        let mut hex_digits = [0u8; 64];
         // 32 bytes always fill 64 hex digits; `hex::encode` builds the text a char at a
         // time, a measurable part of ingest's time.
-        let digits = hex::encode_to_slice(mac.finalize().into_bytes(), &mut out)
+        let digits = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex_digits)
             .ok()
-            .and_then(|()| std::str::from_utf8(&out).ok())
+            .and_then(|()| std::str::from_utf8(&hex_digits).ok())
             .unwrap_or_default();
-        digits.to_owned()
+        out.clear();
+        out.push_str(digits);
     }
 
     /// Normalises and hashes a phone number.
     pub fn hash_phone(&self, raw: &str, field: &str) -> Result<String> {
-        Ok(self.hash_bytes(e164(raw, &self.default_country_code, field)?.as_bytes()))
+        let mut out = String::with_capacity(64);
+        self.hash_phone_into(raw, field, &mut out)?;
+        Ok(out)
     }
 
-    /// Normalises and hashes an e-mail address. An ASCII address (nearly all) is
-    /// lower-cased on the stack: the general path's `char` by `char` `String` was most of
-    /// hashing one.
+    /// [`PiiHasher::hash_phone`] written over what `out` held, keeping its buffer (an
+    /// event reused from call to call hashes without allocating). `out` is unchanged on
+    /// error.
+    pub fn hash_phone_into(&self, raw: &str, field: &str, out: &mut String) -> Result<()> {
+        let e164 = e164(raw, &self.default_country_code, field)?;
+        self.hash_bytes_into(e164.as_bytes(), out);
+        Ok(())
+    }
+
+    /// Normalises and hashes an e-mail address.
     pub fn hash_email(&self, raw: &str, field: &str) -> Result<String> {
+        let mut out = String::with_capacity(64);
+        self.hash_email_into(raw, field, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`PiiHasher::hash_email`] written over what `out` held, keeping its buffer. An
+    /// ASCII address (nearly all) is lower-cased on the stack: the general path's `char`
+    /// by `char` `String` was most of hashing one. `out` is unchanged on error.
+    pub fn hash_email_into(&self, raw: &str, field: &str, out: &mut String) -> Result<()> {
         let t = raw.trim();
         if t.is_ascii() && t.len() <= EMAIL_MAX {
             let mut buf = [0u8; EMAIL_MAX];
@@ -259,10 +286,13 @@ impl PiiHasher {
             lower.make_ascii_lowercase();
             if let Ok(email) = std::str::from_utf8(lower) {
                 check_email(email, field)?;
-                return Ok(self.hash_bytes(lower));
+                self.hash_bytes_into(lower, out);
+                return Ok(());
             }
         }
-        Ok(self.hash_normalized(&normalize_email(raw, field)?))
+        let normalized = normalize_email(raw, field)?;
+        self.hash_bytes_into(normalized.as_bytes(), out);
+        Ok(())
     }
 }
 

@@ -69,11 +69,33 @@ pub(crate) fn normalize_parsed(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
+    let mut ev = segment::empty_event();
+    normalize_parsed_into(source, value, segment_kind, ctx, env, &mut ev)?;
+    Ok(ev)
+}
+
+/// [`normalize_parsed`] written over `out`: a tracking call keeps the buffers of the
+/// event's strings ([`segment::normalize_into`]); a native record replaces the event.
+/// On a rejection `out` is to be written over, not read.
+pub(crate) fn normalize_parsed_into(
+    source: Source,
+    value: crate::items::Parsed<'_>,
+    segment_kind: Option<&str>,
+    ctx: &Ctx<'_>,
+    env: Envelope<'_>,
+    out: &mut Event,
+) -> Result<(), Rejection> {
     let rec = match value {
         crate::items::Parsed::Tree(v) => Record::new(v, "", ctx)?,
         crate::items::Parsed::Flat(f) => Record::from_flat(f, "", ctx),
     };
-    normalize_record(source, rec, segment_kind, ctx, env)
+    match source {
+        Source::Tracking => segment::normalize_into(rec, segment_kind, ctx, env, out),
+        other => {
+            *out = native::normalize(other, &rec, env)?;
+            Ok(())
+        }
+    }
 }
 
 /// [`normalize`] of one JSON item given as text, read as ingest reads a request's items
@@ -101,29 +123,31 @@ pub fn normalize_json(
 /// The events of a Segment request body as the Segment endpoints read it (for
 /// benchmarks: the endpoints' path without HTTP, rate limits, dedup and the producer):
 /// the body scanned once into its calls ([`crate::items`]), each call read lazily and
-/// normalised, or rejected. `None` when the endpoint would read the body through a value
-/// tree instead.
+/// normalised into one event written over from call to call, as the endpoints do, and
+/// passed to `each` (or its rejection). `None` when the endpoint would read the body
+/// through a value tree instead.
 pub fn normalize_segment_body(
     body: &[u8],
     single: Option<&str>,
     ctx: &Ctx<'_>,
     received_at: i64,
     private_channels: &[String],
-) -> Option<Vec<Result<Event, Rejection>>> {
+    mut each: impl FnMut(Result<&Event, Rejection>),
+) -> Option<()> {
     let lazy = crate::items::split_segment_lazy(body, single.is_some(), usize::MAX)?;
-    Some(
-        lazy.items()
-            .map(|item| {
-                let env = Envelope {
-                    received_at,
-                    raw: item.raw,
-                    private_channels,
-                };
-                item.value
-                    .and_then(|v| normalize_parsed(Source::Tracking, v, single, ctx, env))
-            })
-            .collect(),
-    )
+    let mut ev = segment::empty_event();
+    for item in lazy.items() {
+        let env = Envelope {
+            received_at,
+            raw: item.raw,
+            private_channels,
+        };
+        let done = item
+            .value
+            .and_then(|v| normalize_parsed_into(Source::Tracking, v, single, ctx, env, &mut ev));
+        each(done.map(|()| &ev));
+    }
+    Some(())
 }
 
 fn normalize_record(
