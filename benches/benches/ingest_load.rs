@@ -34,6 +34,13 @@ use zt_integration_tests::ingest::{SALT, basic, fresh_topics, ingest_config, key
 use zt_integration_tests::kafka_config;
 use zt_model::Source;
 
+/// The time now, in ms since the epoch (a record timestamp).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -247,12 +254,14 @@ fn raw_events(work: Workload, ids: std::ops::Range<usize>) -> Vec<(String, Vec<u
 /// queue is full, deliveries catch up for a millisecond (the producer is saturated then,
 /// which is what this run measures). At most `window` deliveries are awaited at a time,
 /// oldest first: holding a delivery future per record of the whole run made this loop
-/// spend half its time faulting in fresh memory for them.
+/// spend half its time faulting in fresh memory for them. Each `batch` records share a
+/// timestamp, read once, as the records of one request to ingest share its receive time.
 async fn raw_run(
     producer: &rdkafka::producer::FutureProducer,
     topic: &str,
     encoded: &[(String, Vec<u8>)],
     window: usize,
+    batch: usize,
 ) {
     let mut sends = std::collections::VecDeque::with_capacity(window);
     let acknowledged = |s: rdkafka::producer::DeliveryFuture| async move {
@@ -261,14 +270,22 @@ async fn raw_run(
             .map_err(|(e, _)| e)
             .expect("raw produce acknowledged");
     };
-    for (k, v) in encoded {
+    let mut timestamp = 0;
+    for (i, (k, v)) in encoded.iter().enumerate() {
         if sends.len() == window
             && let Some(oldest) = sends.pop_front()
         {
             acknowledged(oldest).await;
         }
+        if i % batch.max(1) == 0 {
+            timestamp = now_ms();
+        }
         loop {
-            match producer.send_result(FutureRecord::to(topic).key(k).payload(v)) {
+            let record = FutureRecord::to(topic)
+                .key(k)
+                .payload(v)
+                .timestamp(timestamp);
+            match producer.send_result(record) {
                 Ok(f) => {
                     sends.push_back(f);
                     break;
@@ -365,7 +382,7 @@ async fn run() {
         eprintln!("round {}: the raw run starts", round + 1);
         let cpu0 = cpu_now(broker_pid);
         let t = Instant::now();
-        raw_run(&producer, &raw_topic, &encoded, raw_window).await;
+        raw_run(&producer, &raw_topic, &encoded, raw_window, batch).await;
         let raw_secs = t.elapsed().as_secs_f64();
         let raw_cpu = cpu_now(broker_pid).since(cpu0);
         drop(encoded);

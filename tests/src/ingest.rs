@@ -235,11 +235,21 @@ impl TestIngest {
         read_topic(&self.kafka, topic)
     }
 
-    /// Every canonical event on the events topic of `source`.
+    /// Every canonical event on the events topic of `source`. Each record's Kafka
+    /// timestamp must be its event's receive time (`Sending::at`).
     pub fn events(&self, source: Source) -> Vec<Event> {
-        self.records(&self.topics.events(source))
+        read_topic_stamped(&self.kafka, &self.topics.events(source))
             .into_iter()
-            .map(|(_, v, _, _)| zt_model::decode::<Event>(&v).unwrap())
+            .map(|((_, v, _, _), timestamp)| {
+                let ev = zt_model::decode::<Event>(&v).unwrap();
+                assert_eq!(
+                    timestamp,
+                    Some(ev.received_at),
+                    "the record timestamp of event {}",
+                    ev.event_id
+                );
+                ev
+            })
             .collect()
     }
 
@@ -254,6 +264,17 @@ impl TestIngest {
 
 /// Reads a topic from the beginning to the high watermark of each partition.
 pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, i32, i64)> {
+    read_topic_stamped(kafka, topic)
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect()
+}
+
+/// A record read back: key, value, partition, offset.
+type ReadRecord = (Vec<u8>, Vec<u8>, i32, i64);
+
+/// [`read_topic`] with each record's timestamp (ms since the epoch, when it has one).
+pub fn read_topic_stamped(kafka: &KafkaConfig, topic: &str) -> Vec<(ReadRecord, Option<i64>)> {
     let consumer: BaseConsumer = zt_kafka::client::base_config(kafka)
         .unwrap()
         .set("group.id", unique("zt-it-reader"))
@@ -285,10 +306,13 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, i3
     while !ends.is_empty() && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-                m.partition(),
-                m.offset(),
+                (
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    m.partition(),
+                    m.offset(),
+                ),
+                m.timestamp().to_millis(),
             ));
             if ends
                 .get(&m.partition())
@@ -302,7 +326,7 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, i3
         ends.is_empty(),
         "read {topic} to its high watermarks in time"
     );
-    out.sort_by_key(|r| (r.2, r.3));
+    out.sort_by_key(|(r, _)| (r.2, r.3));
     out
 }
 

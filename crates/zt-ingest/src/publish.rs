@@ -1,6 +1,10 @@
 //! Publishing to Kafka: canonical events to `<prefix>.events.<source>` and dead letters to
 //! `<prefix>.dlq`, through one idempotent `acks=all` producer. A publish completes only
 //! when the broker acknowledged every record of it, or fails as a whole.
+//!
+//! An event's record is keyed by [`event_key`] and its timestamp (Kafka's `CreateTime`) is
+//! the event's `received_at`, ingest's receive time of its request (a replayed event keeps
+//! its original one); a dead letter's record is stamped by librdkafka when it is sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,6 +41,9 @@ pub struct Outgoing {
     pub key: String,
     /// Framed Avro value.
     pub value: Vec<u8>,
+    /// The record's timestamp (ms since the epoch): an event's receive time; `None` lets
+    /// librdkafka stamp the record when it is sent.
+    pub timestamp: Option<i64>,
 }
 
 /// A publish in progress ([`Publisher::begin`]). Each record is enqueued when it is sent
@@ -52,6 +59,9 @@ pub struct Sending<'p> {
     /// When the first record was sent (the produce latency is measured from there).
     start: Option<Instant>,
     kind: &'p str,
+    /// The records' timestamp (ms since the epoch), when set ([`Sending::at`]); else
+    /// librdkafka stamps each record with its own clock reading.
+    timestamp: Option<i64>,
 }
 
 impl std::fmt::Debug for Sending<'_> {
@@ -64,6 +74,14 @@ impl std::fmt::Debug for Sending<'_> {
 }
 
 impl Sending<'_> {
+    /// Stamps every record of this publish with `timestamp_ms` (Kafka's `CreateTime`):
+    /// ingest gives the records of a request its receive time, read once, where
+    /// librdkafka would read the clock for each record.
+    pub fn at(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+
     /// Enqueues one record; its outcome is the matching entry of [`Sending::finish`].
     pub async fn send(&mut self, topic: &str, key: &str, value: &[u8]) {
         let start = *self.start.get_or_insert_with(Instant::now);
@@ -71,6 +89,9 @@ impl Sending<'_> {
             .producer
             .get_or_insert_with(|| self.publisher.current());
         let mut record = FutureRecord::to(topic).key(key).payload(value);
+        if let Some(ts) = self.timestamp {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
@@ -213,12 +234,14 @@ impl Publisher {
     }
 
     /// The canonical record of an event: keyed by its most stable identifier ([`event_key`])
-    /// so one customer's events share a partition where the source says who they are.
+    /// so one customer's events share a partition where the source says who they are, and
+    /// stamped with the event's receive time.
     pub fn event_record(&self, ev: &Event) -> Result<Outgoing, PublishError> {
         Ok(Outgoing {
             topic: self.event_topic(ev),
             key: event_key(ev).to_owned(),
             value: zt_model::encode(ev)?,
+            timestamp: Some(ev.received_at),
         })
     }
 
@@ -254,6 +277,7 @@ impl Publisher {
             topic: Arc::from(self.topics.dlq()),
             key: dl.dlq_id.clone(),
             value: zt_model::encode(dl)?,
+            timestamp: None,
         })
     }
 
@@ -266,6 +290,7 @@ impl Publisher {
     ) -> Vec<Result<(), PublishError>> {
         let mut sending = self.begin(kind);
         for r in records {
+            sending.timestamp = r.timestamp;
             sending.send(&r.topic, &r.key, &r.value).await;
         }
         sending.finish().await
@@ -280,6 +305,7 @@ impl Publisher {
             pending: Vec::new(),
             start: None,
             kind,
+            timestamp: None,
         }
     }
 

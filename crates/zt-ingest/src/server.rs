@@ -510,7 +510,7 @@ impl AppState {
         let seen = self
             .dedup
             .contains_each_at(&keys, std::time::Instant::now());
-        let mut sending = self.publisher.begin("events");
+        let mut sending = self.publisher.begin("events").at(meta.received_at);
         let mut fresh_keys: Vec<crate::dedup::Key> = Vec::with_capacity(encoded.len());
         for (e, seen) in encoded.iter().zip(seen) {
             if seen {

@@ -45,7 +45,10 @@ pub struct SchemaEntry {
 pub struct Catalogue {
     entries: Vec<SchemaEntry>,
     by_id: HashMap<u32, usize>,
-    latest: HashMap<String, usize>,
+    /// Full name to the current version's entry: a handful of names, found by comparing
+    /// them (every record encoded looks its schema up here; hashing the name with
+    /// SipHash cost more than comparing it).
+    latest: Vec<(String, usize)>,
 }
 
 /// The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form.
@@ -134,7 +137,7 @@ impl Catalogue {
             }
         }
         let mut by_id = HashMap::new();
-        let mut latest = HashMap::new();
+        let mut latest: Vec<(String, usize)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if let Some(&j) = by_id.get(&e.id) {
                 let other: &SchemaEntry = &entries[j];
@@ -148,11 +151,14 @@ impl Catalogue {
                 }
             }
             by_id.insert(e.id, i);
-            if e.latest && latest.insert(e.full_name.clone(), i).is_some() {
-                return Err(Error::Schema {
-                    file: e.file.clone(),
-                    message: format!("two current files define {}", e.full_name),
-                });
+            if e.latest {
+                if latest.iter().any(|(name, _)| *name == e.full_name) {
+                    return Err(Error::Schema {
+                        file: e.file.clone(),
+                        message: format!("two current files define {}", e.full_name),
+                    });
+                }
+                latest.push((e.full_name.clone(), i));
             }
         }
         Ok(Catalogue {
@@ -178,8 +184,9 @@ impl Catalogue {
     /// The current version of a schema by full name.
     pub fn latest(&self, full_name: &str) -> Result<&SchemaEntry> {
         self.latest
-            .get(full_name)
-            .map(|&i| &self.entries[i])
+            .iter()
+            .find(|(name, _)| name == full_name)
+            .map(|&(_, i)| &self.entries[i])
             .ok_or_else(|| Error::UnknownSchema(full_name.to_owned()))
     }
 

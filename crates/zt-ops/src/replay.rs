@@ -820,6 +820,7 @@ async fn finish_round(
             topic: topics.dlq_replays().into(),
             key: p.dlq_id.clone(),
             value,
+            timestamp: None,
         });
         marked.push(p);
     }
