@@ -25,11 +25,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use zt_ingest::normalize::{Envelope, normalize};
+use zt_ingest::publish::Publisher;
 use zt_integration_tests::ingest::{SALT, basic, fresh_topics, ingest_config, key_of, start_with};
 use zt_integration_tests::kafka_config;
 use zt_model::Source;
@@ -248,57 +247,43 @@ fn raw_events(work: Workload, ids: std::ops::Range<usize>) -> Vec<(String, Vec<u
 }
 
 /// The raw limit: `encoded` through a producer with ingest's settings, to the same broker,
-/// every delivery awaited.
+/// every delivery awaited, by ingest's own publishing code ([`Publisher`]: its producer,
+/// its delivery counting, its record timestamps) without the HTTP, the parsing and the
+/// normalising.
 ///
-/// send_result enqueues at once (send() would enqueue only when polled); when the local
-/// queue is full, deliveries catch up for a millisecond (the producer is saturated then,
-/// which is what this run measures). At most `window` deliveries are awaited at a time,
-/// oldest first: holding a delivery future per record of the whole run made this loop
-/// spend half its time faulting in fresh memory for them. Each `batch` records share a
-/// timestamp, read once, as the records of one request to ingest share its receive time.
+/// The records go in publishes of `batch` (one per request in the HTTP run), each stamped
+/// with a time read once; at most `window` records await their acknowledgements, oldest
+/// publish first. When the local queue is full, a publish waits a millisecond at a time
+/// (the producer is saturated then, which is what this run measures).
 async fn raw_run(
-    producer: &rdkafka::producer::FutureProducer,
+    publisher: &Publisher,
     topic: &str,
     encoded: &[(String, Vec<u8>)],
     window: usize,
     batch: usize,
 ) {
-    let mut sends = std::collections::VecDeque::with_capacity(window);
-    let acknowledged = |s: rdkafka::producer::DeliveryFuture| async move {
-        s.await
-            .expect("delivery reported")
-            .map_err(|(e, _)| e)
-            .expect("raw produce acknowledged");
+    let batch = batch.max(1);
+    let most = (window / batch).max(1);
+    let mut in_flight = std::collections::VecDeque::with_capacity(most);
+    let acknowledged = |acks: Vec<Result<(), zt_ingest::publish::PublishError>>| {
+        for a in acks {
+            a.expect("raw produce acknowledged");
+        }
     };
-    let mut timestamp = 0;
-    for (i, (k, v)) in encoded.iter().enumerate() {
-        if sends.len() == window
-            && let Some(oldest) = sends.pop_front()
+    for chunk in encoded.chunks(batch) {
+        if in_flight.len() == most
+            && let Some(oldest) = in_flight.pop_front()
         {
-            acknowledged(oldest).await;
+            acknowledged(oldest.await);
         }
-        if i % batch.max(1) == 0 {
-            timestamp = now_ms();
+        let mut sending = publisher.begin("raw").at(now_ms());
+        for (k, v) in chunk {
+            sending.send(topic, k, v).await;
         }
-        loop {
-            let record = FutureRecord::to(topic)
-                .key(k)
-                .payload(v)
-                .timestamp(timestamp);
-            match producer.send_result(record) {
-                Ok(f) => {
-                    sends.push_back(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => panic!("raw produce refused: {e}"),
-            }
-        }
+        in_flight.push_back(sending.finish());
     }
-    for s in sends {
-        acknowledged(s).await;
+    for publish in in_flight {
+        acknowledged(publish.await);
     }
 }
 
@@ -331,7 +316,15 @@ async fn run() {
     let topic = topics.events(work.source());
     // The raw run writes to a topic of its own, so each run's records can be counted.
     let raw_topic = fresh_topics(&kafka, 4).await.events(work.source());
-    let producer = zt_kafka::build_producer(&kafka).unwrap();
+    // The raw run publishes through a publisher of its own, built as ingest builds its
+    // (`zt_ingest::build_state`).
+    let publisher = Publisher::new(
+        zt_kafka::client::producer_config(&kafka).unwrap(),
+        topics.clone(),
+        Duration::from_secs(30),
+        zt_ingest::metrics::IngestMetrics::new(&prometheus::Registry::new()).unwrap(),
+    )
+    .unwrap();
     let broker_pid = broker.as_ref().map(|b| b.id());
     // One ingest for every round, with the default dedup window (a million ids), which
     // the rounds fill: from the third round of 400,000 on, every id remembered forgets
@@ -369,20 +362,17 @@ async fn run() {
             // Warm up (connections, metadata, producer id) outside the clock, as ingest's
             // producer is warm by the time its run starts.
             for (k, v) in encoded.iter().take(100) {
-                producer
-                    .send(
-                        FutureRecord::to(&raw_topic).key(k).payload(v),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .expect("warm-up produce acknowledged");
+                let mut sending = publisher.begin("raw");
+                sending.send(&raw_topic, k, v).await;
+                for ack in sending.finish().await {
+                    ack.expect("warm-up produce acknowledged");
+                }
             }
         }
         eprintln!("round {}: the raw run starts", round + 1);
         let cpu0 = cpu_now(broker_pid);
         let t = Instant::now();
-        raw_run(&producer, &raw_topic, &encoded, raw_window, batch).await;
+        raw_run(&publisher, &raw_topic, &encoded, raw_window, batch).await;
         let raw_secs = t.elapsed().as_secs_f64();
         let raw_cpu = cpu_now(broker_pid).since(cpu0);
         drop(encoded);
