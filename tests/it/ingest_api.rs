@@ -57,7 +57,12 @@ async fn mixed_batch_reads_back_exactly() {
         ]
     );
 
-    let events = ing.events(Source::Erp);
+    let stamped = ing.stamped_events(Source::Erp);
+    // Each record is stamped with its request's receive time (`Sending::at`).
+    for (ev, timestamp) in &stamped {
+        assert_eq!(*timestamp, Some(ev.received_at), "{}", ev.event_id);
+    }
+    let events: Vec<Event> = stamped.into_iter().map(|(ev, _)| ev).collect();
     assert_eq!(
         events.len(),
         2,
@@ -470,7 +475,11 @@ async fn segment_calls_and_batch() {
         .collect();
     assert_eq!(fields, ["event", "groupId", "userId"]);
 
-    let events = ing.events(Source::Tracking);
+    let stamped = ing.stamped_events(Source::Tracking);
+    for (ev, timestamp) in &stamped {
+        assert_eq!(*timestamp, Some(ev.received_at), "{}", ev.event_id);
+    }
+    let events: Vec<Event> = stamped.into_iter().map(|(ev, _)| ev).collect();
     assert_eq!(events.len(), 4);
     let by_id = |id: &str| events.iter().find(|e| e.event_id == id).unwrap();
     let t = by_id("m-track-1");

@@ -235,21 +235,29 @@ impl TestIngest {
         read_topic(&self.kafka, topic)
     }
 
-    /// Every canonical event on the events topic of `source`. Each record's Kafka
-    /// timestamp must be its event's receive time (`Sending::at`).
+    /// Every canonical event on the events topic of `source`. No record may be stamped
+    /// before its event was received.
     pub fn events(&self, source: Source) -> Vec<Event> {
-        read_topic_stamped(&self.kafka, &self.topics.events(source))
+        self.stamped_events(source)
             .into_iter()
-            .map(|((_, v, _, _), timestamp)| {
-                let ev = zt_model::decode::<Event>(&v).unwrap();
-                assert_eq!(
-                    timestamp,
-                    Some(ev.received_at),
-                    "the record timestamp of event {}",
-                    ev.event_id
+            .map(|(ev, timestamp)| {
+                assert!(
+                    timestamp.is_some_and(|t| t >= ev.received_at),
+                    "event {} received at {} has the record timestamp {timestamp:?}",
+                    ev.event_id,
+                    ev.received_at
                 );
                 ev
             })
+            .collect()
+    }
+
+    /// Every canonical event on the events topic of `source`, with its record's timestamp
+    /// (ms since the epoch).
+    pub fn stamped_events(&self, source: Source) -> Vec<(Event, Option<i64>)> {
+        read_topic_stamped(&self.kafka, &self.topics.events(source))
+            .into_iter()
+            .map(|((_, v, _, _), timestamp)| (zt_model::decode::<Event>(&v).unwrap(), timestamp))
             .collect()
     }
 

@@ -2,9 +2,12 @@
 //! `<prefix>.dlq`, through one idempotent `acks=all` producer. A publish completes only
 //! when the broker acknowledged every record of it, or fails as a whole.
 //!
-//! An event's record is keyed by [`event_key`] and its timestamp (Kafka's `CreateTime`) is
-//! the event's `received_at`, ingest's receive time of its request (a replayed event keeps
-//! its original one); a dead letter's record is stamped by librdkafka when it is sent.
+//! An event's record is keyed by [`event_key`]. Published by the HTTP endpoints, its
+//! timestamp (Kafka's `CreateTime`) is the event's `received_at`, ingest's receive time of
+//! its request, read once for all its records ([`Sending::at`]). A replayed event's record
+//! and a dead letter's are stamped by librdkafka when they are sent: a replayed event's
+//! `received_at` can be days old, and a `CreateTime` that old would meet the topic's
+//! `retention.ms` (or a broker's `log.message.timestamp.before.max.ms`) at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,9 +49,6 @@ pub struct Outgoing {
     pub key: String,
     /// Framed Avro value.
     pub value: Vec<u8>,
-    /// The record's timestamp (ms since the epoch): an event's receive time; `None` lets
-    /// librdkafka stamp the record when it is sent.
-    pub timestamp: Option<i64>,
 }
 
 /// The delivery reports of one publish, counted as librdkafka's polling thread delivers
@@ -317,14 +317,12 @@ impl Publisher {
     }
 
     /// The canonical record of an event: keyed by its most stable identifier ([`event_key`])
-    /// so one customer's events share a partition where the source says who they are, and
-    /// stamped with the event's receive time.
+    /// so one customer's events share a partition where the source says who they are.
     pub fn event_record(&self, ev: &Event) -> Result<Outgoing, PublishError> {
         Ok(Outgoing {
             topic: self.event_topic(ev),
             key: event_key(ev).to_owned(),
             value: zt_model::encode(ev)?,
-            timestamp: Some(ev.received_at),
         })
     }
 
@@ -360,7 +358,6 @@ impl Publisher {
             topic: Arc::from(self.topics.dlq()),
             key: dl.dlq_id.clone(),
             value: zt_model::encode(dl)?,
-            timestamp: None,
         })
     }
 
@@ -373,7 +370,6 @@ impl Publisher {
     ) -> Vec<Result<(), PublishError>> {
         let mut sending = self.begin(kind);
         for r in records {
-            sending.timestamp = r.timestamp;
             sending.send(&r.topic, &r.key, &r.value).await;
         }
         sending.finish().await

@@ -820,7 +820,6 @@ async fn finish_round(
             topic: topics.dlq_replays().into(),
             key: p.dlq_id.clone(),
             value,
-            timestamp: None,
         });
         marked.push(p);
     }
