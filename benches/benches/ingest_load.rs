@@ -12,9 +12,12 @@
 //! HTTP run needs enough events in flight to be bound by CPU, not by request latency: a
 //! request waits about 9 ms for its acknowledgements (`linger.ms` and the broker), so 32
 //! connections of 200 events cap it near 700k events/s, which ingest reached on 2026-11-28
-//! (at 8 or 16 it was capped earlier still). The raw run keeps as many records awaiting
-//! acknowledgement (connections × batch, 12,800; `ZT_BENCH_RAW_WINDOW` sets another);
-//! `ZT_BENCH_LINGER_MS` (5) is both producers' `linger.ms`. `ZT_BENCH_SOURCE=tracking`
+//! (at 8 or 16 it was capped earlier still). The raw run publishes through ingest's own
+//! `Publisher` (the same producer settings, delivery counting and record timestamps,
+//! without HTTP, parsing or normalising), in publishes of `ZT_BENCH_BATCH` records, and
+//! keeps as many records awaiting acknowledgement as the HTTP run can (connections ×
+//! batch, 12,800; `ZT_BENCH_RAW_WINDOW` sets another); `ZT_BENCH_LINGER_MS` (5) is both
+//! producers' `linger.ms`. `ZT_BENCH_SOURCE=tracking`
 //! posts Segment `track` calls to `/v1/batch` instead (`{"batch": [...]}` bodies, an
 //! e-mail in `context.traits` and product properties per call, as a web tracker sends).
 
