@@ -58,7 +58,13 @@ pub fn normalize(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
 ) -> Result<Event, Rejection> {
-    normalize_record(source, Record::new(value, "", ctx)?, segment_kind, ctx, env)
+    normalize_parsed(
+        source,
+        crate::items::Parsed::Tree(value),
+        segment_kind,
+        ctx,
+        env,
+    )
 }
 
 /// [`normalize`] of an item as ingest parsed it (an object read lazily, or a tree).
@@ -150,19 +156,6 @@ pub fn normalize_segment_body(
     Some(())
 }
 
-fn normalize_record(
-    source: Source,
-    rec: Record<'_>,
-    segment_kind: Option<&str>,
-    ctx: &Ctx<'_>,
-    env: Envelope<'_>,
-) -> Result<Event, Rejection> {
-    match source {
-        Source::Tracking => segment::normalize(rec, segment_kind, ctx, env),
-        other => native::normalize(other, &rec, env),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +187,7 @@ mod tests {
             env(),
         );
         let flat = Flat::parse(json).expect("an object");
-        let lazy = normalize_record(source, Record::from_flat(flat, "", &ctx), None, &ctx, env());
+        let lazy = normalize_parsed(source, crate::items::Parsed::Flat(flat), None, &ctx, env());
         assert_eq!(tree, lazy, "{source}: {json}");
     }
 

@@ -333,19 +333,6 @@ fn object<'t>(text: Option<&'t str>, nested: Option<scan::View<'t, 't>>) -> Obje
         .unwrap_or_default()
 }
 
-/// Normalises one Segment call, reading its `context`, `properties` and `traits` from
-/// their JSON text (a lazily read call's text is borrowed from the request body).
-pub(crate) fn normalize(
-    rec: Record<'_>,
-    endpoint_kind: Option<&str>,
-    ctx: &Ctx<'_>,
-    env: Envelope<'_>,
-) -> Result<Event, Rejection> {
-    let mut ev = empty_event();
-    normalize_into(rec, endpoint_kind, ctx, env, &mut ev)?;
-    Ok(ev)
-}
-
 /// An event of source `tracking` with every field empty: what [`normalize_into`] first
 /// writes over.
 pub(crate) fn empty_event() -> Event {
@@ -381,7 +368,9 @@ fn put(slot: &mut Option<String>, v: Option<&str>) {
     }
 }
 
-/// [`normalize`] written over `out`, keeping the buffers of its strings: ingest
+/// Normalises one Segment call, reading its `context`, `properties` and `traits` from
+/// their JSON text (a lazily read call's text is borrowed from the request body), written
+/// over `out`, keeping the buffers of its strings: ingest
 /// normalises a request's calls one after another into one event (encoding each before
 /// the next), so the calls after the first allocate next to nothing. (A call's some 20
 /// strings, each allocated and freed, were a tenth of ingest's time under load, the
