@@ -316,7 +316,7 @@ enum Obj<'a> {
 /// the length and the last byte let through 7 of the 31 absent names an ERP order asks
 /// for; this lets through about one in ten with a dozen members.)
 #[inline(always)]
-fn name_bit(name: &str) -> u128 {
+pub(crate) fn name_bit(name: &str) -> u128 {
     let b = name.as_bytes();
     let (first, mid, last) = match b {
         [] => (0, 0, 0),

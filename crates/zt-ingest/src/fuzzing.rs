@@ -65,6 +65,7 @@ fn replayers() -> &'static [Replayer; 2] {
 /// lazy split read the body.
 pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
     use crate::items::{Parsed, split_segment, split_segment_lazy};
+    segment_read_agrees(body, single, max);
     let Some(lazy) = split_segment_lazy(body, single, max) else {
         return false;
     };
@@ -134,6 +135,51 @@ pub fn segment_agrees(body: &[u8], single: bool, max: usize) -> bool {
             json_texts_parsed(tree),
             json_texts_parsed(reference),
             "the tree reading of a Segment call and the reference normaliser differ"
+        );
+    }
+    true
+}
+
+/// When the one-pass reader of Segment bodies reads `body`
+/// ([`crate::items::split_segment_read`]), the scan with look-ups
+/// ([`crate::items::split_segment_scanned`]) reads it too, into the same calls (texts,
+/// write key, refusals), and every call normalises to exactly the same event (the
+/// properties' and traits' texts byte for byte) or the same rejection both ways. Returns
+/// whether the reader read the body.
+pub fn segment_read_agrees(body: &[u8], single: bool, max: usize) -> bool {
+    use crate::items::{split_segment_read, split_segment_scanned};
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let Some(read) = split_segment_read(text, single, max) else {
+        return false;
+    };
+    let scanned =
+        split_segment_scanned(text, single, max).expect("what the reader reads, the scan reads");
+    assert_eq!(read.key, scanned.key, "writeKey");
+    assert_eq!(read.calls.len(), scanned.calls.len(), "calls");
+    let cfg = config(false);
+    let mappings = crate::items::source_mappings(&cfg).expect("a valid config");
+    let h = hasher();
+    let ctx = crate::items::ctx_for(&mappings, &h, Source::Tracking);
+    let kind = single.then_some("track");
+    for (a, b) in read.calls.iter().zip(&scanned.calls) {
+        let (a, b) = (read.item(a), scanned.item(b));
+        assert_eq!(a.raw, b.raw, "a call's bytes");
+        let norm = |item: crate::items::Item<'_>| {
+            let env = crate::normalize::Envelope {
+                received_at: 1_750_000_000_000,
+                raw: item.raw,
+                private_channels: &[],
+            };
+            item.value.and_then(|v| {
+                crate::normalize::normalize_parsed(Source::Tracking, v, kind, &ctx, env)
+            })
+        };
+        assert_eq!(
+            norm(a),
+            norm(b),
+            "a Segment call read in one pass and by look-ups differ"
         );
     }
     true

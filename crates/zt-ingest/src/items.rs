@@ -14,6 +14,7 @@ use zt_model::{DeadLetter, Event, Source};
 use crate::config::{IngestConfig, Mapping};
 use crate::error::{ConfigError, Reason, Rejection};
 use crate::fields::{Ctx, Flat, TimeFormat};
+use crate::normalize::segment_parts::{self, Parts};
 use crate::normalize::{self, Envelope};
 use crate::scan;
 
@@ -93,6 +94,10 @@ pub(crate) struct Item<'a> {
 pub(crate) enum Parsed<'a> {
     Tree(Value),
     Flat(Flat<'a>),
+    /// A Segment call read in the scan of its body: its members, and what the scan read
+    /// from its `context`, `properties` and `traits`
+    /// ([`crate::normalize::segment_parts::read_body`]).
+    Call(Flat<'a>, &'a Parts<'a>),
 }
 
 impl Parsed<'_> {
@@ -100,7 +105,7 @@ impl Parsed<'_> {
     pub(crate) fn into_value(self) -> Value {
         match self {
             Parsed::Tree(v) => v,
-            Parsed::Flat(f) => f.into_value(),
+            Parsed::Flat(f) | Parsed::Call(f, _) => f.into_value(),
         }
     }
 }
@@ -286,6 +291,10 @@ pub(crate) struct LazyCall<'a> {
     members: Option<std::ops::Range<usize>>,
     /// Set for an item past `max_batch_events`.
     pub(crate) refused: Option<Rejection>,
+    /// Where what the scan read from its `context`, `properties` and `traits` is in
+    /// [`LazyBody::parts`], when the body was read with
+    /// [`crate::normalize::segment_parts::read_body`].
+    parts: Option<usize>,
 }
 
 /// A Segment body split without a value tree ([`split_segment_lazy`]): its calls, the
@@ -301,6 +310,7 @@ pub(crate) struct LazyBody<'a> {
     nested: scan::Nested<'a>,
     texts: String,
     members: scan::Members<'a>,
+    pub(crate) parts: Vec<Parts<'a>>,
 }
 
 impl<'a> LazyBody<'a> {
@@ -323,10 +333,13 @@ impl<'a> LazyBody<'a> {
         };
         let value = match (&call.refused, members) {
             (Some(rej), _) => Err(rej.clone()),
-            (None, Some(m)) => Ok(Parsed::Flat(
-                Flat::from_listed(raw, scan::MemberList::listed(m))
-                    .with_nested(scan::View::of(&self.nested, call.part)),
-            )),
+            (None, Some(m)) => {
+                let flat = Flat::from_listed(raw, scan::MemberList::listed(m));
+                Ok(match call.parts.and_then(|i| self.parts.get(i)) {
+                    Some(parts) => Parsed::Call(flat, parts),
+                    None => Parsed::Flat(flat.with_nested(scan::View::of(&self.nested, call.part))),
+                })
+            }
             (None, None) => parse_item(raw.as_bytes()),
         };
         Item {
@@ -341,6 +354,104 @@ impl<'a> LazyBody<'a> {
     }
 }
 
+/// [`split_segment`] without a value tree of the body: the body read in one pass that also
+/// reads what the normaliser needs from each call's objects
+/// ([`segment_parts::read_body`]), else as [`split_segment_scanned`] reads it.
+pub(crate) fn split_segment_lazy(
+    body: &[u8],
+    single: bool,
+    max_batch_events: usize,
+) -> Option<LazyBody<'_>> {
+    let text = std::str::from_utf8(body).ok()?;
+    split_segment_read(text, single, max_batch_events)
+        .or_else(|| split_segment_scanned(text, single, max_batch_events))
+}
+
+/// [`split_segment_lazy`] with [`segment_parts::read_body`], `None` when it does not read
+/// the body (or the tree path must decide). Each call's members are its own, and when it
+/// was given batch-level fields, a copy of them with those.
+pub(crate) fn split_segment_read(
+    text: &str,
+    single: bool,
+    max_batch_events: usize,
+) -> Option<LazyBody<'_>> {
+    let read = segment_parts::read_body(text, single)?;
+    let key = read
+        .top
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == "writeKey")
+        .and_then(|(_, v)| serde_json::from_str::<String>(v).ok());
+    let mut members = read.members;
+    let mut parts = read.parts;
+    let mut calls = Vec::with_capacity(read.calls.len());
+    if single {
+        let (part, range) = read.calls.into_iter().next()?;
+        calls.push(LazyCall {
+            part,
+            text: None,
+            members: Some(range),
+            refused: None,
+            parts: Some(0),
+        });
+        return Some(LazyBody {
+            key,
+            calls,
+            nested: scan::Nested::default(),
+            texts: String::new(),
+            members,
+            parts,
+        });
+    }
+    let (batch, batch_level) = batch_level(&read.top);
+    let batch = batch?;
+    let n = read.calls.len();
+    let mut texts = String::new();
+    // The members of a call given fields, copied after all the calls' own.
+    let mut given: scan::Members<'_> = Vec::new();
+    for (i, ((part, range), p)) in read.calls.into_iter().zip(&mut parts).enumerate() {
+        let own = &members[range.clone()];
+        let own_context = own.iter().any(|(k, _)| k.as_ref() == "context");
+        given.clear();
+        let added = add_batch_level(
+            part,
+            own,
+            &batch_level,
+            (batch.len(), n - i),
+            &mut texts,
+            &mut given,
+        )?;
+        let (text, call_members) = match added {
+            None => (None, range),
+            Some((t, _)) => {
+                let start = members.len();
+                members.append(&mut given);
+                (Some(t), start..members.len())
+            }
+        };
+        // A call without a `context` of its own is given the batch's.
+        if !own_context && let Some(c) = &read.batch_context {
+            p.context = c.clone();
+        }
+        let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
+        calls.push(LazyCall {
+            part,
+            text,
+            members: Some(call_members),
+            refused,
+            parts: Some(i),
+        });
+    }
+    Some(LazyBody {
+        key,
+        calls,
+        nested: scan::Nested::default(),
+        texts,
+        members,
+        parts,
+    })
+}
+
 /// [`split_segment`] without a value tree of the body: the body is scanned
 /// ([`crate::scan`]) once, listing the members of every object in it, and each call is
 /// read lazily later from what was listed ([`LazyBody::item`]). A batch item that lacks a
@@ -351,12 +462,11 @@ impl<'a> LazyBody<'a> {
 /// `None` whenever the tree path must decide: text the scanner does not read, no `batch`
 /// array, an item that is not an object, or an item with its own `context` or
 /// `integrations` beside the batch's (those are merged key by key).
-pub(crate) fn split_segment_lazy(
-    body: &[u8],
+pub(crate) fn split_segment_scanned(
+    text: &str,
     single: bool,
     max_batch_events: usize,
 ) -> Option<LazyBody<'_>> {
-    let text = std::str::from_utf8(body).ok()?;
     let (members, nested) = scan::object_nested(text)?;
     let last = |name: &str| {
         members
@@ -372,6 +482,7 @@ pub(crate) fn split_segment_lazy(
             text: None,
             members: Some(0..members.len()),
             refused: None,
+            parts: None,
         };
         return Some(LazyBody {
             key,
@@ -379,74 +490,33 @@ pub(crate) fn split_segment_lazy(
             nested,
             texts: String::new(),
             members,
+            parts: Vec::new(),
         });
     }
-    let batch = last("batch").filter(|t| t.starts_with('['))?;
-    let batch_level = [
-        ("context", last("context").filter(|t| t.starts_with('{'))),
-        (
-            "integrations",
-            last("integrations").filter(|t| t.starts_with('{')),
-        ),
-        ("sentAt", last("sentAt")),
-    ];
+    let (batch, batch_level) = batch_level(&members);
+    let batch = batch?;
     let elements = nested.array(batch)?;
-    // What an item given every batch-level field grows by: `,"name":value` each.
-    let added_len: usize = batch_level
-        .iter()
-        .filter_map(|(name, value)| value.map(|v| name.len() + v.len() + 4))
-        .sum();
     let mut texts = String::new();
     let mut all_members: scan::Members<'_> = Vec::new();
     let mut calls = Vec::with_capacity(elements.len());
     for (i, &item) in elements.iter().enumerate() {
         let item_members = nested.object(item)?;
-        let (text_start, members_start) = (texts.len(), all_members.len());
-        let mut added = 0;
-        for (name, value) in batch_level {
-            let Some(value) = value else { continue };
-            if item_members.iter().any(|(k, _)| k.as_ref() == name) {
-                if name == "sentAt" {
-                    continue;
-                }
-                // Both have it: merged key by key on the tree path.
-                return None;
-            }
-            if added == 0 {
-                if texts.capacity() == 0 {
-                    // The rest of the batch, each item given every field, at most.
-                    texts.reserve(batch.len() + (elements.len() - i) * added_len);
-                    all_members.reserve((elements.len() - i) * (item_members.len() + 3));
-                }
-                // The item's text ends with its closing brace.
-                texts.push_str(&item[..item.len() - 1]);
-                all_members.extend_from_slice(item_members);
-            }
-            if !item_members.is_empty() || added > 0 {
-                texts.push(',');
-            }
-            texts.push('"');
-            texts.push_str(name);
-            texts.push_str("\":");
-            texts.push_str(value);
-            all_members.push((Cow::Borrowed(name), value));
-            added += 1;
-        }
-        let (call_text, call_members) = if added > 0 {
-            texts.push('}');
-            (
-                Some(text_start..texts.len()),
-                Some(members_start..all_members.len()),
-            )
-        } else {
-            (None, None)
-        };
+        let (text, members) = add_batch_level(
+            item,
+            item_members,
+            &batch_level,
+            (batch.len(), elements.len() - i),
+            &mut texts,
+            &mut all_members,
+        )?
+        .unzip();
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
         calls.push(LazyCall {
             part: item,
-            text: call_text,
-            members: call_members,
+            text,
+            members,
             refused,
+            parts: None,
         });
     }
     Some(LazyBody {
@@ -455,7 +525,95 @@ pub(crate) fn split_segment_lazy(
         nested,
         texts,
         members: all_members,
+        parts: Vec::new(),
     })
+}
+
+/// The batch-level fields of a Segment body (`context` and `integrations` when objects,
+/// `sentAt`), each with its text when the body has it.
+type BatchLevel<'a> = [(&'static str, Option<&'a str>); 3];
+
+/// The batch-level fields of a body whose members are `top` (the last of each name), and
+/// its `batch`, `None` without one.
+fn batch_level<'a>(top: &[(Cow<'a, str>, &'a str)]) -> (Option<&'a str>, BatchLevel<'a>) {
+    let last = |name: &str| {
+        top.iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| *v)
+    };
+    (
+        last("batch").filter(|t| t.starts_with('[')),
+        [
+            ("context", last("context").filter(|t| t.starts_with('{'))),
+            (
+                "integrations",
+                last("integrations").filter(|t| t.starts_with('{')),
+            ),
+            ("sentAt", last("sentAt")),
+        ],
+    )
+}
+
+/// Gives the batch item `item` (with members `item_members`) the batch-level fields it
+/// lacks, at its end: its text onto `texts` and its members onto `members`, with where
+/// each is; `Some(None)` when it lacks none. `None` when the item has its own `context` or
+/// `integrations` beside the batch's: those are merged key by key on the tree path.
+/// `(batch_len, left)`: the length of the batch's text and how many items are left, to
+/// reserve room for the rest of the batch at the first item given fields.
+#[allow(clippy::type_complexity)]
+fn add_batch_level<'a>(
+    item: &'a str,
+    item_members: &[(Cow<'a, str>, &'a str)],
+    batch_level: &BatchLevel<'a>,
+    (batch_len, left): (usize, usize),
+    texts: &mut String,
+    members: &mut scan::Members<'a>,
+) -> Option<Option<(std::ops::Range<usize>, std::ops::Range<usize>)>> {
+    // What an item given every batch-level field grows by: `,"name":value` each.
+    let added_len: usize = batch_level
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| name.len() + v.len() + 4))
+        .sum();
+    let (text_start, members_start) = (texts.len(), members.len());
+    let mut added = 0;
+    for &(name, value) in batch_level {
+        let Some(value) = value else { continue };
+        if item_members.iter().any(|(k, _)| k.as_ref() == name) {
+            if name == "sentAt" {
+                continue;
+            }
+            // Both have it: merged key by key on the tree path.
+            return None;
+        }
+        if added == 0 {
+            if texts.capacity() == 0 {
+                // The rest of the batch, each item given every field, at most.
+                texts.reserve(batch_len + left * added_len);
+                members.reserve(left * (item_members.len() + 3));
+            }
+            // The item's text ends with its closing brace.
+            texts.push_str(&item[..item.len() - 1]);
+            members.extend_from_slice(item_members);
+        }
+        if !item_members.is_empty() || added > 0 {
+            texts.push(',');
+        }
+        texts.push('"');
+        texts.push_str(name);
+        texts.push_str("\":");
+        texts.push_str(value);
+        members.push((Cow::Borrowed(name), value));
+        added += 1;
+    }
+    if added == 0 {
+        return Some(None);
+    }
+    texts.push('}');
+    Some(Some((
+        text_start..texts.len(),
+        members_start..members.len(),
+    )))
 }
 
 /// The per-item checks and the normalisation of one item: its parse result, its size

@@ -2,9 +2,12 @@
 //! split into the records' texts and each record into its members' names and value texts
 //! in a single scan, instead of one `serde_json` pass to split the body and another per
 //! record to list its members (together about a quarter of ingest's time). A Segment body
-//! is read with [`object_nested`], which also lists the members of every object and the
-//! elements of every array nested in it ([`Nested`]), so that a call's `context`,
-//! `properties` and `traits`, and the objects in them, are read without a second scan.
+//! is read by [`crate::normalize::segment_parts::read_body`], which walks it with this
+//! scanner's primitives ([`Scanner`]) and picks out what the normaliser reads as it goes;
+//! what that reader declines is read with [`object_nested`], which also lists the members
+//! of every object and the elements of every array nested in it ([`Nested`]), so that a
+//! call's `context`, `properties` and `traits`, and the objects in them, are read without
+//! a second scan.
 //!
 //! **It never decides what serde_json would decide otherwise.** It accepts only text that
 //! `serde_json` accepts the same way (RFC 8259 grammar; strings with control characters,
@@ -305,17 +308,19 @@ fn special_bytes(w: u64) -> u64 {
 
 /// A string's text between its quotes (`from..to` in the source), and whether it holds
 /// escapes.
-struct Quoted {
-    from: usize,
-    to: usize,
-    escaped: bool,
+pub(crate) struct Quoted {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) escaped: bool,
 }
 
 /// The brackets of an array and the braces of an object.
-const ARRAY: (u8, u8) = (b'[', b']');
-const OBJECT: (u8, u8) = (b'{', b'}');
+pub(crate) const ARRAY: (u8, u8) = (b'[', b']');
+pub(crate) const OBJECT: (u8, u8) = (b'{', b'}');
 
-struct Scanner<'a> {
+/// The scanner; also read by the Segment body reader
+/// ([`crate::normalize::segment_parts`]), which walks a body with its primitives.
+pub(crate) struct Scanner<'a> {
     src: &'a str,
     b: &'a [u8],
     i: usize,
@@ -324,13 +329,23 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(src: &'a str) -> Self {
+    pub(crate) fn new(src: &'a str) -> Self {
         Scanner {
             src,
             b: src.as_bytes(),
             i: 0,
             capture: None,
         }
+    }
+
+    /// Where the cursor is.
+    pub(crate) fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// The source text.
+    pub(crate) fn src(&self) -> &'a str {
+        self.src
     }
 
     /// A nested object or array at the cursor, listed in `capture`.
@@ -405,21 +420,21 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         self.i == self.b.len()
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
         }
     }
 
-    fn eat(&mut self, c: u8) -> Option<()> {
+    pub(crate) fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
@@ -518,7 +533,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Any value at the cursor.
-    fn value(&mut self, depth: usize) -> Option<()> {
+    pub(crate) fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
             b'{' | b'[' if self.capture.is_some() => self.nested(depth),
@@ -547,7 +562,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> Option<()> {
+    pub(crate) fn number(&mut self) -> Option<()> {
         let _ = self.eat(b'-');
         match self.peek()? {
             b'0' => {
@@ -589,7 +604,7 @@ impl<'a> Scanner<'a> {
     /// escapes. Escapes are checked as serde_json checks them when it decodes a string
     /// (four hex digits after `\u`, surrogates in pairs).
     #[inline(always)]
-    fn string(&mut self) -> Option<Quoted> {
+    pub(crate) fn string(&mut self) -> Option<Quoted> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;

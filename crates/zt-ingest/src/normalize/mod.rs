@@ -4,6 +4,7 @@
 
 pub(crate) mod native;
 pub(crate) mod segment;
+pub(crate) mod segment_parts;
 #[doc(hidden)]
 pub mod segment_reference;
 
@@ -91,12 +92,18 @@ pub(crate) fn normalize_parsed_into(
     env: Envelope<'_>,
     out: &mut Event,
 ) -> Result<(), Rejection> {
-    let rec = match value {
-        crate::items::Parsed::Tree(v) => Record::new(v, "", ctx)?,
-        crate::items::Parsed::Flat(f) => Record::from_flat(f, "", ctx),
+    let (rec, parts) = match value {
+        crate::items::Parsed::Tree(v) => (Record::new(v, "", ctx)?, None),
+        crate::items::Parsed::Flat(f) => (Record::from_flat(f, "", ctx), None),
+        // What the scan of the body read from the call's objects, unless renames make
+        // other members of the call its `context`, `properties` or `traits`.
+        crate::items::Parsed::Call(f, parts) => (
+            Record::from_flat(f, "", ctx),
+            ctx.mapping.renames.is_empty().then_some(parts),
+        ),
     };
     match source {
-        Source::Tracking => segment::normalize_into(rec, segment_kind, ctx, env, out),
+        Source::Tracking => segment::normalize_into(rec, segment_kind, ctx, env, out, parts),
         other => {
             *out = native::normalize(other, &rec, env)?;
             Ok(())

@@ -28,6 +28,8 @@ use crate::error::{Reason, Rejection};
 use crate::fields::{Ctx, Object, Record, hash_identifier_into, parse_rfc3339_ms, plain_string};
 use crate::scan;
 
+use super::segment_parts::{Parts, context_object};
+
 pub(super) const KINDS: [&str; 6] = ["track", "identify", "page", "screen", "alias", "group"];
 
 /// Keys holding phones or e-mails; removed from properties and traits everywhere.
@@ -157,18 +159,11 @@ fn scalar(raw: &str) -> Option<String> {
 
 /// [`scalar`], borrowed when it is a string without escapes (a contact that is hashed,
 /// not kept, needs no `String` of its own).
-fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
+pub(super) fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
     if let Some(s) = string(raw) {
         return (!s.is_empty()).then_some(s);
     }
     number(raw).map(|n| Cow::Owned(n.to_string()))
-}
-
-/// The object member `k` of `m` holds, `None` when absent or not an object.
-fn obj<'a>(m: &Object<'a>, k: &str) -> Option<Object<'a>> {
-    m.get(k)
-        .filter(|raw| raw.starts_with('{'))
-        .and_then(|raw| Object::parse(raw, m.nested()))
 }
 
 /// The member `k` of `m` as text ([`scalar`]).
@@ -176,36 +171,9 @@ fn s_of(m: Option<&Object<'_>>, k: &str) -> Option<String> {
     scalar(m?.get(k)?)
 }
 
-/// [`s_of`], borrowed from the text where it can be.
-fn s_ref<'t>(m: Option<&Object<'t>>, k: &str) -> Option<Cow<'t, str>> {
-    scalar_text(m?.get(k)?)
-}
-
-/// A contact found in an object: its key and its value as text.
-type Found<'a> = Option<(&'a str, Cow<'a, str>)>;
-
-/// The first phone and the first e-mail in `m` (top level only), with their keys: for
-/// each, the least key in string order (a value tree's order) among those whose (last)
-/// value is a non-empty string or a number. One pass over the members.
-fn contacts<'a>(m: &'a Object<'_>) -> (Found<'a>, Found<'a>) {
-    let (mut phone, mut email): (Found<'a>, Found<'a>) = (None, None);
-    for (k, raw, last) in m.members() {
-        if !last {
-            continue;
-        }
-        let best = match contact_kind(k) {
-            Some(Contact::Phone) => &mut phone,
-            Some(Contact::Email) => &mut email,
-            None => continue,
-        };
-        if best.as_ref().is_some_and(|(b, _)| *b <= k) {
-            continue;
-        }
-        if let Some(v) = scalar_text(raw) {
-            *best = Some((k, v));
-        }
-    }
-    (phone, email)
+/// The raw value `raw` as text ([`scalar_text`]), when there is one.
+fn text_of(raw: Option<&str>) -> Option<Cow<'_, str>> {
+    scalar_text(raw?)
 }
 
 fn money(raw: Option<&str>) -> Option<i64> {
@@ -382,6 +350,7 @@ pub(crate) fn normalize_into(
     ctx: &Ctx<'_>,
     env: Envelope<'_>,
     out: &mut Event,
+    read: Option<&Parts<'_>>,
 ) -> Result<(), Rejection> {
     let kind: Cow<'_, str> = match endpoint_kind {
         Some(k) => Cow::Borrowed(k),
@@ -434,33 +403,48 @@ pub(crate) fn normalize_into(
     let properties_text = object_text(&rec, "properties")?;
     let traits_text = object_text(&rec, "traits")?;
     let nested = rec.scanned();
-    let context = object(context_text.as_deref(), nested);
-    let properties = object(properties_text.as_deref(), nested);
-    let traits = object(traits_text.as_deref(), nested);
+    // What is read from the three objects: as the scan of the body found it, else by
+    // look-ups in them.
+    let objects = read.is_none().then(|| {
+        let context = object(context_text.as_deref(), nested);
+        let context_traits = context_object(&context, "traits");
+        let properties = object(properties_text.as_deref(), nested);
+        let traits = object(traits_text.as_deref(), nested);
+        (context, context_traits, properties, traits)
+    });
+    let looked_up = objects
+        .as_ref()
+        .map(|(c, ct, p, t)| Parts::read(c, ct.as_ref(), p, t));
+    let Some(parts) = read.or(looked_up.as_ref()) else {
+        // Never taken: one of the two is there.
+        return Err(Rejection::whole(
+            Reason::InvalidValue,
+            "the call's objects were not read",
+        ));
+    };
+    let (c, p) = (&parts.context, &parts.properties);
 
     // Identities: hash contact data before anything else touches it.
-    let ctx_traits = obj(&context, "traits");
     // Group traits describe the group, not the caller: their contacts are not the user's.
-    let own_traits = if kind == "group" { None } else { Some(&traits) };
+    let own_traits = (kind != "group").then_some(&parts.traits);
     let (mut phone_src, mut email_src) = (None, None);
     for (m, prefix) in [
         (own_traits, "traits"),
-        (ctx_traits.as_ref(), "context.traits"),
-        (Some(&properties), "properties"),
+        (Some(&c.traits), "context.traits"),
+        (Some(&p.contacts), "properties"),
     ] {
-        if phone_src.is_some() && email_src.is_some() {
-            break;
-        }
         let Some(m) = m else { continue };
-        let (phone, email) = contacts(m);
-        let found = |(k, v)| (prefix, k, v);
-        phone_src = phone_src.or_else(|| phone.map(found));
-        email_src = email_src.or_else(|| email.map(found));
+        if phone_src.is_none() {
+            phone_src = m.phone.as_ref().map(|(k, v)| (prefix, *k, v));
+        }
+        if email_src.is_none() {
+            email_src = m.email.as_ref().map(|(k, v)| (prefix, *k, v));
+        }
     }
     // The field (`traits.email`) is formatted only for an error: hashing again with it
     // costs nothing in the common case, formatting it for every call did. The hashes are
     // written into the event's own strings.
-    let hash = |found: Option<(&str, &str, Cow<'_, str>)>,
+    let hash = |found: Option<(&str, &str, &Cow<'_, str>)>,
                 phone: bool,
                 slot: &mut Option<String>|
      -> Result<(), Rejection> {
@@ -469,23 +453,20 @@ pub(crate) fn normalize_into(
             return Ok(());
         };
         let s = slot.get_or_insert_with(String::new);
-        hash_identifier_into(ctx.hasher, &v, phone, "", s)
-            .or_else(|_| hash_identifier_into(ctx.hasher, &v, phone, &format!("{prefix}.{k}"), s))
+        hash_identifier_into(ctx.hasher, v, phone, "", s)
+            .or_else(|_| hash_identifier_into(ctx.hasher, v, phone, &format!("{prefix}.{k}"), s))
     };
     hash(phone_src, true, &mut out.identities.phone_hash)?;
     hash(email_src, false, &mut out.identities.email_hash)?;
-    let traits_customer_id = s_ref(Some(&traits), "customer_id");
+    let traits_customer_id = parts.customer_id.and_then(scalar_text);
 
-    let campaign = obj(&context, "campaign");
-    let page = obj(&context, "page");
-    let p = Some(&properties);
-    let channel = s_ref(Some(&context), "channel")
-        .or_else(|| s_ref(p, "channel"))
-        .or_else(|| s_ref(campaign.as_ref(), "source"));
+    let channel = text_of(c.channel)
+        .or_else(|| text_of(p.channel))
+        .or_else(|| text_of(c.campaign_source));
     let mut experiments = std::mem::take(&mut out.context.experiments);
     experiments.clear();
-    if let Some(raw) = context.get("experiments") {
-        if let Some(items) = elements(raw, context.nested()) {
+    if let Some(raw) = c.experiments {
+        if let Some(items) = elements(raw, nested) {
             for (i, (_, m)) in items.into_iter().enumerate() {
                 match (
                     s_of(m.as_ref(), "experiment_id"),
@@ -506,7 +487,11 @@ pub(crate) fn normalize_into(
                     }
                 }
             }
-        } else if let Some(m) = obj(&context, "experiments") {
+        } else if let Some(m) = raw
+            .starts_with('{')
+            .then(|| Object::parse(raw, nested))
+            .flatten()
+        {
             // Experiment id to variant, in a value tree's (sorted) key order.
             let mut pairs: Vec<(&str, String)> = m
                 .members()
@@ -553,8 +538,8 @@ pub(crate) fn normalize_into(
     }
 
     let (experiment_id, variant) = if name.as_deref() == Some("Experiment Viewed") {
-        let e = s_ref(p, "experiment_id");
-        let v = s_ref(p, "variation_name").or_else(|| s_ref(p, "variation_id"));
+        let e = text_of(p.experiment_id);
+        let v = text_of(p.variation_name).or_else(|| text_of(p.variation_id));
         if let (Some(e), Some(v)) = (&e, &v) {
             experiments.push(ExperimentAssignment {
                 experiment_id: e.as_ref().to_owned(),
@@ -571,8 +556,8 @@ pub(crate) fn normalize_into(
     } else {
         (None, None)
     };
-    let private_domain = context.get("private_domain") == Some("true")
-        || properties.get("private_domain") == Some("true")
+    let private_domain = c.private_domain == Some("true")
+        || p.private_domain == Some("true")
         || env.is_private_channel(channel.as_deref());
 
     // Every field is written below; the patterns name each one (no `..`), so a field added
@@ -618,11 +603,10 @@ pub(crate) fn normalize_into(
     put(crm_customer_id, traits_customer_id.as_deref());
     put(user_id_out, user_id.as_deref());
     put(anonymous_id_out, anonymous_id.as_deref());
-    put(order_id, s_ref(p, "order_id").as_deref());
+    put(order_id, text_of(p.order_id).as_deref());
     *waybill_no = None;
     *ticket_id = None;
 
-    let campaign = campaign.as_ref();
     let Context {
         channel: channel_out,
         campaign: campaign_out,
@@ -640,24 +624,18 @@ pub(crate) fn normalize_into(
         ip_country,
     } = context_out;
     put(channel_out, channel.as_deref());
-    put(campaign_out, s_ref(campaign, "name").as_deref());
-    put(utm_source, s_ref(campaign, "source").as_deref());
-    put(utm_medium, s_ref(campaign, "medium").as_deref());
-    put(utm_campaign, s_ref(campaign, "name").as_deref());
-    put(utm_term, s_ref(campaign, "term").as_deref());
-    put(utm_content, s_ref(campaign, "content").as_deref());
+    put(campaign_out, text_of(c.campaign_name).as_deref());
+    put(utm_source, text_of(c.campaign_source).as_deref());
+    put(utm_medium, text_of(c.campaign_medium).as_deref());
+    put(utm_campaign, text_of(c.campaign_name).as_deref());
+    put(utm_term, text_of(c.campaign_term).as_deref());
+    put(utm_content, text_of(c.campaign_content).as_deref());
     *private_domain_out = private_domain;
     *experiments_out = experiments;
-    put(
-        device_type,
-        s_ref(obj(&context, "device").as_ref(), "type").as_deref(),
-    );
-    put(os, s_ref(obj(&context, "os").as_ref(), "name").as_deref());
-    put(
-        app_version,
-        s_ref(obj(&context, "app").as_ref(), "version").as_deref(),
-    );
-    put(locale, s_ref(Some(&context), "locale").as_deref());
+    put(device_type, text_of(c.device_type).as_deref());
+    put(os, text_of(c.os_name).as_deref());
+    put(app_version, text_of(c.app_version).as_deref());
+    put(locale, text_of(c.locale).as_deref());
     *ip_country = None;
 
     // The payload's strings are written over in place (a payload of another kind is
@@ -695,44 +673,63 @@ pub(crate) fn normalize_into(
     } = tp;
     set(kind_out, &kind);
     put(name_out, name.as_deref());
-    properties_json.clear();
-    write_stripped(&properties, false, properties_json);
-    traits_json.clear();
-    write_stripped(&traits, true, traits_json);
+    // Written member by member without contact keys, or as they are when they have none
+    // (and no repeated name or white space: [`Parts::properties_as_is`]).
+    let written = |as_is: bool,
+                   text: Option<&str>,
+                   looked_up: Option<&Object<'_>>,
+                   traits: bool,
+                   out: &mut String| {
+        out.clear();
+        match (looked_up, as_is) {
+            (Some(o), _) => write_stripped(o, traits, out),
+            (None, true) => out.push_str(text.unwrap_or("{}")),
+            (None, false) => write_stripped(&object(text, nested), traits, out),
+        }
+    };
+    written(
+        parts.properties_as_is,
+        properties_text.as_deref(),
+        objects.as_ref().map(|o| &o.2),
+        false,
+        properties_json,
+    );
+    written(
+        parts.traits_as_is,
+        traits_text.as_deref(),
+        objects.as_ref().map(|o| &o.3),
+        true,
+        traits_json,
+    );
     put(previous_id_out, previous_id.as_deref());
     put(group_id_out, group_id.as_deref());
-    put(product_id, s_ref(p, "product_id").as_deref());
-    put(sku, s_ref(p, "sku").as_deref());
-    put(category, s_ref(p, "category").as_deref());
-    *price_minor = money(properties.get("price"));
-    *quantity = int(properties.get("quantity"));
-    *revenue_minor = money(
-        properties
-            .get("revenue")
-            .or_else(|| properties.get("total")),
-    );
-    put(currency, s_ref(p, "currency").as_deref());
-    let url = s_ref(p, "url").or_else(|| s_ref(page.as_ref(), "url"));
+    put(product_id, text_of(p.product_id).as_deref());
+    put(sku, text_of(p.sku).as_deref());
+    put(category, text_of(p.category).as_deref());
+    *price_minor = money(p.price);
+    *quantity = int(p.quantity);
+    *revenue_minor = money(p.revenue.or(p.total));
+    put(currency, text_of(p.currency).as_deref());
+    let url = text_of(p.url).or_else(|| text_of(c.page_url));
     put(
         page_url,
         url.as_deref()
             .map(|u| u.split(['?', '#']).next().unwrap_or_default()),
     );
-    let page = page.as_ref();
     put(
         page_path,
-        s_ref(p, "path").or_else(|| s_ref(page, "path")).as_deref(),
+        text_of(p.path).or_else(|| text_of(c.page_path)).as_deref(),
     );
     put(
         page_referrer,
-        s_ref(p, "referrer")
-            .or_else(|| s_ref(page, "referrer"))
+        text_of(p.referrer)
+            .or_else(|| text_of(c.page_referrer))
             .as_deref(),
     );
     put(
         page_title,
-        s_ref(p, "title")
-            .or_else(|| s_ref(page, "title"))
+        text_of(p.title)
+            .or_else(|| text_of(c.page_title))
             .as_deref(),
     );
     put(experiment_id_out, experiment_id.as_deref());
