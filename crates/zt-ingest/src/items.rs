@@ -407,8 +407,9 @@ pub(crate) fn split_segment_read(
     let batch = batch?;
     let n = read.calls.len();
     let mut texts = String::new();
-    // The members of a call given fields, copied after all the calls' own.
-    let mut given: scan::Members<'_> = Vec::new();
+    // The batch-level members a call is given, written into the room the reader left
+    // after its own (`segment_parts::BATCH_LEVEL_ROOM`).
+    let mut given: scan::Members<'_> = Vec::with_capacity(segment_parts::BATCH_LEVEL_ROOM);
     for (i, ((part, range), p)) in read.calls.into_iter().zip(&mut parts).enumerate() {
         let own = &members[range.clone()];
         let own_context = own.iter().any(|(k, _)| k.as_ref() == "context");
@@ -420,13 +421,16 @@ pub(crate) fn split_segment_read(
             (batch.len(), n - i),
             &mut texts,
             &mut given,
+            false,
         )?;
         let (text, call_members) = match added {
             None => (None, range),
             Some((t, _)) => {
-                let start = members.len();
-                members.append(&mut given);
-                (Some(t), start..members.len())
+                let room = members.get_mut(range.end..range.end + given.len())?;
+                for (slot, m) in room.iter_mut().zip(given.drain(..)) {
+                    *slot = m;
+                }
+                (Some(t), range.start..range.end + room.len())
             }
         };
         // A call without a `context` of its own is given the batch's.
@@ -508,6 +512,7 @@ pub(crate) fn split_segment_scanned(
             (batch.len(), elements.len() - i),
             &mut texts,
             &mut all_members,
+            true,
         )?
         .unzip();
         let refused = (i >= max_batch_events).then(|| past_the_cap(max_batch_events));
@@ -556,8 +561,9 @@ fn batch_level<'a>(top: &[(Cow<'a, str>, &'a str)]) -> (Option<&'a str>, BatchLe
 }
 
 /// Gives the batch item `item` (with members `item_members`) the batch-level fields it
-/// lacks, at its end: its text onto `texts` and its members onto `members`, with where
-/// each is; `Some(None)` when it lacks none. `None` when the item has its own `context` or
+/// lacks, at its end: its text onto `texts` and its members onto `members` (with
+/// `copy_own`, its own members first, else only those added), with where each is;
+/// `Some(None)` when it lacks none. `None` when the item has its own `context` or
 /// `integrations` beside the batch's: those are merged key by key on the tree path.
 /// `(batch_len, left)`: the length of the batch's text and how many items are left, to
 /// reserve room for the rest of the batch at the first item given fields.
@@ -569,6 +575,7 @@ fn add_batch_level<'a>(
     (batch_len, left): (usize, usize),
     texts: &mut String,
     members: &mut scan::Members<'a>,
+    copy_own: bool,
 ) -> Option<Option<(std::ops::Range<usize>, std::ops::Range<usize>)>> {
     // What an item given every batch-level field grows by: `,"name":value` each.
     let added_len: usize = batch_level
@@ -590,11 +597,15 @@ fn add_batch_level<'a>(
             if texts.capacity() == 0 {
                 // The rest of the batch, each item given every field, at most.
                 texts.reserve(batch_len + left * added_len);
-                members.reserve(left * (item_members.len() + 3));
+                if copy_own {
+                    members.reserve(left * (item_members.len() + 3));
+                }
             }
             // The item's text ends with its closing brace.
             texts.push_str(&item[..item.len() - 1]);
-            members.extend_from_slice(item_members);
+            if copy_own {
+                members.extend_from_slice(item_members);
+            }
         }
         if !item_members.is_empty() || added > 0 {
             texts.push(',');

@@ -223,6 +223,11 @@ pub(crate) fn context_object<'t>(m: &Object<'t>, k: &str) -> Option<Object<'t>> 
         .and_then(|raw| Object::parse(raw, m.nested()))
 }
 
+/// How many batch-level members (`context`, `integrations`, `sentAt`) a call of a batch
+/// may be given: [`read_body`] leaves room for them after each call's own members, so that
+/// giving them copies nothing.
+pub(crate) const BATCH_LEVEL_ROOM: usize = 3;
+
 /// A Segment body read in one pass ([`read_body`]).
 #[derive(Debug, Default)]
 pub(crate) struct ReadBody<'a> {
@@ -232,7 +237,8 @@ pub(crate) struct ReadBody<'a> {
     pub(crate) calls: Vec<(&'a str, std::ops::Range<usize>)>,
     /// Each call's parts.
     pub(crate) parts: Vec<Parts<'a>>,
-    /// The members of every call, one call after another.
+    /// The members of every call, one call after another (in a batch, each followed by
+    /// [`BATCH_LEVEL_ROOM`] empty ones).
     pub(crate) members: scan::Members<'a>,
     /// The parts of the batch-level `context`, when it is an object.
     pub(crate) batch_context: Option<ContextParts<'a>>,
@@ -258,7 +264,7 @@ pub(crate) fn read_body(text: &str, single: bool) -> Option<ReadBody<'_>> {
     } else {
         let (mut batch, mut context) = (false, false);
         // Room for calls of 256 bytes and members of 24 (a tracking call has some 360 and
-        // 30): the lists seldom grow and move.
+        // 28, with the room left after its own): the lists seldom grow and move.
         let (mut top, mut members) = (Vec::new(), Vec::with_capacity(text.len() / 24));
         let mut calls = Vec::with_capacity(text.len() / 256);
         let mut parts = Vec::with_capacity(text.len() / 256);
@@ -278,6 +284,10 @@ pub(crate) fn read_body(text: &str, single: bool) -> Option<ReadBody<'_>> {
                         }
                         parts.push(r.call(3, &mut members)?);
                         calls.push((&r.s.src()[from..r.s.pos()], m..members.len()));
+                        // Room for the batch-level members the call may be given.
+                        for _ in 0..BATCH_LEVEL_ROOM {
+                            members.push((Cow::Borrowed(""), ""));
+                        }
                         Some(())
                     })?;
                 }
