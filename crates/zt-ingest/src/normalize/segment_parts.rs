@@ -916,13 +916,13 @@ mod tests {
         }
     }
 
-    /// Generated bodies read in one pass normalise exactly as the look-ups and the
-    /// reference normaliser do; most of them are read in one pass (so the comparison is
-    /// made), some are declined.
+    /// Generated bodies (and calls on their own) read in one pass normalise exactly as
+    /// the look-ups and the reference normaliser do; most of them are read in one pass
+    /// (so the comparison is made), some are declined.
     #[test]
     fn generated_bodies_read_in_one_pass_agree_with_the_look_ups() {
         let mut g = Gen(0x9E37_79B9_7F4A_7C15);
-        let (mut read, mut declined) = (0, 0);
+        let (mut read, mut declined, mut single) = (0, 0, 0);
         for _ in 0..3000 {
             let body = g.body();
             assert!(
@@ -935,10 +935,17 @@ mod tests {
                 declined += 1;
             }
             segment_agrees(body.as_bytes(), false, 3);
+            // A call on its own, as `/v1/track` takes it.
+            let call = g.call();
+            if segment_read_agrees(call.as_bytes(), true, 1) {
+                single += 1;
+            }
+            segment_agrees(call.as_bytes(), true, 1);
         }
         assert!(
             read > 1500 && declined > 100,
             "read {read}, declined {declined}"
         );
+        assert!(single > 2000, "single calls read in one pass: {single}");
     }
 }
