@@ -697,6 +697,44 @@ mod tests {
         assert!(t.properties_json.contains("a@b.cn"));
     }
 
+    /// With renames configured for the tracking source, other members of a call can
+    /// become its `context`, `properties` or `traits`: what the reader kept is not used,
+    /// and the call normalises as its value tree does.
+    #[test]
+    fn renames_leave_the_reader_aside() {
+        let mut mapping = crate::config::Mapping::default();
+        mapping.renames.insert("ctx".into(), "context".into());
+        mapping.renames.insert("props".into(), "properties".into());
+        let tf = crate::fields::TimeFormat::parse("rfc3339", "+08:00").unwrap();
+        let h = zt_model::pii::PiiHasher::new(b"salt", "86").unwrap();
+        let ctx = crate::fields::Ctx {
+            mapping: &mapping,
+            time_format: &tf,
+            hasher: &h,
+        };
+        let body = batch(&format!(
+            r#"{{{BASE},"ctx":{{"campaign":{{"source":"s"}}}},"props":{{"sku":"S","email":"a@b.cn"}},"context":{{"campaign":{{"source":"gone"}}}}}}"#
+        ));
+        let read = split_segment_read(&body, false, 10).expect("read in one pass");
+        let item = read.item(&read.calls[0]);
+        assert!(matches!(item.value, Ok(Parsed::Call(..))));
+        let env = || crate::normalize::Envelope {
+            received_at: 1,
+            raw: item.raw,
+            private_channels: &[],
+        };
+        let source = zt_model::Source::Tracking;
+        let lazy =
+            crate::normalize::normalize_parsed(source, item.value.unwrap(), None, &ctx, env())
+                .unwrap();
+        let tree: serde_json::Value = serde_json::from_slice(item.raw).unwrap();
+        let tree = crate::normalize::normalize(source, tree, None, &ctx, env()).unwrap();
+        assert_eq!(lazy, tree);
+        assert_eq!(lazy.context.utm_source.as_deref(), Some("s"));
+        assert_eq!(lazy.identities.email_hash, tree.identities.email_hash);
+        assert!(lazy.identities.email_hash.is_some());
+    }
+
     /// A small generator of Segment bodies (xorshift): calls of every type with the
     /// members the normaliser reads, contact keys in their spellings, repeated names,
     /// nested objects and arrays, escapes, white space and batch-level fields.
