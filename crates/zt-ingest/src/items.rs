@@ -368,20 +368,15 @@ pub(crate) fn split_segment_lazy(
 }
 
 /// [`split_segment_lazy`] with [`segment_parts::read_body`], `None` when it does not read
-/// the body (or the tree path must decide). Each call's members are its own, and when it
-/// was given batch-level fields, a copy of them with those.
+/// the body (or the tree path must decide). Each call's members are its own, followed by
+/// the batch-level ones it was given, written into the room the reader left after them.
 pub(crate) fn split_segment_read(
     text: &str,
     single: bool,
     max_batch_events: usize,
 ) -> Option<LazyBody<'_>> {
     let read = segment_parts::read_body(text, single)?;
-    let key = read
-        .top
-        .iter()
-        .rev()
-        .find(|(k, _)| k.as_ref() == "writeKey")
-        .and_then(|(_, v)| serde_json::from_str::<String>(v).ok());
+    let key = write_key(&read.top);
     let mut members = read.members;
     let mut parts = read.parts;
     let mut calls = Vec::with_capacity(read.calls.len());
@@ -472,14 +467,7 @@ pub(crate) fn split_segment_scanned(
     max_batch_events: usize,
 ) -> Option<LazyBody<'_>> {
     let (members, nested) = scan::object_nested(text)?;
-    let last = |name: &str| {
-        members
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_ref() == name)
-            .map(|(_, v)| *v)
-    };
-    let key = last("writeKey").and_then(|v| serde_json::from_str::<String>(v).ok());
+    let key = write_key(&members);
     if single {
         let call = LazyCall {
             part: text,
@@ -538,24 +526,32 @@ pub(crate) fn split_segment_scanned(
 /// `sentAt`), each with its text when the body has it.
 type BatchLevel<'a> = [(&'static str, Option<&'a str>); 3];
 
+/// The text of the last member named `name` of a body whose members are `top`.
+fn last<'a>(top: &[(Cow<'a, str>, &'a str)], name: &str) -> Option<&'a str> {
+    top.iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| *v)
+}
+
+/// The `writeKey` of a body whose members are `top`.
+fn write_key(top: &[(Cow<'_, str>, &str)]) -> Option<String> {
+    last(top, "writeKey").and_then(|v| serde_json::from_str::<String>(v).ok())
+}
+
 /// The batch-level fields of a body whose members are `top` (the last of each name), and
 /// its `batch`, `None` without one.
 fn batch_level<'a>(top: &[(Cow<'a, str>, &'a str)]) -> (Option<&'a str>, BatchLevel<'a>) {
-    let last = |name: &str| {
-        top.iter()
-            .rev()
-            .find(|(k, _)| k.as_ref() == name)
-            .map(|(_, v)| *v)
-    };
+    let get = |name: &str| last(top, name);
     (
-        last("batch").filter(|t| t.starts_with('[')),
+        get("batch").filter(|t| t.starts_with('[')),
         [
-            ("context", last("context").filter(|t| t.starts_with('{'))),
+            ("context", get("context").filter(|t| t.starts_with('{'))),
             (
                 "integrations",
-                last("integrations").filter(|t| t.starts_with('{')),
+                get("integrations").filter(|t| t.starts_with('{')),
             ),
-            ("sentAt", last("sentAt")),
+            ("sentAt", get("sentAt")),
         ],
     )
 }

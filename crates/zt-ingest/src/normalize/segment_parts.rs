@@ -173,13 +173,12 @@ impl<'a> Parts<'a> {
     ) -> Parts<'a> {
         let obj = |k: &str| context_object(context, k);
         let (campaign, page) = (obj("campaign"), obj("page"));
-        let mut p = PropertiesParts {
-            contacts: Contacts::of(properties),
-            ..PropertiesParts::default()
-        };
+        // One pass over the properties, as the reader makes.
+        let mut p = PropertiesParts::default();
         for (k, raw, last) in properties.members() {
             if last {
                 p.member(k, raw);
+                p.contacts.offer(k, raw);
             }
         }
         Parts {
